@@ -1,0 +1,94 @@
+// test_support.cpp: see test_support.h.
+#include "test_support.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+
+#include "core/rng.h"
+
+namespace fs = std::filesystem;
+
+namespace loftq::test {
+
+std::string shared_dir() {
+    const char* env = std::getenv("LOFTQ_SHARED_DIR");
+    std::string d = env ? env : "../shared";
+    std::error_code ec;
+    if (!d.empty() && fs::is_directory(d, ec)) return fs::absolute(d).string();
+    return "";
+}
+
+namespace {
+std::vector<std::string>& temp_dirs() {
+    static std::vector<std::string> dirs;
+    static bool registered = false;
+    if (!registered) {
+        registered = true;
+        std::atexit([] {
+            std::error_code ec;
+            for (auto& d : temp_dirs()) fs::remove_all(d, ec);
+        });
+    }
+    return dirs;
+}
+}  // namespace
+
+std::string make_temp_dir(const std::string& tag) {
+    static std::mutex mu;
+    std::lock_guard<std::mutex> lock(mu);
+    std::string tmpl = (fs::temp_directory_path() / ("loftq-" + tag + "-XXXXXX")).string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    char* p = mkdtemp(buf.data());
+    if (!p) return "";
+    temp_dirs().push_back(p);
+    return p;
+}
+
+std::vector<float> gaussian(size_t n, uint64_t seed, double sigma) {
+    Rng rng(seed);
+    std::vector<float> v(n);
+    for (auto& x : v) x = float(sigma * rng.normal());
+    return v;
+}
+
+Matrix structured_matrix(int64_t m, int64_t n, uint64_t seed, double decay, double noise) {
+    Matrix w(m, n);
+    Rng rng(seed);
+    int64_t k = std::min<int64_t>(std::min(m, n), 48);
+    std::vector<double> u(size_t(m)), v(size_t(n));
+    std::vector<double> acc(size_t(m * n), 0.0);
+    for (int64_t c = 0; c < k; ++c) {
+        double s = std::pow(decay, double(c)) * std::sqrt(double(m + n)) * 0.05;
+        for (auto& x : u) x = rng.normal() / std::sqrt(double(m));
+        for (auto& x : v) x = rng.normal() / std::sqrt(double(n));
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) acc[size_t(i * n + j)] += s * u[size_t(i)] * v[size_t(j)];
+    }
+    for (size_t i = 0; i < acc.size(); ++i) {
+        double x = acc[i] + noise * rng.normal();
+        if (rng.uniform() < 0.002) x *= 8.0;  // a few outliers, as in trained LLM weights
+        w.buf[i] = float(x);
+    }
+    return w;
+}
+
+double frob(const float* a, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += double(a[i]) * double(a[i]);
+    return std::sqrt(s);
+}
+
+double rel_err(const float* a, const float* b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; ++i) {
+        double d = double(a[i]) - double(b[i]);
+        num += d * d;
+        den += double(a[i]) * double(a[i]);
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+}  // namespace loftq::test

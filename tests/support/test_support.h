@@ -1,0 +1,27 @@
+// test_support.h: small helpers shared by the Qt Test executables: where ../shared is, temporary
+// folders, deterministic random data and matrices with controlled spectra.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/matrix.h"
+
+namespace loftq::test {
+
+// ../shared (from LOFTQ_SHARED_DIR set by CTest), or "" when it is absent.
+std::string shared_dir();
+// A fresh empty temporary folder, removed at process exit.
+std::string make_temp_dir(const std::string& tag);
+
+// n i.i.d. N(0, sigma^2) floats from `seed`.
+std::vector<float> gaussian(size_t n, uint64_t seed, double sigma = 1.0);
+// An m x n matrix with a decaying spectrum plus heavy-ish tails, like a trained weight:
+// sum_k s_k u_k v_k^T with s_k = decay^k, plus `noise` * Gaussian, plus a few outliers.
+Matrix structured_matrix(int64_t m, int64_t n, uint64_t seed, double decay = 0.9, double noise = 0.02);
+
+// ||A - B||_F / ||A||_F in float64.
+double rel_err(const float* a, const float* b, size_t n);
+double frob(const float* a, size_t n);
+
+}  // namespace loftq::test
