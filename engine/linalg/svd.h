@@ -7,7 +7,8 @@
 // range finder Y = X Omega, q power iterations each re-orthonormalized by QR
 // (Z = X^T Q, Q' = qr(Z), Y = X Q', Q = qr(Y)), then the SVD of the small (r+p) x n matrix
 // Q^T X. Cost O(m n (r+p) (2q+2)). Deterministic for a given seed (portable RNG, loftq/rng.h)
-// and independent of the BLAS thread count.
+// at a given BLAS thread count; across thread counts the bits differ (OpenBLAS's LAPACK paths),
+// the factors agreeing to float32 rounding (tests/test_linalg.cpp).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -23,6 +24,8 @@ struct SvdOptions {
     int oversample = 10;   // p
     int power_iters = 2;   // q
     uint64_t seed = 0;     // per weight: caller mixes the job seed with the weight name
+    int threads = 0;       // threads for the randomized SVD's thin products (0 = BLAS setting);
+                           // bit-identical results for any value
 };
 
 struct LowRank {

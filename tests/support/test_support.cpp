@@ -58,7 +58,7 @@ Matrix structured_matrix(int64_t m, int64_t n, uint64_t seed, double decay, doub
     Matrix w(m, n);
     Rng rng(seed);
     int64_t k = std::min<int64_t>(std::min(m, n), 48);
-    std::vector<double> u(size_t(m)), v(size_t(n));
+    std::vector<double> u(static_cast<size_t>(m)), v(static_cast<size_t>(n));
     std::vector<double> acc(size_t(m * n), 0.0);
     for (int64_t c = 0; c < k; ++c) {
         double s = std::pow(decay, double(c)) * std::sqrt(double(m + n)) * 0.05;

@@ -1,0 +1,36 @@
+// cli_common.h: what the `loftq` subcommands share: their registration functions, settings
+// flags that map onto a plan's defaults, and small formatting helpers. The CLI stays thin: it
+// fills engine structs and calls the same engine functions the GUI calls.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "loftq/plan.h"
+
+namespace loftq::cli {
+
+// Flags that override a plan's defaults when given (--quant, --block, --rank, --iters, --svd,
+// --seed, --lora-alpha, --plan).
+struct PlanFlags {
+    std::string plan_file;
+    std::optional<std::string> quant, svd;
+    std::optional<int> block, rank, iters;
+    std::optional<uint64_t> seed;
+    std::optional<double> lora_alpha;
+    void add_to(CLI::App* app);
+    Plan make_plan() const;  // the plan file (or defaults) with the flags applied; throws loftq::Error
+};
+
+void add_inspect(CLI::App& app);
+void add_quantize(CLI::App& app);
+void add_plan(CLI::App& app);
+void add_make_demo(CLI::App& app);
+
+std::string human_bytes(double bytes);        // "12.6 GiB"
+std::string human_seconds(double seconds);    // "1m05s"
+uint64_t parse_size(const std::string& text); // "5GB", "500MB", "1GiB", "123" -> bytes; throws loftq::Error
+
+}  // namespace loftq::cli

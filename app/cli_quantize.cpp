@@ -1,0 +1,84 @@
+// cli_quantize.cpp: `loftq quantize MODEL --out DIR [settings] [--threads N] [--plan FILE]`:
+// runs the LoftQ job and writes the Hugging Face LoftQ layout. Ctrl-C cancels cleanly (the
+// first SIGINT sets the job's cancel token; a second one kills the process as usual).
+#include <csignal>
+#include <cstdio>
+#include <memory>
+
+#include "cli_common.h"
+#include "cli_progress.h"
+#include "loftq/job.h"
+
+namespace loftq::cli {
+
+namespace {
+CancelToken* g_cancel = nullptr;
+extern "C" void on_sigint(int) {
+    if (g_cancel) g_cancel->cancel();
+    std::signal(SIGINT, SIG_DFL);
+}
+
+struct QuantizeArgs {
+    std::string model, out, max_shard = "5GB";
+    int threads = 0;
+    bool force = false, dry_run = false, no_checksums = false, quiet = false;
+    PlanFlags flags;
+};
+
+void run_quantize_cmd(const QuantizeArgs& a) {
+    QuantizeOptions opt;
+    opt.model = a.model;
+    opt.out_dir = a.dry_run ? "" : a.out;
+    opt.plan = a.flags.make_plan();
+    opt.threads = a.threads;
+    opt.force = a.force;
+    opt.checksums = !a.no_checksums;
+    opt.max_shard_bytes = parse_size(a.max_shard);
+    CancelToken cancel;
+    g_cancel = &cancel;
+    auto old = std::signal(SIGINT, on_sigint);
+    ProgressPrinter printer(a.quiet);
+    QuantizeResult r;
+    try {
+        r = run_quantize(opt, [&](const JobEvent& e) { printer(e); }, cancel);
+    } catch (...) {
+        printer.finish();
+        std::signal(SIGINT, old);
+        g_cancel = nullptr;
+        throw;
+    }
+    printer.finish();
+    std::signal(SIGINT, old);
+    g_cancel = nullptr;
+
+    double sb = 0, sf = 0;
+    for (auto& w : r.weights) { sb += w.baseline; sf += w.final_error; }
+    size_t n = r.weights.size();
+    std::printf("%zu weights in %s: mean relative error QLoRA %.5f -> LoftQ %.5f\n", n, human_seconds(r.seconds).c_str(),
+                n ? sb / double(n) : 0.0, n ? sf / double(n) : 0.0);
+    std::printf("plan size %s (%.3f bits/weight on targets, %.2f bits per param overall; fp16 model %s)\n",
+                human_bytes(double(r.size.total_bytes)).c_str(), r.size.target_bits_per_weight(), r.size.bits_per_param(),
+                human_bytes(double(r.size.fp16_bytes)).c_str());
+    if (!a.dry_run) std::printf("wrote %s (%zu files)\n", a.out.c_str(), r.files.size());
+}
+}  // namespace
+
+void add_quantize(CLI::App& app) {
+    auto args = std::make_shared<QuantizeArgs>();
+    CLI::App* sub = app.add_subcommand("quantize", "Run LoftQ and write the Hugging Face LoftQ layout");
+    sub->add_option("MODEL", args->model, "HF folder, .safetensors file or llama2.c .bin")->required();
+    auto* out = sub->add_option("-o,--out", args->out, "Output folder");
+    sub->add_flag("--dry-run", args->dry_run, "Decompose and report errors, write nothing");
+    sub->callback([args, out] {
+        if (!args->dry_run && out->count() == 0) throw CLI::RequiredError("--out");
+        run_quantize_cmd(*args);
+    });
+    args->flags.add_to(sub);
+    sub->add_option("--threads", args->threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
+    sub->add_option("--max-shard-size", args->max_shard, "Largest output shard, e.g. 5GB (default), 500MB");
+    sub->add_flag("--force", args->force, "Write into a non-empty output folder");
+    sub->add_flag("--no-checksums", args->no_checksums, "Skip input checksums in the manifest");
+    sub->add_flag("-q,--quiet", args->quiet, "No progress output");
+}
+
+}  // namespace loftq::cli

@@ -1,0 +1,373 @@
+// svd.cpp: rank-r factorizations X ~= B A (see svd.h): the exact one by LAPACK's divide and
+// conquer SVD (sgesdd) and the randomized one of Halko, Martinsson and Tropp (2011), plus the
+// exact singular values. Leaves out any GPU path and any truncation by tolerance: the caller
+// always names the rank.
+//
+// Layout trick used throughout: a row-major p x q buffer *is* a column-major q x p matrix, so
+// every LAPACK call below is made in LAPACK's native column-major layout on the transposed
+// view and never pays LAPACKE's row-major transpose copies. For X (m x n row-major) that means
+// sgesdd sees X^T = V S U^T and hands back V (n x k column-major == V^T row-major, the layout of
+// A) and U^T (k x m column-major == U row-major, the layout of B).
+// The randomized path keeps its thin factors (Y, Q, Z) "transposed" too: Qt is l x m row-major,
+// i.e. Q column-major m x l, exactly what sgeqrf/sorgqr want.
+#include "linalg/svd.h"
+
+#include <immintrin.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "linalg/blas.h"
+
+namespace loftq {
+
+namespace {
+
+void check_lapack(lapack_int info, const char* what, int64_t m, int64_t n) {
+    if (info == 0) return;
+    std::string why = info < 0 ? "illegal argument " + std::to_string(-info) + " (NaN or Inf in the input?)"
+                               : "did not converge (info " + std::to_string(info) + ")";
+    if (info == LAPACK_WORK_MEMORY_ERROR || info == LAPACK_TRANSPOSE_MEMORY_ERROR) why = "out of memory";
+    throw Error(std::string("linalg: ") + what + " on " + std::to_string(m) + " x " + std::to_string(n) + ": " + why);
+}
+
+lapack_int lapack_dim(int64_t v) {
+    if (v < 0 || v > int64_t(INT32_MAX)) throw Error("linalg: dimension " + std::to_string(v) + " too large for LAPACK");
+    return lapack_int(v);
+}
+
+LowRank empty_factors(int64_t m, int64_t n) {
+    LowRank f;
+    f.B = Matrix(m, 0);
+    f.A = Matrix(0, n);
+    return f;
+}
+
+// Q factor in place: on entry the column-major rows x cols matrix at `a` (leading dimension
+// rows, rows >= cols); on exit its thin orthonormal Q of the same shape. Householder QR, so Q is
+// orthonormal to working precision even when the input columns are nearly dependent (which is
+// what the power iterations produce).
+void orthonormalize(float* a, int64_t rows, int64_t cols, std::vector<float>& tau) {
+    tau.assign(size_t(cols), 0.f);
+    lapack_int r = lapack_dim(rows), c = lapack_dim(cols);
+    check_lapack(LAPACKE_sgeqrf(LAPACK_COL_MAJOR, r, c, a, r, tau.data()), "sgeqrf", rows, cols);
+    check_lapack(LAPACKE_sorgqr(LAPACK_COL_MAJOR, r, c, c, a, r, tau.data()), "sorgqr", rows, cols);
+}
+
+// A = diag(sqrt S_r) V_r^T (r x n) from `vt`, rows of length n whose first r are V_r^T.
+void fill_a_sqrt(LowRank& f, const float* vt, int64_t n, int r) {
+    f.A = Matrix(r, n);
+    for (int j = 0; j < r; ++j) {
+        float s = std::sqrt(f.S[size_t(j)]);
+        const float* src = vt + int64_t(j) * n;
+        float* dst = f.A.data() + int64_t(j) * n;
+        for (int64_t c = 0; c < n; ++c) dst[c] = s * src[c];
+    }
+}
+
+// B (m x r) <- B diag(sqrt S_r).
+void scale_columns_sqrt(Matrix& B, const std::vector<float>& S) {
+    const int64_t r = B.cols;
+    std::vector<float> s(static_cast<size_t>(r));
+    for (int64_t j = 0; j < r; ++j) s[size_t(j)] = std::sqrt(S[size_t(j)]);
+    for (int64_t i = 0; i < B.rows; ++i) {
+        float* row = B.data() + i * r;
+        for (int64_t j = 0; j < r; ++j) row[j] *= s[size_t(j)];
+    }
+}
+
+}  // namespace
+
+LowRank low_rank_exact(const float* X, int64_t m, int64_t n, int r) {
+    const int64_t k = std::min(m, n);
+    r = int(std::clamp<int64_t>(r, 0, k));
+    if (r == 0) return empty_factors(m, n);
+
+    // sgesdd overwrites its input: work on a copy. Column-major view: X^T, n x m, ld n.
+    std::vector<float> a(X, X + size_t(m) * size_t(n));
+    std::vector<float> s(static_cast<size_t>(k));
+    std::vector<float> vt(size_t(k) * size_t(n));  // column-major n x k "U" of X^T == V^T, k x n row-major
+    std::vector<float> u(size_t(m) * size_t(k));   // column-major k x m "VT" of X^T == U, m x k row-major
+    lapack_int nn = lapack_dim(n), mm = lapack_dim(m), kk = lapack_dim(k);
+    check_lapack(LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', nn, mm, a.data(), nn, s.data(), vt.data(), nn, u.data(), kk),
+                 "sgesdd", m, n);
+    a = {};
+
+    LowRank f;
+    f.S.assign(s.begin(), s.begin() + r);
+    f.B = Matrix(m, r);
+    for (int64_t i = 0; i < m; ++i)
+        std::memcpy(f.B.data() + i * r, u.data() + i * k, size_t(r) * sizeof(float));
+    scale_columns_sqrt(f.B, f.S);
+    fill_a_sqrt(f, vt.data(), n, r);
+    return f;
+}
+
+namespace {
+
+// ---- the two thin products over X -------------------------------------------------------------
+// The range finder's cost is passes over X: Y = X W (W n x l) and Z = X^T Q (Q m x l), l <= ~100.
+// OpenBLAS runs these skinny shapes at ~65 GFLOP/s here whatever the thread count (square sgemm
+// reaches 110-220 per core), so they get their own kernels: register tiles of R rows x NV
+// vectors, each accumulator a plain FMA chain over the reduction index in increasing order.
+// That makes every output element the same sequence of float operations whatever the ISA
+// (AVX-512 or AVX2), the tiling or the thread split, so these passes are bitwise identical across
+// thread counts (the small LAPACK steps after them are not: see svd.h). Machines with neither
+// fall back to OpenBLAS gemm (same maths, other bits).
+// Thin matrices are row-major with Lp = l rounded up to 16 columns, the padding zero.
+
+constexpr int64_t kPad = 16;  // Lp granularity (one AVX-512 vector, two AVX2 vectors)
+
+// The kernel templates, written once and compiled twice below, each time inside a GCC target
+// region (so intrinsics inline) and a namespace that defines the vector type `Vec`, `kW` floats
+// per vector, the ops vzero/vload/vstore/vset1/vfma and the register tile kR x kNV.
+//   micro:   out[r][0 .. NV*kW) (+)= sum_k x[r*xr + k*xk] * w[k*wk + 0 .. NV*kW), k = 0..K-1 in
+//            order; acc_in continues the chains from `out` (a later block of the same sum).
+//   tiles:   tiles [t0, t1) of R "rows" over one column strip; the partial tile uses R = 1.
+//   xw_rows: Y (m x Lp) = X (m x n) W (n x Lp), rows [i0, i1) of Y. The reduction is blocked by
+//            1024 so that the W block (1024 x 32 floats) stays in L2 while rows of X stream by.
+//   xtq_cols: Z (n x Lp) = X^T Q (Q m x Lp), rows [c0, c1) of Z (columns of X). The reduction
+//            over the m rows of X is blocked by 256 so that a block of X rows is reused from
+//            cache across column tiles and strips; partial sums live in Z between blocks.
+// Column strips are 32 floats wide (16 for the last one when Lp % 32 == 16).
+#define LOFTQ_THIN_KERNELS                                                                                        \
+    template <int R, int NV>                                                                                      \
+    inline void micro(const float* x, int64_t xr, int64_t xk, const float* w, int64_t wk, int64_t K, float* out,  \
+                      int64_t os, bool acc_in) {                                                                  \
+        Vec acc[R][NV];                                                                                           \
+        for (int r = 0; r < R; ++r)                                                                               \
+            for (int v = 0; v < NV; ++v) acc[r][v] = acc_in ? vload(out + r * os + v * kW) : vzero();            \
+        for (int64_t k = 0; k < K; ++k) {                                                                         \
+            Vec wv[NV];                                                                                           \
+            for (int v = 0; v < NV; ++v) wv[v] = vload(w + k * wk + v * kW);                                      \
+            for (int r = 0; r < R; ++r) {                                                                         \
+                Vec b = vset1(x[r * xr + k * xk]);                                                                \
+                for (int v = 0; v < NV; ++v) acc[r][v] = vfma(b, wv[v], acc[r][v]);                               \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int r = 0; r < R; ++r)                                                                               \
+            for (int v = 0; v < NV; ++v) vstore(out + r * os + v * kW, acc[r][v]);                               \
+    }                                                                                                             \
+    template <int R, int NV>                                                                                      \
+    inline void tiles(int64_t t0, int64_t t1, const float* x, int64_t xr, int64_t xk, const float* w, int64_t wk, \
+                      int64_t K, float* out, int64_t os, bool acc_in) {                                           \
+        int64_t t = t0;                                                                                           \
+        for (; t + R <= t1; t += R) micro<R, NV>(x + t * xr, xr, xk, w, wk, K, out + t * os, os, acc_in);         \
+        for (; t < t1; ++t) micro<1, NV>(x + t * xr, xr, xk, w, wk, K, out + t * os, os, acc_in);                 \
+    }                                                                                                             \
+    inline void strip(int64_t t0, int64_t t1, const float* x, int64_t xr, int64_t xk, const float* w, int64_t wk, \
+                      int64_t K, float* out, int64_t os, bool acc_in, int64_t width) {                            \
+        if (width == 32) tiles<kR, 32 / kW>(t0, t1, x, xr, xk, w, wk, K, out, os, acc_in);                        \
+        else tiles<kR, 16 / kW>(t0, t1, x, xr, xk, w, wk, K, out, os, acc_in);                                    \
+    }                                                                                                             \
+    void xw_rows(int64_t i0, int64_t i1, const float* X, int64_t n, const float* W, int64_t Lp, float* Y) {       \
+        constexpr int64_t kb = 1024;                                                                              \
+        for (int64_t k0 = 0; k0 < n; k0 += kb) {                                                                  \
+            const int64_t K = std::min(kb, n - k0);                                                               \
+            for (int64_t s = 0; s < Lp; s += 32)                                                                  \
+                strip(i0, i1, X + k0, n, 1, W + k0 * Lp + s, Lp, K, Y + s, Lp, k0 > 0, std::min<int64_t>(32, Lp - s)); \
+        }                                                                                                         \
+    }                                                                                                             \
+    void xtq_cols(int64_t c0, int64_t c1, const float* X, int64_t m, int64_t n, const float* Q, int64_t Lp,       \
+                  float* Z) {                                                                                     \
+        constexpr int64_t ib = 256;                                                                               \
+        for (int64_t i0 = 0; i0 < m; i0 += ib) {                                                                  \
+            const int64_t K = std::min(ib, m - i0);                                                               \
+            for (int64_t s = 0; s < Lp; s += 32)                                                                  \
+                strip(c0, c1, X + i0 * n, 1, n, Q + i0 * Lp + s, Lp, K, Z + s, Lp, i0 > 0,                        \
+                      std::min<int64_t>(32, Lp - s));                                                             \
+        }                                                                                                         \
+    }
+
+// AVX-512: 32 vector registers: 8 x 2 accumulators + 2 strip vectors + 1 broadcast.
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace k512 {
+using Vec = __m512;
+constexpr int kW = 16, kR = 8;
+inline Vec vzero() { return _mm512_setzero_ps(); }
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec vset1(float x) { return _mm512_set1_ps(x); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+LOFTQ_THIN_KERNELS
+}  // namespace k512
+#pragma GCC pop_options
+
+// AVX2 + FMA: 16 registers: 2 rows x 4 accumulators (32-float strip) + 4 strip vectors + 1.
+// Same chains as AVX-512, so the same bits.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace k256 {
+using Vec = __m256;
+constexpr int kW = 8, kR = 2;
+inline Vec vzero() { return _mm256_setzero_ps(); }
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec vset1(float x) { return _mm256_set1_ps(x); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+LOFTQ_THIN_KERNELS
+}  // namespace k256
+#pragma GCC pop_options
+#undef LOFTQ_THIN_KERNELS
+
+enum class Kernel { Avx512, Avx2, Blas };
+
+Kernel pick_kernel() {
+    static const Kernel k = [] {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) return Kernel::Avx512;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel::Avx2;
+        return Kernel::Blas;
+    }();
+    return k;
+}
+
+// Threads for the thin products: SvdOptions::threads for the current call (thread-local, so
+// concurrent weights on different workers do not interfere), else the BLAS setting. The LAPACK
+// steps follow OpenBLAS's process-wide setting; jobs keep that at 1 so that results do not
+// depend on the thread count (see loftq/job.h).
+thread_local int t_kernel_threads = 0;
+int kernel_threads() { return t_kernel_threads > 0 ? t_kernel_threads : blas_threads(); }
+
+// Minimum rows (or columns) per thread: below this a second thread costs more than it saves.
+constexpr int64_t kMinChunk = 256;
+
+void mul_xw(const float* X, int64_t m, int64_t n, const float* W, int64_t Lp, float* Y) {
+    switch (pick_kernel()) {
+    case Kernel::Avx512:
+        parallel_for(m, kernel_threads(), kMinChunk, [&](int64_t a, int64_t b) { k512::xw_rows(a, b, X, n, W, Lp, Y); });
+        break;
+    case Kernel::Avx2:
+        parallel_for(m, kernel_threads(), kMinChunk, [&](int64_t a, int64_t b) { k256::xw_rows(a, b, X, n, W, Lp, Y); });
+        break;
+    case Kernel::Blas: gemm(false, false, m, Lp, n, 1.f, X, n, W, Lp, 0.f, Y, Lp); break;
+    }
+}
+
+void mul_xtq(const float* X, int64_t m, int64_t n, const float* Q, int64_t Lp, float* Z) {
+    switch (pick_kernel()) {
+    case Kernel::Avx512:
+        parallel_for(n, kernel_threads(), kMinChunk, [&](int64_t a, int64_t b) { k512::xtq_cols(a, b, X, m, n, Q, Lp, Z); });
+        break;
+    case Kernel::Avx2:
+        parallel_for(n, kernel_threads(), kMinChunk, [&](int64_t a, int64_t b) { k256::xtq_cols(a, b, X, m, n, Q, Lp, Z); });
+        break;
+    case Kernel::Blas: gemm(true, false, n, Lp, m, 1.f, X, n, Q, Lp, 0.f, Z, Lp); break;
+    }
+}
+
+// Row-major rows x Lp (first l columns used) <-> column-major rows x l (ld rows), for LAPACK.
+void to_col_major(const float* a, int64_t rows, int64_t Lp, int64_t l, float* c) {
+    for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < l; ++j) c[j * rows + i] = a[i * Lp + j];
+}
+void from_col_major(const float* c, int64_t rows, int64_t Lp, int64_t l, float* a) {
+    for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t j = 0; j < l; ++j) a[i * Lp + j] = c[j * rows + i];
+        for (int64_t j = l; j < Lp; ++j) a[i * Lp + j] = 0.f;
+    }
+}
+
+}  // namespace
+
+// Halko-Martinsson-Tropp with l = min(r + p, min(m, n)) probe vectors. Shapes:
+//   X  m x n row-major (input)
+//   W  n x Lp row-major: Omega (the Gaussian test matrix), later Q' = qr(Z)
+//   Y  m x Lp row-major: X W;  Qc m x l column-major: qr(Y), also Q in row-major m x Lp (Qr)
+//   Z  n x Lp row-major: X^T Q; Zc n x l column-major: its QR
+// 2q + 2 passes over X (1 range finder, 2 per power iteration, 1 for C = Q^T X = Z^T); the rest
+// is O((m + n) l^2). Each step is a fixed sequence of operations on fixed shapes, so the result
+// depends only on X, r, p, q, seed and the kernel family (see the note on the thin products).
+LowRank low_rank_randomized(const float* X, int64_t m, int64_t n, int r, int oversample, int power_iters, uint64_t seed) {
+    const int64_t k = std::min(m, n);
+    r = int(std::clamp<int64_t>(r, 0, k));
+    if (r == 0) return empty_factors(m, n);
+    const int64_t l = std::min<int64_t>(int64_t(r) + std::max(oversample, 0), k);
+    const int64_t Lp = (l + kPad - 1) / kPad * kPad;
+    const int q = std::max(power_iters, 0);
+
+    // Omega (n x l), filled row after row (row k: l values) from the portable generator, so its
+    // values depend on seed, n and l only; stored padded to Lp columns.
+    std::vector<float> W(size_t(n) * size_t(Lp), 0.f);
+    {
+        Rng rng(seed);
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < l; ++j) W[size_t(i * Lp + j)] = float(rng.normal());
+    }
+    std::vector<float> Y(size_t(m) * size_t(Lp)), Qc(size_t(m) * size_t(l));
+    std::vector<float> Z(size_t(n) * size_t(Lp)), Zc(size_t(n) * size_t(l));
+    std::vector<float> tau;
+
+    // Y = X Omega; Q = qr(Y), back into Y (row-major, padded) for the next product.
+    mul_xw(X, m, n, W.data(), Lp, Y.data());
+    to_col_major(Y.data(), m, Lp, l, Qc.data());
+    orthonormalize(Qc.data(), m, l, tau);
+    from_col_major(Qc.data(), m, Lp, l, Y.data());
+    for (int it = 0; it < q; ++it) {
+        // Z = X^T Q; Q' = qr(Z) into W.
+        mul_xtq(X, m, n, Y.data(), Lp, Z.data());
+        to_col_major(Z.data(), n, Lp, l, Zc.data());
+        orthonormalize(Zc.data(), n, l, tau);
+        from_col_major(Zc.data(), n, Lp, l, W.data());
+        // Y = X Q'; Q = qr(Y).
+        mul_xw(X, m, n, W.data(), Lp, Y.data());
+        to_col_major(Y.data(), m, Lp, l, Qc.data());
+        orthonormalize(Qc.data(), m, l, tau);
+        from_col_major(Qc.data(), m, Lp, l, Y.data());
+    }
+    W = {};
+    // Z = X^T Q (n x Lp row-major) == C = Q^T X column-major l x n with leading dimension Lp.
+    mul_xtq(X, m, n, Y.data(), Lp, Z.data());
+
+    // SVD of the small C = Uc S Vc^T: Uc l x l and Vc^T l x n, both column-major (ld l).
+    std::vector<float> s(static_cast<size_t>(l)), uc(size_t(l) * size_t(l)), vct(size_t(l) * size_t(n));
+    lapack_int nn = lapack_dim(n), ll = lapack_dim(l), lp = lapack_dim(Lp);
+    check_lapack(LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', ll, nn, Z.data(), lp, s.data(), uc.data(), ll, vct.data(), ll),
+                 "sgesdd", l, n);
+
+    LowRank f;
+    f.S.assign(s.begin(), s.begin() + r);
+    // B = Q Uc[:, :r] (m x r). Qc column-major m x l is row-major l x m (op = transpose); Uc
+    // column-major is row-major Uc^T (op = transpose again).
+    f.B = Matrix(m, r);
+    gemm(true, true, m, r, l, 1.f, Qc.data(), m, uc.data(), l, 0.f, f.B.data(), r);
+    scale_columns_sqrt(f.B, f.S);
+    // A = diag(sqrt S_r) Vc^T[:r, :], gathered from column-major Vc^T (element (j, c) at j + c l).
+    f.A = Matrix(r, n);
+    for (int j = 0; j < r; ++j) {
+        const float sq = std::sqrt(f.S[size_t(j)]);
+        float* dst = f.A.data() + int64_t(j) * n;
+        for (int64_t c = 0; c < n; ++c) dst[c] = sq * vct[size_t(j + c * l)];
+    }
+    return f;
+}
+
+LowRank low_rank(const float* X, int64_t m, int64_t n, int r, const SvdOptions& opt) {
+    if (opt.method == SvdMethod::Exact) return low_rank_exact(X, m, n, r);
+    struct Guard { int saved; ~Guard() { t_kernel_threads = saved; } } guard{t_kernel_threads};
+    t_kernel_threads = opt.threads;
+    return low_rank_randomized(X, m, n, r, opt.oversample, opt.power_iters, opt.seed);
+}
+
+std::vector<float> singular_values(const float* X, int64_t m, int64_t n) {
+    const int64_t k = std::min(m, n);
+    if (k <= 0) return {};
+    // jobz = 'N' in column-major: u and vt are not referenced and their leading dimensions only
+    // need to be >= 1 (the row-major interface would demand ldvt >= n; see TOOLCHAIN.md).
+    std::vector<float> a(X, X + size_t(m) * size_t(n));
+    std::vector<float> s(static_cast<size_t>(k));
+    float dummy = 0.f;
+    lapack_int nn = lapack_dim(n), mm = lapack_dim(m);
+    check_lapack(LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'N', nn, mm, a.data(), nn, s.data(), &dummy, 1, &dummy, 1),
+                 "sgesdd", m, n);
+    return s;
+}
+
+}  // namespace loftq

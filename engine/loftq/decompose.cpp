@@ -1,0 +1,101 @@
+// decompose.cpp: see decompose.h. The residual updates and norms are fused element loops; the
+// heavy parts are the quantizer (quant/) and the rank-r factorization (linalg/).
+#include "loftq/decompose.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "linalg/blas.h"
+
+namespace loftq {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// sum (a - b)^2 in float64, chunked so the result does not depend on the thread count.
+double diff_sq(const float* a, const float* b, size_t n, int threads) {
+    constexpr int64_t kChunk = 1 << 16;
+    int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
+    std::vector<double> part(size_t(chunks), 0.0);
+    parallel_for(chunks, threads, 4, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+            size_t i0 = size_t(c) * kChunk, i1 = std::min(n, i0 + kChunk);
+            double s = 0;
+            for (size_t i = i0; i < i1; ++i) { double d = double(a[i]) - double(b[i]); s += d * d; }
+            part[size_t(c)] = s;
+        }
+    });
+    double s = 0;
+    for (double p : part) s += p;
+    return s;
+}
+
+void sub(const float* a, const float* b, float* out, size_t n, int threads) {
+    parallel_for(int64_t(n), threads, 1 << 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) out[i] = a[i] - b[i];
+    });
+}
+}  // namespace
+
+uint64_t weight_seed(uint64_t plan_seed, const std::string& name, int step) {
+    uint64_t x = plan_seed ^ hash_name(name) ^ (uint64_t(step) * 0x9e3779b97f4a7c15ull);
+    return splitmix64(x);
+}
+
+Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
+                              int threads, const std::function<void(const StepReport&)>& on_step,
+                              const CancelToken* cancel) {
+    auto t_start = Clock::now();
+    const QuantFormat& fmt = quant_format(s.quant);
+    const size_t N = size_t(m) * size_t(n);
+    Decomposition d;
+    d.Q = Matrix(m, n);
+    d.codes.resize(N);
+    d.scales.resize(num_blocks(N, s.block));
+    d.w_norm = std::sqrt(diff_sq(W, d.Q.data(), N, threads));  // Q is zero here: ||W||
+    const double inv_norm = d.w_norm > 0 ? 1.0 / d.w_norm : 0.0;
+
+    if (cancel) cancel->throw_if_cancelled();
+    // Q_1 = q(W): the QLoRA baseline and the first step's backbone.
+    auto t_step = Clock::now();
+    quantize_dequantize(fmt, W, N, s.block, d.Q.data(), d.codes.data(), d.scales.data(), threads);
+    d.baseline = std::sqrt(diff_sq(W, d.Q.data(), N, threads)) * inv_norm;
+    d.final_error = d.baseline;
+    const int r = int(std::min<int64_t>(s.rank, std::min(m, n)));
+    if (s.iters <= 0 || r <= 0) {
+        d.lr.B = Matrix(m, 0);
+        d.lr.A = Matrix(0, n);
+        d.seconds = since(t_start);
+        return d;
+    }
+
+    Matrix R(m, n);  // W - Q_t, then the residual W - B A for the next step's quantizer
+    for (int t = 1; t <= s.iters; ++t) {
+        if (t > 1) {
+            if (cancel) cancel->throw_if_cancelled();
+            t_step = Clock::now();
+            quantize_dequantize(fmt, R.data(), N, s.block, d.Q.data(), d.codes.data(), d.scales.data(), threads);
+        }
+        sub(W, d.Q.data(), R.data(), N, threads);  // R = W - Q_t
+        SvdOptions o = svd;
+        o.method = s.svd;
+        o.threads = svd.threads > 0 ? svd.threads : threads;
+        uint64_t x = svd.seed + uint64_t(t);  // svd.seed is the weight's seed (weight_seed)
+        o.seed = splitmix64(x);
+        d.lr = low_rank(R.data(), m, n, r, o);
+        // R = W - B A (next residual); error = ||R - Q|| = ||W - Q - B A||.
+        std::copy(W, W + N, R.data());
+        gemm(false, false, m, n, d.lr.B.cols, -1.f, d.lr.B.data(), d.lr.B.cols, d.lr.A.data(), n, 1.f, R.data(), n);
+        d.final_error = std::sqrt(diff_sq(R.data(), d.Q.data(), N, threads)) * inv_norm;
+        StepReport rep{t, d.final_error, since(t_step), d.baseline};
+        d.steps.push_back(rep);
+        if (on_step) on_step(rep);
+    }
+    d.seconds = since(t_start);
+    return d;
+}
+
+}  // namespace loftq

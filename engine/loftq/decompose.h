@@ -1,0 +1,49 @@
+// decompose.h: the LoftQ alternating decomposition of one weight (LOFTQ-FACTS.md, DESIGN.md §3).
+//
+//   W: m x n fp32 (row-major, out x in).  L_0 = 0.
+//   for t = 1..T:  Q_t = deq(q(W - L_{t-1}));  L_t = B_t A_t = rank-r SVD of (W - Q_t)
+//   error_t = ||W - Q_t - L_t||_F / ||W||_F;   QLoRA baseline = ||W - deq(q(W))||_F / ||W||_F.
+// The result is the last step's (Q_T, B_T, A_T), as PEFT's loftq_init returns. T = 0 is the QLoRA
+// baseline: Q = deq(q(W)), no low-rank factors (rank-0 B and A).
+// Memory: three m x n fp32 buffers besides W (Q, residual, scratch) plus the factors.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/cancel.h"
+#include "core/matrix.h"
+#include "linalg/svd.h"
+#include "loftq/plan.h"
+
+namespace loftq {
+
+struct StepReport {
+    int step = 0;           // 1..T
+    double error = 0;       // ||W - Q_t - B_t A_t||_F / ||W||_F
+    double seconds = 0;     // wall time of this step
+    double baseline = 0;    // QLoRA baseline of the weight (same for every step)
+};
+
+struct Decomposition {
+    Matrix Q;                    // m x n dequantized backbone Q_T
+    std::vector<uint8_t> codes;  // m*n codes of Q_T (one byte each; pack with pack_codes)
+    std::vector<float> scales;   // num_blocks(m*n, block) absmax scales
+    LowRank lr;                  // B (m x r), A (r x n), S; r = 0 when T = 0
+    double baseline = 0;         // QLoRA relative error
+    double final_error = 0;      // error of the returned (Q, B A); == baseline when T = 0
+    double w_norm = 0;           // ||W||_F
+    std::vector<StepReport> steps;
+    double seconds = 0;
+};
+
+// `threads` is used by the quantizer's loops (BLAS threads are set by the caller). on_step is
+// called after every step from the calling thread. The token is polled before each step.
+Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
+                              int threads = 1, const std::function<void(const StepReport&)>& on_step = {},
+                              const CancelToken* cancel = nullptr);
+
+// Seed of weight `name` at step t for the randomized SVD: independent of scheduling and threads.
+uint64_t weight_seed(uint64_t plan_seed, const std::string& name, int step);
+
+}  // namespace loftq

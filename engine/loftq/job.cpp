@@ -1,0 +1,225 @@
+// job.cpp: see job.h. Tasks (one per tensor) are taken from an atomic counter by the workers;
+// targets first, largest first (so the long ones do not end up alone at the tail), then copies.
+#include "loftq/job.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "io/checkpoint.h"
+#include "linalg/blas.h"
+#include "loftq/export_hf.h"
+
+namespace loftq {
+
+int hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+std::vector<TensorMeta> metas_of(const Checkpoint& ck) {
+    std::vector<TensorMeta> v;
+    for (const auto& t : ck.tensors()) v.push_back({t.name, t.dtype, t.shape});
+    return v;
+}
+
+nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint& ck, int threads, int workers) {
+    nlohmann::ordered_json m;
+    m["tool"] = "loftq";
+    m["version"] = LOFTQ_VERSION;
+    m["created"] = utc_timestamp();
+    m["model"] = std::filesystem::absolute(opt.model).string();
+    nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
+    for (const auto& f : ck.files()) {
+        nlohmann::ordered_json e;
+        e["file"] = f;
+        std::error_code ec;
+        e["bytes"] = std::filesystem::file_size(f, ec);
+        if (opt.checksums) e["xxh3_64"] = file_checksum(f);
+        inputs.push_back(e);
+    }
+    m["inputs"] = inputs;
+    m["threads"] = threads;
+    m["workers"] = workers;
+    m["seed"] = opt.plan.seed;
+    m["svd"] = {{"oversample", opt.plan.oversample}, {"power_iters", opt.plan.power_iters}};
+    m["plan"] = plan_to_json(opt.plan);
+    return m;
+}
+}  // namespace
+
+QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel) {
+    const auto t0 = Clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+    std::mutex ev_mu;
+    auto emit = [&](JobEvent e) {
+        if (!on_event) return;
+        std::lock_guard<std::mutex> lock(ev_mu);
+        on_event(e);
+    };
+
+    auto ck = Checkpoint::open(opt.model);
+    const auto metas = metas_of(*ck);
+    QuantizeResult res;
+    res.plan = resolve_plan(opt.plan, metas);
+    if (!opt.only.empty()) {
+        std::vector<WeightPlan> keep;
+        for (auto& w : res.plan.weights)
+            if (std::find(opt.only.begin(), opt.only.end(), w.name) != opt.only.end()) keep.push_back(w);
+        res.plan.weights = std::move(keep);
+    }
+    res.size = plan_size(res.plan, metas);
+    for (auto& w : res.plan.warnings) emit({.kind = EventKind::Message, .message = "plan: " + w});
+
+    const size_t K = res.plan.weights.size();
+    res.weights.resize(K);
+    const int threads = opt.threads > 0 ? opt.threads : hardware_threads();
+    const int workers = int(std::max<size_t>(1, std::min<size_t>(size_t(threads), K)));
+    const int inner = std::max(1, threads / workers);
+    const int saved_blas = blas_threads();
+    set_blas_threads(1);  // LAPACK steps single-threaded: identical results for any thread count
+    struct BlasRestore { int n; ~BlasRestore() { set_blas_threads(n); } } blas_restore{saved_blas};
+
+    std::unique_ptr<HfExport> exporter;
+    if (!opt.out_dir.empty()) exporter = std::make_unique<HfExport>(*ck, opt, res.plan);
+
+    // Tasks: targets (largest first), then non-target copies when exporting.
+    std::vector<int> target_of_tensor(ck->tensors().size(), -1);
+    for (size_t i = 0; i < K; ++i) target_of_tensor[size_t(res.plan.weights[i].tensor)] = int(i);
+    std::vector<std::pair<int, int>> tasks;  // (kind 0 = target index, 1 = tensor copy, index)
+    for (size_t i = 0; i < K; ++i) tasks.push_back({0, int(i)});
+    std::stable_sort(tasks.begin(), tasks.end(), [&](auto a, auto b) {
+        auto sz = [&](int i) { return res.plan.weights[size_t(i)].rows * res.plan.weights[size_t(i)].cols; };
+        return sz(a.second) > sz(b.second);
+    });
+    if (exporter)
+        for (size_t t = 0; t < ck->tensors().size(); ++t)
+            if (target_of_tensor[t] < 0) tasks.push_back({1, int(t)});
+
+    // Progress in units of weight elements per step.
+    double total_units = 0;
+    for (auto& w : res.plan.weights) total_units += double(w.rows * w.cols) * std::max(1, w.s.iters);
+    std::atomic<double> done_units{0};
+    std::atomic<int> weights_done{0};
+    auto progress = [&](JobEvent& e) {
+        e.weights_done = weights_done.load();
+        e.weights_total = int(K);
+        double f = total_units > 0 ? done_units.load() / total_units : 1.0;
+        e.fraction = std::min(1.0, f);
+        e.elapsed = elapsed();
+        e.eta = f > 0.001 ? e.elapsed * (1.0 - e.fraction) / e.fraction : -1.0;
+    };
+    auto add_units = [&](double u) {
+        double cur = done_units.load();
+        while (!done_units.compare_exchange_weak(cur, cur + u)) {}
+    };
+
+    {
+        JobEvent e{.kind = EventKind::JobStarted};
+        e.message = std::to_string(K) + " weights, " + std::to_string(workers) + " workers x " + std::to_string(inner) + " threads";
+        progress(e);
+        emit(e);
+    }
+
+    std::atomic<size_t> next{0};
+    std::atomic<bool> failed{false};
+    std::exception_ptr first_error;
+    std::mutex err_mu;
+
+    auto worker = [&] {
+        std::vector<float> W;
+        for (;;) {
+            if (failed.load() || cancel.cancelled()) return;
+            size_t ti = next.fetch_add(1);
+            if (ti >= tasks.size()) return;
+            auto [kind, idx] = tasks[ti];
+            try {
+                if (kind == 1) {
+                    exporter->write_copy(ck->tensors()[size_t(idx)]);
+                    continue;
+                }
+                const WeightPlan& wp = res.plan.weights[size_t(idx)];
+                const TensorEntry& te = ck->tensors()[size_t(wp.tensor)];
+                {
+                    JobEvent e{.kind = EventKind::WeightStarted, .weight = idx, .name = wp.name};
+                    e.steps = wp.s.iters;
+                    progress(e);
+                    emit(e);
+                }
+                W.resize(size_t(wp.rows * wp.cols));
+                ck->read_f32(te, W.data(), true);
+                SvdOptions so;
+                so.method = wp.s.svd;
+                so.oversample = opt.plan.oversample;
+                so.power_iters = opt.plan.power_iters;
+                so.seed = weight_seed(opt.plan.seed, wp.name, 0);
+                so.threads = inner;
+                const double step_units = double(wp.rows * wp.cols);
+                Decomposition d = loftq_decompose(
+                    W.data(), wp.rows, wp.cols, wp.s, so, inner,
+                    [&](const StepReport& s) {
+                        add_units(step_units);
+                        JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
+                        e.error = s.error;
+                        e.seconds = s.seconds;
+                        e.baseline = s.baseline;
+                        progress(e);
+                        emit(e);
+                    },
+                    &cancel);
+                if (wp.s.iters <= 0) add_units(step_units);
+                if (exporter) exporter->write_target(size_t(idx), d);
+                WeightResult& r = res.weights[size_t(idx)];
+                r.plan = wp;
+                r.rank = int(d.lr.B.cols);
+                if (wp.s.iters <= 0) r.rank = int(std::min<int64_t>(wp.s.rank, std::min(wp.rows, wp.cols)));
+                r.baseline = d.baseline;
+                r.final_error = d.final_error;
+                r.w_norm = d.w_norm;
+                r.steps = d.steps;
+                r.seconds = d.seconds;
+                weights_done.fetch_add(1);
+                JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
+                e.error = d.final_error;
+                e.baseline = d.baseline;
+                e.seconds = d.seconds;
+                progress(e);
+                emit(e);
+            } catch (const Cancelled&) {
+                return;
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(err_mu);
+                if (!first_error) first_error = std::current_exception();
+                failed.store(true);
+                return;
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    for (int i = 1; i < workers; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+    if (first_error) std::rethrow_exception(first_error);
+    cancel.throw_if_cancelled();
+
+    res.seconds = elapsed();
+    if (exporter) {
+        emit({.kind = EventKind::Writing, .message = "writing " + opt.out_dir});
+        res.files = exporter->commit(res, manifest_of(opt, *ck, threads, workers));
+        res.seconds = elapsed();
+    }
+    JobEvent e{.kind = EventKind::JobDone};
+    progress(e);
+    e.fraction = 1.0;
+    e.eta = 0;
+    emit(e);
+    return res;
+}
+
+}  // namespace loftq

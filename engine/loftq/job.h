@@ -1,0 +1,78 @@
+// job.h: the LoftQ quantize job over a whole checkpoint — the one engine call the CLI and the GUI
+// both make. It resolves the plan, runs the decomposition of every target weight on worker
+// threads, streams weights from the mapped checkpoint and writes results as they finish (memory
+// is bounded by the weights in flight, never the model size), and, when an output folder is
+// given, writes the Hugging Face LoftQ layout atomically (see export_hf.h).
+//
+// Threads: with N threads and K targets, min(N, K) workers each decompose one weight at a time;
+// the remaining cores go to the quantizer and the randomized SVD's thin products inside each
+// weight (N / workers threads each). OpenBLAS's own thread count is process-wide and its LAPACK
+// results change with it, so jobs set it to 1: results are bit-identical for any N. (Exact SVD,
+// the reference, therefore runs single-threaded inside a job.)
+// Events are delivered one at a time (the job serializes the callback) from worker threads: a
+// receiver must only copy what it needs and return quickly (the GUI queues them to its thread).
+// Cancellation: the token is polled before every step and between tensors; a cancelled job
+// throws loftq::Cancelled after its workers stop, leaving no output files in place.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/cancel.h"
+#include "loftq/budget.h"
+#include "loftq/decompose.h"
+#include "loftq/plan.h"
+
+namespace loftq {
+
+enum class EventKind : uint8_t { JobStarted, WeightStarted, StepDone, WeightDone, Message, Writing, JobDone };
+
+struct JobEvent {
+    EventKind kind = EventKind::Message;
+    int weight = -1;              // index into the resolved plan's weights
+    std::string name;             // tensor name
+    int step = 0, steps = 0;      // StepDone: step t of T
+    double error = 0;             // StepDone: relative error after the step; WeightDone: final
+    double baseline = 0;          // QLoRA baseline of this weight (StepDone, WeightDone)
+    double seconds = 0;           // StepDone: step time; WeightDone: weight time
+    int weights_done = 0, weights_total = 0;
+    double fraction = 0;          // work done, 0..1
+    double elapsed = 0, eta = -1; // seconds; eta < 0 when unknown
+    std::string message;          // Message / Writing
+};
+using JobCallback = std::function<void(const JobEvent&)>;
+
+struct WeightResult {
+    WeightPlan plan;
+    int rank = 0;                 // rank actually used (clamped to min(rows, cols))
+    double baseline = 0, final_error = 0, w_norm = 0;
+    std::vector<StepReport> steps;
+    double seconds = 0;
+};
+
+struct QuantizeOptions {
+    std::string model;            // checkpoint path (folder, .safetensors or llama2.c .bin)
+    std::string out_dir;          // "" = decompose only (no files), e.g. a GUI preview
+    Plan plan;
+    int threads = 0;              // 0 = all hardware threads
+    uint64_t max_shard_bytes = 5'000'000'000ull;  // HF default shard size
+    bool force = false;           // allow writing into a non-empty out_dir
+    bool checksums = true;        // input checksums in the manifest
+    std::vector<std::string> only;  // restrict to these target names (GUI "run selected"); empty = all
+};
+
+struct QuantizeResult {
+    ResolvedPlan plan;
+    std::vector<WeightResult> weights;  // same order as plan.weights
+    PlanSize size;
+    double seconds = 0;
+    std::vector<std::string> files;     // files written (absolute), empty for a dry run
+};
+
+QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel);
+
+// The hardware thread count (at least 1).
+int hardware_threads();
+
+}  // namespace loftq

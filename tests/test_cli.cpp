@@ -1,0 +1,172 @@
+// test_cli.cpp: the `loftq` binary end to end (QProcess): make-demo -> inspect (text, --json)
+// -> plan init -> quantize --plan, the non-TTY progress lines, exit codes and one-line errors
+// naming the file for bad input (truncated safetensors, bad config.json, bad plan, output =
+// input), and Ctrl-C (SIGINT) cancelling cleanly with exit code 130 and no output in place.
+#include <QtTest>
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/fsutil.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+QString cli() { return QString::fromLocal8Bit(qgetenv("LOFTQ_CLI")); }
+struct Run { int code; QString out, err; };
+Run run(const QStringList& args, int timeout_ms = 120000) {
+    QProcess p;
+    p.start(cli(), args);
+    if (!p.waitForFinished(timeout_ms)) { p.kill(); p.waitForFinished(); return {-1, "", "timeout"}; }
+    return {p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -2, QString::fromUtf8(p.readAllStandardOutput()),
+            QString::fromUtf8(p.readAllStandardError())};
+}
+QString tmp(const char* tag) { return QString::fromStdString(loftq::test::make_temp_dir(tag)); }
+}  // namespace
+
+class TestCli : public QObject {
+    Q_OBJECT
+    QString model;
+private slots:
+    void initTestCase() {
+        if (cli().isEmpty() || !QFile::exists(cli())) QFAIL("LOFTQ_CLI does not point at the loftq binary");
+        model = tmp("cli") + "/demo";
+        Run r = run({"make-demo", model, "--layers", "2", "--hidden", "64", "--intermediate", "160", "--heads", "4",
+                     "--kv-heads", "2", "--vocab", "96"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+    }
+
+    void usageErrors() {
+        QCOMPARE(run({}).code, 106);  // CLI11: a subcommand is required
+        Run r = run({"quantize", model});
+        QVERIFY(r.code != 0);
+        QVERIFY(r.err.contains("--out"));
+        QVERIFY(run({"quantize", model, "--out", "x", "--quant", "nf9"}).err.contains("unknown quantizer"));
+        QVERIFY(run({"--version"}).out.startsWith("loftq "));
+    }
+
+    void inspectTextAndJson() {
+        Run t = run({"inspect", model});
+        QVERIFY2(t.code == 0, qPrintable(t.err));
+        QVERIFY(t.out.contains("model.layers.1.mlp.down_proj.weight"));
+        QVERIFY(t.out.contains("nf4/b64 r16 T5 randomized"));
+        QVERIFY(t.out.contains("plan size:"));
+        Run j = run({"inspect", model, "--json", "--quant", "nf2", "--rank", "4"});
+        QVERIFY2(j.code == 0, qPrintable(j.err));
+        json v = json::parse(j.out.toStdString());
+        QCOMPARE(v["config"]["layers"], 2);
+        QCOMPARE(v["plan"]["targets"], 14);
+        int targets = 0;
+        for (auto& t : v["tensors"]) targets += t["target"].get<bool>();
+        QCOMPARE(targets, 14);
+        QCOMPARE(v["tensors"][1]["name"], "model.layers.0.input_layernorm.weight");
+        for (auto& t : v["tensors"])
+            if (t["target"].get<bool>()) QCOMPARE(t["quant"], "nf2");
+    }
+
+    void planInitThenQuantize() {
+        QString dir = tmp("cli-plan");
+        QString plan = dir + "/p.loftq.json";
+        Run r = run({"plan", "init", model, "-o", plan, "--rank", "4", "--iters", "2", "--explicit"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        json p = json::parse(loftq::read_text_file(plan.toStdString()));
+        QCOMPARE(p["overrides"].size(), size_t(14));
+        p["overrides"]["model.layers.0.mlp.up_proj.weight"]["quant"] = "int2";
+        p["rules"] = json::parse(R"([{"match": "*.self_attn.v_proj.weight", "quant": "keep"}])");
+        std::ofstream(plan.toStdString()) << p.dump(2);
+        QString out = dir + "/out";
+        Run q = run({"quantize", model, "--out", out, "--plan", plan, "--threads", "2"});
+        QVERIFY2(q.code == 0, qPrintable(q.err));
+        QVERIFY(q.out.contains("mean relative error QLoRA"));
+        QVERIFY2(q.err.contains("[ 1/12] ") || q.err.contains("[1/12]") || q.err.contains("/12] "), qPrintable(q.err));
+        json m = json::parse(loftq::read_text_file((out + "/loftq_metrics.json").toStdString()));
+        QCOMPARE(m["weights"].size(), size_t(12));  // v_proj kept in both layers
+        for (auto& w : m["weights"]) {
+            QCOMPARE(w["rank"], 4);
+            QCOMPARE(w["errors"].size(), size_t(2));
+            QCOMPARE(w["quant"], w["name"] == "model.layers.0.mlp.up_proj.weight" ? "int2" : "nf4");
+        }
+    }
+
+    void dryRunWritesNothing() {
+        QString dir = tmp("cli-dry");
+        Run r = run({"quantize", model, "--dry-run", "--iters", "1", "--rank", "2"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        QVERIFY(QDir(dir).entryList(QDir::NoDotAndDotDot | QDir::AllEntries).isEmpty());
+    }
+
+    void badInputsGiveOneClearLine() {
+        QString dir = tmp("cli-bad");
+        // Truncated safetensors.
+        QString broken = dir + "/broken";
+        fs::copy(model.toStdString(), broken.toStdString(), fs::copy_options::recursive);
+        std::string st = (broken + "/model.safetensors").toStdString();
+        fs::resize_file(st, fs::file_size(st) - 100);
+        Run r = run({"quantize", broken, "--out", dir + "/o1"});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.startsWith("loftq: error: ") && r.err.contains("model.safetensors"), qPrintable(r.err));
+        QCOMPARE(r.err.count('\n'), 1);
+        QVERIFY(!QFile::exists(dir + "/o1/model.safetensors"));
+        // Bad config.json.
+        QString badcfg = dir + "/badcfg";
+        fs::copy(model.toStdString(), badcfg.toStdString(), fs::copy_options::recursive);
+        std::ofstream((badcfg + "/config.json").toStdString()) << "{ not json";
+        r = run({"inspect", badcfg});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("config.json"), qPrintable(r.err));
+        // Bad plan.
+        std::ofstream((dir + "/bad.loftq.json").toStdString()) << R"({"version": 1, "defaults": {"rank": -3}})";
+        r = run({"quantize", model, "--out", dir + "/o2", "--plan", dir + "/bad.loftq.json"});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("bad.loftq.json") && r.err.contains("$.defaults.rank"), qPrintable(r.err));
+        // Output into the input.
+        r = run({"quantize", model, "--out", model});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("refusing"), qPrintable(r.err));
+        // Missing model.
+        r = run({"inspect", dir + "/nothing-here"});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("nothing-here"), qPrintable(r.err));
+    }
+
+    void sigintCancelsCleanly() {
+        QString dir = tmp("cli-int");
+        QString big = dir + "/big";
+        Run r = run({"make-demo", big, "--layers", "4", "--hidden", "512", "--intermediate", "1376", "--heads", "8", "--kv-heads", "8"});
+        QVERIFY(r.code == 0);
+        QProcess p;
+        p.start(cli(), {"quantize", big, "--out", dir + "/out", "--iters", "30", "--threads", "2"});
+        QVERIFY(p.waitForStarted());
+        // Wait for the first finished weight, then Ctrl-C.
+        QString err;
+        QElapsedTimer t;
+        t.start();
+        while (!err.contains("/28]") && t.elapsed() < 60000) {
+            p.waitForReadyRead(100);
+            err += QString::fromUtf8(p.readAllStandardError());
+        }
+        QVERIFY2(err.contains("/28]"), qPrintable(err));
+        QElapsedTimer c;
+        c.start();
+        ::kill(pid_t(p.processId()), SIGINT);
+        QVERIFY(p.waitForFinished(10000));
+        qInfo("SIGINT -> exit in %lld ms", (long long)c.elapsed());
+        QVERIFY(c.elapsed() < 1500);
+        QCOMPARE(p.exitCode(), 130);
+        err += QString::fromUtf8(p.readAllStandardError());
+        QVERIFY(err.contains("cancelled"));
+        QStringList left;
+        if (QDir(dir + "/out").exists())
+            for (QDirIterator it(dir + "/out", QDir::Files, QDirIterator::Subdirectories); it.hasNext();) left << it.next();
+        QVERIFY2(left.isEmpty(), qPrintable(left.join(", ")));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestCli)
+#include "test_cli.moc"

@@ -1,0 +1,365 @@
+// test_job.cpp: the whole-checkpoint job and the HF LoftQ export, through the engine API on
+// synthetic LLaMA-shaped checkpoints the test writes: event stream, exported tensors (non-targets
+// bit-exact, targets = the engine's Q in the source dtype), PEFT adapter keys/shapes/config and
+// scale * B A == the computed term, metrics, sharding, identical exports for 1 and 2 threads,
+// cancellation latency with nothing left behind, refusal to write into the input, NaN weights,
+// and the real stories260K (llama2.c) checkpoint from ../shared when present.
+#include <QtTest>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/fsutil.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "io/synthetic_model.h"
+#include "loftq/job.h"
+#include "test_support.h"
+
+using namespace loftq;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+std::string demo(const std::string& tag, SyntheticSpec s = {}) {
+    std::string d = test::make_temp_dir(tag) + "/model";
+    write_synthetic_model(d, s);
+    return d;
+}
+SyntheticSpec small(DType dt = DType::BF16) {
+    SyntheticSpec s;
+    s.layers = 2; s.hidden = 64; s.intermediate = 160; s.heads = 4; s.kv_heads = 2; s.vocab = 96; s.dtype = dt;
+    return s;
+}
+QuantizeOptions opts(const std::string& model, const std::string& out, int rank = 8, int iters = 3) {
+    QuantizeOptions o;
+    o.model = model;
+    o.out_dir = out;
+    o.plan.defaults.rank = rank;
+    o.plan.defaults.iters = iters;
+    o.threads = 2;
+    return o;
+}
+std::vector<std::string> partial_files(const std::string& dir) {
+    std::vector<std::string> v;
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) return v;
+    for (auto& e : fs::recursive_directory_iterator(dir))
+        if (e.is_regular_file()) v.push_back(e.path().string());
+    return v;
+}
+std::vector<uint8_t> file_bytes(const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), {}};
+}
+}  // namespace
+
+class TestJob : public QObject {
+    Q_OBJECT
+private slots:
+    void eventsAndResults() {
+        std::string m = demo("job-ev", small());
+        std::vector<JobEvent> ev;
+        QuantizeOptions o = opts(m, "", 8, 4);
+        QuantizeResult r = run_quantize(o, [&](const JobEvent& e) { ev.push_back(e); }, CancelToken{});
+        QCOMPARE(r.weights.size(), size_t(14));
+        QVERIFY(r.files.empty());
+        int started = 0, steps = 0, done = 0;
+        for (auto& e : ev) {
+            started += e.kind == EventKind::WeightStarted;
+            steps += e.kind == EventKind::StepDone;
+            done += e.kind == EventKind::WeightDone;
+            if (e.kind == EventKind::StepDone) {
+                QVERIFY(e.step >= 1 && e.step <= 4 && e.steps == 4);
+                QVERIFY(e.error > 0 && e.baseline > 0 && e.error < e.baseline);
+            }
+        }
+        QCOMPARE(started, 14);
+        QCOMPARE(steps, 14 * 4);
+        QCOMPARE(done, 14);
+        QCOMPARE(ev.front().kind, EventKind::JobStarted);
+        QCOMPARE(ev.back().kind, EventKind::JobDone);
+        QCOMPARE(ev.back().fraction, 1.0);
+        double last = 0;
+        for (auto& e : ev) { QVERIFY(e.fraction + 1e-12 >= last); last = e.fraction; }
+        for (auto& w : r.weights) {
+            QCOMPARE(int(w.steps.size()), 4);
+            QVERIFY(w.final_error < w.baseline);
+        }
+    }
+
+    // The export: F32 source so that Q is stored exactly and can be checked to the bit.
+    void exportContentsF32() {
+        std::string m = demo("job-f32", small(DType::F32));
+        std::string out = test::make_temp_dir("job-f32-out") + "/out";
+        QuantizeOptions o = opts(m, out, 8, 3);
+        o.plan.rules.push_back({"*.mlp.*", false, {}, {}, {.quant = QuantKind::NF2, .rank = 12}});
+        QuantizeResult r = run_quantize(o, {}, CancelToken{});
+        for (auto f : {"config.json", "model.safetensors", "loftq_init/adapter_model.safetensors", "loftq_init/adapter_config.json",
+                       "loftq_metrics.json", "loftq_metrics.csv", "tokenizer_config.json", "generation_config.json"})
+            QVERIFY2(fs::exists(out + "/" + f), f);
+        for (auto& f : partial_files(out)) QVERIFY2(f.find(".partial") == std::string::npos, f.c_str());
+
+        auto src = Checkpoint::open(m);
+        auto dst = Checkpoint::open(out);
+        QCOMPARE(dst->tensors().size(), src->tensors().size());
+        auto ad = SafetensorsFile::open(out + "/loftq_init/adapter_model.safetensors");
+        std::map<std::string, const WeightResult*> by_name;
+        for (auto& w : r.weights) by_name[w.plan.name] = &w;
+        for (auto& t : src->tensors()) {
+            const TensorEntry* d = dst->find(t.name);
+            QVERIFY(d);
+            QCOMPARE(d->dtype, t.dtype);
+            QVERIFY(d->shape == t.shape);
+            auto sb = src->read_bytes(t), db = dst->read_bytes(*d);
+            if (!by_name.count(t.name)) {
+                QVERIFY2(sb == db, t.name.c_str());  // bit-exact copy
+                continue;
+            }
+            const WeightResult& w = *by_name[t.name];
+            auto W = src->read_f32(t), Q = dst->read_f32(*d);
+            const int64_t mm = t.shape[0], nn = t.shape[1];
+            // Q lies on the quantizer's grid: per block, Q / max|Q| is a table entry.
+            const QuantFormat& f = quant_format(w.plan.s.quant);
+            for (size_t b0 = 0; b0 < Q.size(); b0 += size_t(w.plan.s.block)) {
+                size_t b1 = std::min(Q.size(), b0 + size_t(w.plan.s.block));
+                float sc = 0;
+                for (size_t i = b0; i < b1; ++i) sc = std::max(sc, std::abs(Q[i]));
+                for (size_t i = b0; i < b1 && sc > 0; ++i) {
+                    bool on_grid = false;
+                    for (int c = 0; c < f.levels; ++c) on_grid |= f.table[c] * sc == Q[i];
+                    QVERIFY2(on_grid, qPrintable(QString::fromStdString(t.name) + " element " + QString::number(i)));
+                }
+            }
+            // Adapter: A (r x in), B (out x r); alpha = r so PEFT's scale is 1 and B A is the term.
+            std::string mp = t.name.substr(0, t.name.size() - 7);
+            const TensorInfo* A = ad->find("base_model.model." + mp + ".lora_A.weight");
+            const TensorInfo* B = ad->find("base_model.model." + mp + ".lora_B.weight");
+            QVERIFY(A && B);
+            QCOMPARE(A->dtype, DType::F32);
+            QVERIFY(A->shape == std::vector<int64_t>({w.rank, nn}));
+            QVERIFY(B->shape == std::vector<int64_t>({mm, w.rank}));
+            QCOMPARE(w.rank, w.plan.module.find("proj") != std::string::npos && t.name.find("mlp") != std::string::npos ? 12 : 8);
+            const float* a = reinterpret_cast<const float*>(ad->data(*A));
+            const float* bb = reinterpret_cast<const float*>(ad->data(*B));
+            double num = 0, den = 0;
+            for (int64_t i = 0; i < mm; ++i)
+                for (int64_t j = 0; j < nn; ++j) {
+                    double l = 0;
+                    for (int k = 0; k < w.rank; ++k) l += double(bb[i * w.rank + k]) * double(a[k * nn + j]);
+                    double dd = double(W[size_t(i * nn + j)]) - double(Q[size_t(i * nn + j)]) - l;
+                    num += dd * dd;
+                    den += double(W[size_t(i * nn + j)]) * double(W[size_t(i * nn + j)]);
+                }
+            double err = std::sqrt(num / den);
+            QVERIFY2(std::abs(err - w.final_error) <= 1e-5 * w.final_error,
+                     qPrintable(QString("%1: recomputed %2 vs reported %3").arg(t.name.c_str()).arg(err).arg(w.final_error)));
+        }
+        json ac = json::parse(read_text_file(out + "/loftq_init/adapter_config.json"));
+        QCOMPARE(ac["peft_type"], "LORA");
+        QCOMPARE(ac["task_type"], "CAUSAL_LM");
+        QCOMPARE(ac["r"], 8);
+        QCOMPARE(ac["lora_alpha"], 8.0);
+        QCOMPARE(ac["init_lora_weights"], true);
+        QCOMPARE(ac["target_modules"], json({"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}));
+        QCOMPARE(ac["rank_pattern"].size(), size_t(6));   // 3 mlp modules x 2 layers at rank 12
+        QCOMPARE(ac["rank_pattern"]["layers\\.0\\.mlp\\.up_proj"], 12);
+        QCOMPARE(ac["alpha_pattern"]["layers\\.0\\.mlp\\.up_proj"], 12.0);
+        QCOMPARE(ac["base_model_name_or_path"], fs::absolute(out).lexically_normal().string());
+        json mj = json::parse(read_text_file(out + "/loftq_metrics.json"));
+        QCOMPARE(mj["format"], "loftq-metrics");
+        QCOMPARE(mj["weights"].size(), size_t(14));
+        QCOMPARE(mj["weights"][0]["errors"].size(), size_t(3));
+        QVERIFY(mj["manifest"]["inputs"][0]["xxh3_64"].get<std::string>().size() == 16);
+        QCOMPARE(mj["manifest"]["plan"]["defaults"]["rank"], 8);
+        std::string csv = read_text_file(out + "/loftq_metrics.csv");
+        QCOMPARE(std::count(csv.begin(), csv.end(), '\n'), 15L);
+        QVERIFY(csv.rfind("name,layer,module,rows,cols,quant,block,rank,iters,svd,qlora_error,error_step1", 0) == 0);
+    }
+
+    // lora_alpha given: A and B scaled so that (alpha / r) B A is unchanged. T = 0: QLoRA init.
+    void loraAlphaScalingAndQloraInit() {
+        std::string m = demo("job-alpha", small(DType::F32));
+        std::string o1 = test::make_temp_dir("a1") + "/o", o2 = test::make_temp_dir("a2") + "/o";
+        QuantizeOptions a = opts(m, o1, 8, 2), b = opts(m, o2, 8, 2);
+        b.plan.lora_alpha = 16;
+        b.plan.overrides["model.layers.1.mlp.up_proj.weight"] = {.iters = 0};
+        run_quantize(a, {}, CancelToken{});
+        run_quantize(b, {}, CancelToken{});
+        auto fa = SafetensorsFile::open(o1 + "/loftq_init/adapter_model.safetensors");
+        auto fb = SafetensorsFile::open(o2 + "/loftq_init/adapter_model.safetensors");
+        std::string k = "base_model.model.model.layers.0.self_attn.q_proj.lora_";
+        auto* a1 = reinterpret_cast<const float*>(fa->data(*fa->find(k + "A.weight")));
+        auto* a2 = reinterpret_cast<const float*>(fb->data(*fb->find(k + "A.weight")));
+        auto* b1 = reinterpret_cast<const float*>(fa->data(*fa->find(k + "B.weight")));
+        auto* b2 = reinterpret_cast<const float*>(fb->data(*fb->find(k + "B.weight")));
+        for (int i = 0; i < 8 * 64; ++i) QVERIFY(std::abs(a2[i] - a1[i] * std::sqrt(0.5f)) <= 1e-6f * std::abs(a1[i]) + 1e-12f);
+        // (16 / 8) * B2 A2 == B1 A1 elementwise.
+        for (int i = 0; i < 64; i += 7)
+            for (int j = 0; j < 64; j += 5) {
+                double s1 = 0, s2 = 0;
+                for (int r = 0; r < 8; ++r) { s1 += double(b1[i * 8 + r]) * a1[r * 64 + j]; s2 += 2.0 * double(b2[i * 8 + r]) * a2[r * 64 + j]; }
+                QVERIFY(std::abs(s1 - s2) <= 1e-5 * (std::abs(s1) + 1e-6));
+            }
+        json ac = json::parse(read_text_file(o2 + "/loftq_init/adapter_config.json"));
+        QCOMPARE(ac["lora_alpha"], 16.0);
+        auto& up = *fb->find("base_model.model.model.layers.1.mlp.up_proj.lora_B.weight");
+        const float* zb = reinterpret_cast<const float*>(fb->data(up));
+        for (uint64_t i = 0; i < up.numel(); ++i) QCOMPARE(zb[i], 0.f);  // QLoRA: B = 0
+        auto& upa = *fb->find("base_model.model.model.layers.1.mlp.up_proj.lora_A.weight");
+        const float* za = reinterpret_cast<const float*>(fb->data(upa));
+        double bound = 1.0 / std::sqrt(64.0), mx = 0;
+        for (uint64_t i = 0; i < upa.numel(); ++i) mx = std::max(mx, double(std::abs(za[i])));
+        QVERIFY(mx <= bound && mx > 0.8 * bound);  // A ~ U(-1/sqrt(in), 1/sqrt(in))
+    }
+
+    void identicalExportsForOneAndTwoThreads() {
+        std::string m = demo("job-thr", small());
+        std::string o1 = test::make_temp_dir("t1") + "/o", o2 = test::make_temp_dir("t2") + "/o";
+        QuantizeOptions a = opts(m, o1), b = opts(m, o2);
+        a.threads = 1;
+        b.threads = 2;
+        run_quantize(a, {}, CancelToken{});
+        run_quantize(b, {}, CancelToken{});
+        QVERIFY(file_bytes(o1 + "/model.safetensors") == file_bytes(o2 + "/model.safetensors"));
+        QVERIFY(file_bytes(o1 + "/loftq_init/adapter_model.safetensors") == file_bytes(o2 + "/loftq_init/adapter_model.safetensors"));
+    }
+
+    void shardedInAndOut() {
+        SyntheticSpec s = small();
+        s.max_shard_bytes = 40000;
+        std::string m = demo("job-shard", s);
+        QVERIFY(fs::exists(m + "/model.safetensors.index.json"));
+        std::string out = test::make_temp_dir("shard-out") + "/o";
+        QuantizeOptions o = opts(m, out);
+        o.max_shard_bytes = 60000;
+        run_quantize(o, {}, CancelToken{});
+        QVERIFY(fs::exists(out + "/model.safetensors.index.json"));
+        QVERIFY(!fs::exists(out + "/model.safetensors"));
+        auto src = Checkpoint::open(m);
+        auto dst = Checkpoint::open(out);
+        QCOMPARE(dst->files().size() > 1, true);
+        QCOMPARE(dst->tensors().size(), src->tensors().size());
+        json idx = json::parse(read_text_file(out + "/model.safetensors.index.json"));
+        QCOMPARE(idx["weight_map"].size(), src->tensors().size());
+        QVERIFY(dst->read_bytes(*dst->find("model.embed_tokens.weight")) == src->read_bytes(*src->find("model.embed_tokens.weight")));
+    }
+
+    // Cancel mid-run: the job stops within a second and leaves no file in place.
+    void cancelIsPromptAndLeavesNothing() {
+        SyntheticSpec s;
+        s.layers = 3; s.hidden = 512; s.intermediate = 1376; s.heads = 8; s.kv_heads = 8; s.vocab = 256;
+        std::string m = demo("job-cancel", s);
+        std::string out = test::make_temp_dir("cancel-out") + "/o";
+        QuantizeOptions o = opts(m, out, 16, 20);
+        o.threads = 2;
+        CancelToken tok;
+        std::atomic<int> weights_done{0};
+        std::chrono::steady_clock::time_point t_cancel;
+        std::thread canceller([&] {
+            while (weights_done.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            t_cancel = std::chrono::steady_clock::now();
+            tok.cancel();
+        });
+        bool cancelled = false;
+        try {
+            run_quantize(o, [&](const JobEvent& e) { if (e.kind == EventKind::WeightDone) ++weights_done; }, tok);
+        } catch (const Cancelled&) {
+            cancelled = true;
+        }
+        auto latency = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_cancel).count();
+        canceller.join();
+        QVERIFY(cancelled);
+        qInfo("cancel honoured after %.3f s", latency);
+        QVERIFY2(latency < 1.0, qPrintable(QString("cancel took %1 s").arg(latency)));
+        QVERIFY2(partial_files(out).empty(), "files left behind after cancel");
+    }
+
+    void refusesToWriteIntoInput() {
+        std::string m = demo("job-refuse", small());
+        for (std::string out : {m, m + "/sub"}) {
+            try {
+                run_quantize(opts(m, out), {}, CancelToken{});
+                QFAIL("no error");
+            } catch (const Error& e) {
+                QVERIFY2(QString(e.what()).contains("refusing"), e.what());
+            }
+        }
+        std::string busy = test::make_temp_dir("busy");
+        std::ofstream(busy + "/x") << "x";
+        try {
+            run_quantize(opts(m, busy), {}, CancelToken{});
+            QFAIL("no error");
+        } catch (const Error& e) {
+            QVERIFY(QString(e.what()).contains("not empty"));
+        }
+        QuantizeOptions f = opts(m, busy);
+        f.force = true;
+        run_quantize(f, {}, CancelToken{});
+        QVERIFY(fs::exists(busy + "/loftq_metrics.json") && fs::exists(busy + "/x"));
+    }
+
+    void nanWeightNamesTheTensorAndLeavesNothing() {
+        std::string m = demo("job-nan", small(DType::F32));
+        // Poke a NaN into one projection: data section starts after the 8-byte length + header.
+        const std::string name = "model.layers.1.mlp.up_proj.weight";
+        uint64_t file_off = 0;
+        {
+            auto st = SafetensorsFile::open(m + "/model.safetensors");
+            std::ifstream in(m + "/model.safetensors", std::ios::binary);
+            uint64_t hl = 0;
+            in.read(reinterpret_cast<char*>(&hl), 8);
+            file_off = 8 + hl + st->find(name)->begin + 4 * 77;
+        }
+        {
+            std::fstream f(m + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+            f.seekp(std::streamoff(file_off));
+            float nan = std::nanf("");
+            f.write(reinterpret_cast<const char*>(&nan), 4);
+        }
+        std::string out = test::make_temp_dir("nan-out") + "/o";
+        try {
+            run_quantize(opts(m, out), {}, CancelToken{});
+            QFAIL("no error");
+        } catch (const Error& e) {
+            QVERIFY2(QString(e.what()).contains("model.layers.1.mlp.up_proj.weight"), e.what());
+        }
+        QVERIFY(partial_files(out).empty());
+    }
+
+    void realStories260K() {
+        std::string sh = test::shared_dir();
+        if (sh.empty()) QSKIP("../shared not present: skipping the real stories260K checkpoint");
+        std::string bin = sh + "/models/stories260K/stories260K.bin";
+        if (!fs::exists(bin)) QSKIP("stories260K.bin not in ../shared/models");
+        std::string out = test::make_temp_dir("stories") + "/o";
+        QuantizeOptions o = opts(bin, out, 8, 5);
+        o.plan.defaults.quant = QuantKind::NF2;
+        QuantizeResult r = run_quantize(o, {}, CancelToken{});
+        QCOMPARE(r.weights.size(), size_t(5 * 7));
+        double sb = 0, sf = 0;
+        for (auto& w : r.weights) {
+            sb += w.baseline;
+            sf += w.final_error;
+            QVERIFY(w.final_error < w.baseline);
+        }
+        qInfo("stories260K NF2 r8 T5: mean QLoRA error %.4f -> LoftQ %.4f", sb / 35, sf / 35);
+        json cfg = json::parse(read_text_file(out + "/config.json"));
+        QCOMPARE(cfg["model_type"], "llama");
+        QCOMPARE(cfg["hidden_size"], 64);
+        QCOMPARE(cfg["num_key_value_heads"], 4);
+        QCOMPARE(cfg["tie_word_embeddings"], true);
+        auto dst = Checkpoint::open(out);
+        QVERIFY(!dst->find("lm_head.weight"));
+        QVERIFY(dst->find("model.layers.4.mlp.down_proj.weight"));
+        QVERIFY(fs::exists(out + "/tok512.bin"));
+    }
+};
+
+QTEST_APPLESS_MAIN(TestJob)
+#include "test_job.moc"
