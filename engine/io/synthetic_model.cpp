@@ -15,11 +15,9 @@
 
 namespace loftq {
 
-namespace {
-
 // m x n weight: sum_k s_k u_k v_k^T (s_k ~ k^-0.8, k < K) + noise, a few outlier input columns.
 // Scaled so entries are ~ 1/sqrt(n), as in an initialised-then-trained linear layer.
-std::vector<float> projection(int64_t m, int64_t n, Rng& rng) {
+static std::vector<float> projection(int64_t m, int64_t n, Rng& rng) {
     const int K = int(std::min<int64_t>(std::min(m, n), 24));
     std::vector<float> w(size_t(m * n), 0.f);
     std::vector<float> u(static_cast<size_t>(m)), v(static_cast<size_t>(n));
@@ -44,7 +42,10 @@ std::vector<float> projection(int64_t m, int64_t n, Rng& rng) {
     return w;
 }
 
-}  // namespace
+std::vector<float> synthetic_projection(int64_t rows, int64_t cols, uint64_t seed) {
+    Rng rng(seed);
+    return projection(rows, cols, rng);
+}
 
 void write_synthetic_model(const std::string& dir, const SyntheticSpec& sp) {
     if (sp.hidden % sp.heads != 0 || sp.heads % sp.kv_heads != 0)

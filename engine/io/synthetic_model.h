@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -22,5 +23,8 @@ struct SyntheticSpec {
 // Writes config.json, model.safetensors (or shards + index), tokenizer_config.json and
 // generation_config.json into `dir` (created). Atomic per file.
 void write_synthetic_model(const std::string& dir, const SyntheticSpec& spec);
+
+// One rows x cols projection weight of the kind write_synthetic_model writes (row-major fp32).
+std::vector<float> synthetic_projection(int64_t rows, int64_t cols, uint64_t seed);
 
 }  // namespace loftq

@@ -52,6 +52,14 @@ void check_args(const char* fn, int block) {
     if (block <= 0) throw Error(std::string(fn) + ": block size must be positive (got " + std::to_string(block) + ")");
 }
 
+// The fast kernels exist for these level counts; checked before any worker thread starts (an
+// exception must not escape a std::thread).
+void check_levels(const char* fn, const QuantFormat& f) {
+    if (f.levels != 2 && f.levels != 4 && f.levels != 8 && f.levels != 16 && f.levels != 256)
+        throw Error(std::string(fn) + ": format '" + f.name + "' has " + std::to_string(f.levels) +
+                    " levels; fast paths support 2, 4, 8, 16, 256");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reference
 
@@ -121,7 +129,9 @@ struct Work {
     float* out;           // n dequantized values or null
     uint8_t* codes;       // n codes or null
     float* scales;        // num_blocks scales or null
-    bool int8_closed_form = false;  // 256 levels equal float(2c - 255) / 255 (see qd_int8)
+    // 256 levels equal float(2c - 255) / 255 (see qd_int8). Used with AVX2/AVX-512 only: GCC
+    // 12 does not vectorize that loop for baseline SSE2, where the two table reads are faster.
+    bool int8_closed_form = false;
 };
 
 // True when table[c] == float(2c - 255) / 255 for all 256 codes and the thresholds are the
@@ -328,7 +338,7 @@ LOFTQ_ALWAYS_INLINE void qd_levels(const Work& w, int64_t b0, int64_t b1) {
         if (w.int8_closed_form) qd_int8<WantCodes, WantOut>(w, b0, b1);
         else qd_int8_table<WantCodes, WantOut>(w, b0, b1);
         break;
-    default: throw Error(std::string("quantize: unsupported level count for format ") + w.f->name);
+    default: break;  // rejected by check_levels before the threads start
     }
 }
 
@@ -346,21 +356,21 @@ LOFTQ_ALWAYS_INLINE void deq_dispatch(const Work& w, int64_t b0, int64_t b1) {
     case 8: deq_blocks<8>(w, b0, b1); break;
     case 16: deq_blocks<16>(w, b0, b1); break;
     case 256: deq_blocks<256>(w, b0, b1); break;
-    default: throw Error(std::string("dequantize: unsupported level count for format ") + w.f->name);
+    default: break;  // rejected by check_levels before the threads start
     }
 }
 
 using RangeFn = void (*)(const Work&, int64_t, int64_t);
 
-// One copy of the kernels per instruction set; everything above is inlined into each.
+// One copy of the quantize kernels per instruction set; everything above is inlined into each.
+// Dequantize is a table read per element, which the wide variants turn into gathers that
+// measured slower than the baseline build, so it has only the baseline copy.
 void qd_generic(const Work& w, int64_t b0, int64_t b1) { qd_dispatch(w, b0, b1); }
 void deq_generic(const Work& w, int64_t b0, int64_t b1) { deq_dispatch(w, b0, b1); }
 #if LOFTQ_QUANT_MULTI_ISA
 __attribute__((target("avx2"))) void qd_avx2(const Work& w, int64_t b0, int64_t b1) { qd_dispatch(w, b0, b1); }
-__attribute__((target("avx2"))) void deq_avx2(const Work& w, int64_t b0, int64_t b1) { deq_dispatch(w, b0, b1); }
 #define LOFTQ_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,prefer-vector-width=512")))
 LOFTQ_AVX512_TARGET void qd_avx512(const Work& w, int64_t b0, int64_t b1) { qd_dispatch(w, b0, b1); }
-LOFTQ_AVX512_TARGET void deq_avx512(const Work& w, int64_t b0, int64_t b1) { deq_dispatch(w, b0, b1); }
 #endif
 
 // 0 = generic, 1 = AVX2, 2 = AVX-512: the best the CPU has, capped by LOFTQ_QUANT_ISA.
@@ -385,26 +395,15 @@ int isa_level() {
 #endif
 }
 
-RangeFn pick_qd() {
+RangeFn pick_qd(int isa) {
 #if LOFTQ_QUANT_MULTI_ISA
-    switch (isa_level()) {
+    switch (isa) {
     case 2: return qd_avx512;
     case 1: return qd_avx2;
     default: break;
     }
 #endif
     return qd_generic;
-}
-
-RangeFn pick_deq() {
-#if LOFTQ_QUANT_MULTI_ISA
-    switch (isa_level()) {
-    case 2: return deq_avx512;
-    case 1: return deq_avx2;
-    default: break;
-    }
-#endif
-    return deq_generic;
 }
 
 // Run fn over all blocks, split into contiguous block ranges of >= ~64K elements per thread.
@@ -418,24 +417,29 @@ void run_blocks(RangeFn fn, const Work& w, int threads) {
 
 void quantize(const QuantFormat& f, const float* x, size_t n, int block, uint8_t* codes, float* scales, int threads) {
     check_args("quantize", block);
+    check_levels("quantize", f);
     Work w{&f, x, nullptr, nullptr, n, size_t(block), nullptr, codes, scales};
-    w.int8_closed_form = uniform_int8_closed_form(f);
-    run_blocks(pick_qd(), w, threads);
+    const int isa = isa_level();
+    w.int8_closed_form = isa > 0 && uniform_int8_closed_form(f);  // see Work::int8_closed_form
+    run_blocks(pick_qd(isa), w, threads);
 }
 
 void dequantize(const QuantFormat& f, const uint8_t* codes, const float* scales, size_t n, int block, float* out,
                 int threads) {
     check_args("dequantize", block);
+    check_levels("dequantize", f);
     Work w{&f, nullptr, codes, scales, n, size_t(block), out, nullptr, nullptr};
-    run_blocks(pick_deq(), w, threads);
+    run_blocks(deq_generic, w, threads);
 }
 
 void quantize_dequantize(const QuantFormat& f, const float* x, size_t n, int block, float* out, uint8_t* codes,
                          float* scales, int threads) {
     check_args("quantize_dequantize", block);
+    check_levels("quantize_dequantize", f);
     Work w{&f, x, nullptr, nullptr, n, size_t(block), out, codes, scales};
-    w.int8_closed_form = uniform_int8_closed_form(f);
-    run_blocks(pick_qd(), w, threads);
+    const int isa = isa_level();
+    w.int8_closed_form = isa > 0 && uniform_int8_closed_form(f);  // see Work::int8_closed_form
+    run_blocks(pick_qd(isa), w, threads);
 }
 
 // ---------------------------------------------------------------------------------------------
