@@ -638,6 +638,11 @@ void TestQuant::badArguments() {
     uint8_t pk[8];
     QVERIFY_THROWS_EXCEPTION(loftq::Error, pack_codes(c, 4, 9, pk));
     QVERIFY_THROWS_EXCEPTION(loftq::Error, unpack_codes(c, 4, 0, c));
+    // a format with a level count the fast kernels lack is refused before any thread starts
+    const float t3[3] = {-1, 0, 1}, th3[2] = {-0.5f, 0.5f};
+    const QuantFormat odd{QuantKind::NF2, "odd3", 2, 3, t3, th3};
+    QVERIFY_THROWS_EXCEPTION(loftq::Error, quantize_dequantize(odd, x, 4, 2, out, c, s, 2));
+    QVERIFY_THROWS_EXCEPTION(loftq::Error, dequantize(odd, c, s, 4, 2, out, 2));
     // n = 0 is a no-op
     quantize_dequantize(f, x, 0, 64, out, c, s, 2);
     dequantize(f, c, s, 0, 64, out, 2);

@@ -529,6 +529,17 @@ std::vector<float> Checkpoint::read_f32(const TensorEntry& t, bool check_finite)
     return v;
 }
 
+void Checkpoint::release(const TensorEntry& t) const {
+    // Drop the mapped pages of this tensor: a read-only private file mapping re-reads them from
+    // the file if touched again, so this only trims resident memory (neighbours sharing an edge
+    // page lose nothing but a page fault).
+    if (!t.data || t.nbytes == 0) return;
+    static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+    uintptr_t b = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
+    uintptr_t e = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes + page - 1) & ~(page - 1);
+    ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
 std::vector<uint8_t> Checkpoint::read_bytes(const TensorEntry& t) const {
     std::vector<uint8_t> out(size_t(t.nbytes));
     if (t.rope_permute_heads > 0) {

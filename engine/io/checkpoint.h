@@ -77,6 +77,10 @@ public:
     std::vector<float> read_f32(const TensorEntry& t, bool check_finite = true) const;
     // The tensor's bytes in HF layout and source dtype (a copy; permuted for llama2.c q/k).
     std::vector<uint8_t> read_bytes(const TensorEntry& t) const;
+    // Hints that the tensor's mapped pages are no longer needed (they are dropped from resident
+    // memory; a later read maps them in again). Jobs call it after reading each tensor so that
+    // memory stays bounded by the weights in flight, not the model size.
+    void release(const TensorEntry& t) const;
     // A config.json for an HF export of this checkpoint: the source's, or one derived from the
     // llama2.c header (LlamaForCausalLM).
     nlohmann::json hf_config_json() const;

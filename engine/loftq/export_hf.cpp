@@ -92,6 +92,7 @@ HfExport::~HfExport() = default;
 
 void HfExport::write_copy(const TensorEntry& t) {
     std::vector<uint8_t> bytes = p_->ck.read_bytes(t);
+    p_->ck.release(t);
     p_->model->write(t.name, bytes.data(), bytes.size());
 }
 

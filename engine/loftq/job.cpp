@@ -154,6 +154,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                 }
                 W.resize(size_t(wp.rows * wp.cols));
                 ck->read_f32(te, W.data(), true);
+                ck->release(te);
                 SvdOptions so;
                 so.method = wp.s.svd;
                 so.oversample = opt.plan.oversample;

@@ -15,8 +15,9 @@
 //  - int8 (256 uniform levels): estimate the code from (xn + 1) (L - 1) / 2, biased so that it is
 //    the code or one below it, then add one when xn is above the next midpoint; the levels come
 //    from a closed form rather than table reads (see qd_int8).
-// The results are bit-identical to the reference (division, compare, multiply are exact IEEE ops
-// in every instruction set; nothing is contracted). On x86-64 with GCC the kernels are compiled
+// The results are bit-identical to the reference (division, compare and multiply are correctly
+// rounded IEEE ops in every instruction set; the one a*b+c, in the int8 estimate, may be fused
+// without harm). On x86-64 with GCC the kernels are compiled
 // three times (baseline SSE2, AVX2, AVX-512) and picked by CPUID at run time; the environment
 // variable LOFTQ_QUANT_ISA = generic | avx2 | avx512 caps the choice (tests use it to check every
 // variant). Blocks are split across threads in contiguous ranges, so results never depend on the
@@ -444,39 +445,73 @@ void quantize_dequantize(const QuantFormat& f, const float* x, size_t n, int blo
 
 // ---------------------------------------------------------------------------------------------
 // Packing: code j occupies stream bits [j*k, j*k + k); stream bit b is bit b % 8 of byte b / 8.
+// Eight k-bit codes fill exactly k bytes, so the fast loop moves groups of 8 codes through one
+// 64-bit word (byte i of the group = bits [8i, 8i+8) of the word, written with shifts, so it
+// does not depend on host byte order); k = 2 and 4 use per-byte loops that GCC vectorizes, k = 8
+// is a copy; a bit accumulator handles the last n % 8 codes.
+
+namespace {
+
+template <int K>
+void pack_groups(const uint8_t* codes, size_t groups, uint8_t* packed) {
+    constexpr uint64_t mask = (1u << K) - 1u;
+    for (size_t g = 0; g < groups; ++g) {
+        const uint8_t* c = codes + 8 * g;
+        uint64_t w = 0;
+        for (int j = 0; j < 8; ++j) w |= (uint64_t(c[j]) & mask) << (j * K);
+        uint8_t* o = packed + size_t(K) * g;
+        for (int i = 0; i < K; ++i) o[i] = uint8_t(w >> (8 * i));
+    }
+}
+
+template <int K>
+void unpack_groups(const uint8_t* packed, size_t groups, uint8_t* codes) {
+    constexpr uint64_t mask = (1u << K) - 1u;
+    for (size_t g = 0; g < groups; ++g) {
+        const uint8_t* p = packed + size_t(K) * g;
+        uint64_t w = 0;
+        for (int i = 0; i < K; ++i) w |= uint64_t(p[i]) << (8 * i);
+        uint8_t* c = codes + 8 * g;
+        for (int j = 0; j < 8; ++j) c[j] = uint8_t((w >> (j * K)) & mask);
+    }
+}
+
+void check_bits(const char* fn, int bits) {
+    if (bits < 1 || bits > 8) throw Error(std::string(fn) + ": bits must be in 1..8 (got " + std::to_string(bits) + ")");
+}
+
+}  // namespace
 
 void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* packed) {
-    if (bits < 1 || bits > 8) throw Error("pack_codes: bits must be in 1..8 (got " + std::to_string(bits) + ")");
-    const unsigned mask = (1u << bits) - 1u;
-    if (bits == 8) {
-        if (n) std::memcpy(packed, codes, n);
-        return;
-    }
-    if (bits == 4) {  // 2 codes per byte, first in the low nibble
-        const size_t full = n / 2;
-        for (size_t i = 0; i < full; ++i) packed[i] = uint8_t((codes[2 * i] & 15u) | ((codes[2 * i + 1] & 15u) << 4));
-        if (n & 1) packed[full] = uint8_t(codes[n - 1] & 15u);
-        return;
-    }
-    if (bits == 2) {  // 4 codes per byte, first in the two lowest bits
-        const size_t full = n / 4;
-        for (size_t i = 0; i < full; ++i) {
+    check_bits("pack_codes", bits);
+    const size_t groups = n / 8;
+    switch (bits) {
+    case 1: pack_groups<1>(codes, groups, packed); break;
+    case 2:  // 4 codes per byte, a loop GCC vectorizes
+        for (size_t i = 0; i < 2 * groups; ++i) {
             const uint8_t* c = codes + 4 * i;
             packed[i] = uint8_t((c[0] & 3u) | ((c[1] & 3u) << 2) | ((c[2] & 3u) << 4) | ((c[3] & 3u) << 6));
         }
-        if (n % 4) {
-            unsigned v = 0;
-            for (size_t j = 0; j < n % 4; ++j) v |= (codes[4 * full + j] & 3u) << (2 * j);
-            packed[full] = uint8_t(v);
-        }
-        return;
+        break;
+    case 3: pack_groups<3>(codes, groups, packed); break;
+    case 4:  // 2 codes per byte, first in the low nibble
+        for (size_t i = 0; i < 4 * groups; ++i)
+            packed[i] = uint8_t((codes[2 * i] & 15u) | ((codes[2 * i + 1] & 15u) << 4));
+        break;
+    case 5: pack_groups<5>(codes, groups, packed); break;
+    case 6: pack_groups<6>(codes, groups, packed); break;
+    case 7: pack_groups<7>(codes, groups, packed); break;
+    default:  // k = 8: bytes as they are
+        if (groups) std::memcpy(packed, codes, 8 * groups);
+        break;
     }
-    // Any k: a bit accumulator, flushed a byte at a time.
-    uint64_t acc = 0;
+    // Tail: the last n % 8 codes start on a byte boundary (8 codes = k bytes).
+    const unsigned mask = (1u << bits) - 1u;
+    uint32_t acc = 0;
     int nacc = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; ++i) {
-        acc |= uint64_t(codes[i] & mask) << nacc;
+    size_t o = size_t(bits) * groups;
+    for (size_t i = 8 * groups; i < n; ++i) {
+        acc |= uint32_t(codes[i] & mask) << nacc;
         nacc += bits;
         while (nacc >= 8) {
             packed[o++] = uint8_t(acc);
@@ -484,43 +519,47 @@ void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* packed) {
             nacc -= 8;
         }
     }
-    if (nacc > 0) packed[o++] = uint8_t(acc);
+    if (nacc > 0) packed[o] = uint8_t(acc);  // unused high bits are 0
 }
 
 void unpack_codes(const uint8_t* packed, size_t n, int bits, uint8_t* codes) {
-    if (bits < 1 || bits > 8) throw Error("unpack_codes: bits must be in 1..8 (got " + std::to_string(bits) + ")");
-    const unsigned mask = (1u << bits) - 1u;
-    if (bits == 8) {
-        if (n) std::memcpy(codes, packed, n);
-        return;
-    }
-    if (bits == 4) {
-        const size_t full = n / 2;
-        for (size_t i = 0; i < full; ++i) {
+    check_bits("unpack_codes", bits);
+    const size_t groups = n / 8;
+    switch (bits) {
+    case 1: unpack_groups<1>(packed, groups, codes); break;
+    case 2:
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        // one byte -> one 32-bit word holding its 4 codes in its 4 bytes (vectorizes)
+        for (size_t i = 0; i < 2 * groups; ++i) {
+            const uint32_t v = packed[i];
+            const uint32_t spread = (v & 3u) | ((v & 0xCu) << 6) | ((v & 0x30u) << 12) | ((v & 0xC0u) << 18);
+            std::memcpy(codes + 4 * i, &spread, 4);
+        }
+#else
+        unpack_groups<2>(packed, groups, codes);
+#endif
+        break;
+    case 3: unpack_groups<3>(packed, groups, codes); break;
+    case 4:
+        for (size_t i = 0; i < 4 * groups; ++i) {
             codes[2 * i] = uint8_t(packed[i] & 15u);
             codes[2 * i + 1] = uint8_t(packed[i] >> 4);
         }
-        if (n & 1) codes[n - 1] = uint8_t(packed[full] & 15u);
-        return;
+        break;
+    case 5: unpack_groups<5>(packed, groups, codes); break;
+    case 6: unpack_groups<6>(packed, groups, codes); break;
+    case 7: unpack_groups<7>(packed, groups, codes); break;
+    default:
+        if (groups) std::memcpy(codes, packed, 8 * groups);
+        break;
     }
-    if (bits == 2) {
-        const size_t full = n / 4;
-        for (size_t i = 0; i < full; ++i) {
-            const unsigned v = packed[i];
-            codes[4 * i] = uint8_t(v & 3u);
-            codes[4 * i + 1] = uint8_t((v >> 2) & 3u);
-            codes[4 * i + 2] = uint8_t((v >> 4) & 3u);
-            codes[4 * i + 3] = uint8_t(v >> 6);
-        }
-        for (size_t j = 0; j < n % 4; ++j) codes[4 * full + j] = uint8_t((packed[full] >> (2 * j)) & 3u);
-        return;
-    }
-    uint64_t acc = 0;
+    const unsigned mask = (1u << bits) - 1u;
+    uint32_t acc = 0;
     int nacc = 0;
-    size_t in = 0;
-    for (size_t i = 0; i < n; ++i) {
+    size_t in = size_t(bits) * groups;
+    for (size_t i = 8 * groups; i < n; ++i) {
         while (nacc < bits) {
-            acc |= uint64_t(packed[in++]) << nacc;
+            acc |= uint32_t(packed[in++]) << nacc;
             nacc += 8;
         }
         codes[i] = uint8_t(acc & mask);
