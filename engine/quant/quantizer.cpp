@@ -178,14 +178,13 @@ LOFTQ_ALWAYS_INLINE void store_codes(const int32_t* tmp, size_t m, uint8_t* code
     for (size_t i = 0; i < m; ++i) codes[i] = uint8_t(tmp[i]);
 }
 
-// Quantize (and optionally dequantize) blocks [b0, b1) of a table with L <= 16 levels.
-template <int L, bool WantCodes, bool WantOut>
-LOFTQ_ALWAYS_INLINE void qd_small(const Work& w, int64_t b0, int64_t b1) {
-    float th[L - 1], tv[L];  // local copies: cannot alias the outputs, so they stay in registers
-    for (int j = 0; j < L - 1; ++j) th[j] = w.f->thresh[j];
-    for (int j = 0; j < L; ++j) tv[j] = w.f->table[j];
-    int zc = 0;  // code of xn = 0 (an all-zero block)
-    for (int j = 0; j < L - 1; ++j) zc += 0.0f > th[j];
+// The block loop every quantize kernel shares: per block the absmax scale, the all-zero case
+// (code zc, value 0), then the elements in chunks through a small int32 code buffer (with every
+// lane 32 bits wide the loop stays in one vector shape, instead of GCC narrowing each compare
+// result to bytes). `level(xn, c)` sets the code c of the normalized value xn and returns t_c;
+// it is inlined, so each caller's loop is vectorized with its own element rule.
+template <bool WantCodes, bool WantOut, class Level>
+LOFTQ_ALWAYS_INLINE void qd_blocks(const Work& w, int64_t b0, int64_t b1, int zc, Level&& level) {
     for (int64_t b = b0; b < b1; ++b) {
         const size_t off = size_t(b) * w.block, len = std::min(w.block, w.n - off);
         const float* xp = w.x + off;
@@ -193,25 +192,17 @@ LOFTQ_ALWAYS_INLINE void qd_small(const Work& w, int64_t b0, int64_t b1) {
         if (w.scales) w.scales[b] = s;
         if (s == 0.0f) {
             if (WantCodes) std::memset(w.codes + off, zc, len);
-            if (WantOut) std::fill(w.out + off, w.out + off + len, tv[zc] * s);
+            if (WantOut) std::fill(w.out + off, w.out + off + len, w.f->table[zc] * s);  // +-0, as the reference
             continue;
         }
-        // Codes go through a small int32 buffer: with every lane 32 bits wide the loop stays
-        // in one vector shape, instead of GCC narrowing each compare result to bytes.
         for (size_t i0 = 0; i0 < len; i0 += kChunk) {
             const size_t m = std::min(kChunk, len - i0);
             const float* xc = xp + i0;
             float* oc = WantOut ? w.out + off + i0 : nullptr;
             int32_t tmp[kChunk];
             for (size_t i = 0; i < m; ++i) {
-                const float xn = xc[i] / s;
-                int32_t c = 0;
-                float v = tv[0];
-                for (int j = 0; j < L - 1; ++j) {
-                    const bool g = xn > th[j];
-                    c += g;
-                    v = g ? tv[j + 1] : v;
-                }
+                int32_t c;
+                const float v = level(xc[i] / s, c);
                 if (WantOut) oc[i] = v * s;
                 if (WantCodes) tmp[i] = c;
             }
@@ -220,57 +211,60 @@ LOFTQ_ALWAYS_INLINE void qd_small(const Work& w, int64_t b0, int64_t b1) {
     }
 }
 
-// Quantize (and optionally dequantize) blocks [b0, b1) of the 256-level uniform int8 table,
-// without table reads (gathers are slow): the level is computed as t_c = float(2c - 255) / 255,
-// one correctly rounded fp32 division of exact integers. That equals the table's
-// float(-1 + 2c/255 in double) for every c: the exact value is a fraction with odd denominator
-// 255, never within double rounding error of a float tie; uniform_int8_closed_form() checks all
-// 256 at run time and the table path below is used otherwise.
-// The code is estimated from e = (xn + 1) 255/2, biased down by 1/4 so that it is the code or
-// one below it (e is off by ~1e-5), then raised when xn is above the midpoint of t_c and t_c+1.
-// That compare is exact in double (the sum of two such floats is exact), and for a float xn
-// "xn > midpoint" is the same as "xn > thresh[c]".
+// Code of xn = 0 (what an all-zero block stores).
+inline int zero_code(const QuantFormat& f) {
+    int zc = 0;
+    for (int j = 0; j < f.levels - 1; ++j) zc += 0.0f > f.thresh[j];
+    return zc;
+}
+
+// Tables with L <= 16 levels: branch-free count of thresholds below xn, selecting t_c as it goes.
+template <int L, bool WantCodes, bool WantOut>
+LOFTQ_ALWAYS_INLINE void qd_small(const Work& w, int64_t b0, int64_t b1) {
+    float th[L - 1], tv[L];  // local copies: cannot alias the outputs, so they stay in registers
+    for (int j = 0; j < L - 1; ++j) th[j] = w.f->thresh[j];
+    for (int j = 0; j < L; ++j) tv[j] = w.f->table[j];
+    qd_blocks<WantCodes, WantOut>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
+        int32_t c = 0;
+        float v = tv[0];
+        for (int j = 0; j < L - 1; ++j) {
+            const bool g = xn > th[j];
+            c += g;
+            v = g ? tv[j + 1] : v;
+        }
+        code = c;
+        return v;
+    });
+}
+
+// The 256-level uniform int8 table, without table reads (gathers are slow): the level is
+// computed as t_c = float(2c - 255) / 255, one correctly rounded fp32 division of exact
+// integers. That equals the table's float(-1 + 2c/255 in double) for every c: the exact value is
+// a fraction with odd denominator 255, never within double rounding error of a float tie;
+// uniform_int8_closed_form() checks all 256 at run time and the table path below is used
+// otherwise. The code is estimated from e = (xn + 1) 255/2, biased down by 1/4 so that it is the
+// code or one below it (e is off by ~1e-5), then raised when xn is above the midpoint of t_c and
+// t_c+1. That compare is exact in double (the sum of two such floats is exact), and for a float
+// xn "xn > midpoint" is the same as "xn > thresh[c]".
 template <bool WantCodes, bool WantOut>
 LOFTQ_ALWAYS_INLINE void qd_int8(const Work& w, int64_t b0, int64_t b1) {
     constexpr int L = 256;
-    int zc = 0;
-    for (int j = 0; j < L - 1; ++j) zc += 0.0f > w.f->thresh[j];
-    const float tz = w.f->table[zc];
     const float half_steps = 0.5f * float(L - 1);
-    for (int64_t b = b0; b < b1; ++b) {
-        const size_t off = size_t(b) * w.block, len = std::min(w.block, w.n - off);
-        const float* xp = w.x + off;
-        const float s = block_absmax(xp, len);
-        if (w.scales) w.scales[b] = s;
-        if (s == 0.0f) {
-            if (WantCodes) std::memset(w.codes + off, zc, len);
-            if (WantOut) std::fill(w.out + off, w.out + off + len, tz * s);
-            continue;
-        }
-        for (size_t i0 = 0; i0 < len; i0 += kChunk) {
-            const size_t m = std::min(kChunk, len - i0);
-            const float* xc = xp + i0;
-            float* oc = WantOut ? w.out + off + i0 : nullptr;
-            int32_t tmp[kChunk];
-            for (size_t i = 0; i < m; ++i) {
-                const float xn = xc[i] / s;  // in [-1, 1] or NaN (|x| <= s)
-                // NaN -> -1 by bit masking: a select here lets GCC thread the clamp into
-                // branches around the divisions below, which then cannot be if-converted.
-                const uint32_t u = std::bit_cast<uint32_t>(xn);
-                const uint32_t nan_mask = uint32_t(-int32_t((u & 0x7fffffffu) > 0x7f800000u));
-                const float xe = std::bit_cast<float>((u & ~nan_mask) | (0xbf800000u & nan_mask));
-                const float e = (xe + 1.0f) * half_steps + 0.25f;  // in [0.25, 255.25]
-                int32_t c = std::min(int32_t(e), L - 2);
-                const float lo = float(2 * c - (L - 1)) / float(L - 1);  // t_c
-                const float hi = float(2 * c - (L - 3)) / float(L - 1);  // t_c+1
-                const bool g = double(xn) > (double(lo) + double(hi)) * 0.5;  // false for NaN: code 0
-                c += g;
-                if (WantOut) oc[i] = (g ? hi : lo) * s;
-                if (WantCodes) tmp[i] = c;
-            }
-            if (WantCodes) store_codes(tmp, m, w.codes + off + i0);
-        }
-    }
+    qd_blocks<WantCodes, WantOut>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
+        // xn in [-1, 1] or NaN (|x| <= s). NaN -> -1 by bit masking: a select here lets GCC
+        // thread the clamp into branches around the divisions below, which then cannot be
+        // if-converted.
+        const uint32_t u = std::bit_cast<uint32_t>(xn);
+        const uint32_t nan_mask = uint32_t(-int32_t((u & 0x7fffffffu) > 0x7f800000u));
+        const float xe = std::bit_cast<float>((u & ~nan_mask) | (0xbf800000u & nan_mask));
+        const float e = (xe + 1.0f) * half_steps + 0.25f;  // in [0.25, 255.25]
+        int32_t c = std::min(int32_t(e), L - 2);
+        const float lo = float(2 * c - (L - 1)) / float(L - 1);  // t_c
+        const float hi = float(2 * c - (L - 3)) / float(L - 1);  // t_c+1
+        const bool g = double(xn) > (double(lo) + double(hi)) * 0.5;  // false for NaN: code 0
+        code = c + g;
+        return g ? hi : lo;
+    });
 }
 
 // Fallback for a 256-level table without the closed form: estimate as above, then one
@@ -281,37 +275,16 @@ LOFTQ_ALWAYS_INLINE void qd_int8_table(const Work& w, int64_t b0, int64_t b1) {
     float th[L - 1], tv[L];
     for (int j = 0; j < L - 1; ++j) th[j] = w.f->thresh[j];
     for (int j = 0; j < L; ++j) tv[j] = w.f->table[j];
-    int zc = 0;
-    for (int j = 0; j < L - 1; ++j) zc += 0.0f > th[j];
     const float half_steps = 0.5f * float(L - 1);
-    for (int64_t b = b0; b < b1; ++b) {
-        const size_t off = size_t(b) * w.block, len = std::min(w.block, w.n - off);
-        const float* xp = w.x + off;
-        const float s = block_absmax(xp, len);
-        if (w.scales) w.scales[b] = s;
-        if (s == 0.0f) {
-            if (WantCodes) std::memset(w.codes + off, zc, len);
-            if (WantOut) std::fill(w.out + off, w.out + off + len, tv[zc] * s);
-            continue;
-        }
-        for (size_t i0 = 0; i0 < len; i0 += kChunk) {
-            const size_t m = std::min(kChunk, len - i0);
-            const float* xc = xp + i0;
-            float* oc = WantOut ? w.out + off + i0 : nullptr;
-            int32_t tmp[kChunk];
-            for (size_t i = 0; i < m; ++i) {
-                const float xn = xc[i] / s;
-                float e = (xn + 1.0f) * half_steps + 0.25f;
-                e = e > 0.0f ? e : 0.0f;  // also maps NaN to 0
-                e = e < float(L - 2) ? e : float(L - 2);
-                int32_t c = int32_t(e);
-                c += xn > th[c];  // c in [0, L-2], so th[c] exists
-                if (WantOut) oc[i] = tv[c] * s;
-                if (WantCodes) tmp[i] = c;
-            }
-            if (WantCodes) store_codes(tmp, m, w.codes + off + i0);
-        }
-    }
+    qd_blocks<WantCodes, WantOut>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
+        float e = (xn + 1.0f) * half_steps + 0.25f;
+        e = e > 0.0f ? e : 0.0f;  // also maps NaN to 0
+        e = e < float(L - 2) ? e : float(L - 2);
+        int32_t c = int32_t(e);
+        c += xn > th[c];  // c in [0, L-2], so th[c] exists
+        code = c;
+        return tv[c];
+    });
 }
 
 // Dequantize blocks [b0, b1): out = t[code & (L-1)] * scale.
