@@ -155,6 +155,23 @@ private slots:
         QVERIFY2(peak_mb < 0.6 * model_mb, qPrintable(QString("peak %1 MB").arg(peak_mb)));
     }
 
+    // A full disk (simulated by a file-size limit: writes fail with EFBIG) is one clear error
+    // naming the file, exit code 1, and nothing left in the output folder.
+    void fullDiskIsAnErrorAndLeavesNothing() {
+        QString dir = tmp("cli-full");
+        QProcess p;
+        p.start("/bin/bash", {"-c", "trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\"", cli(), "quantize", model, "--out", dir + "/o",
+                              "--iters", "1", "--rank", "2"});
+        QVERIFY(p.waitForFinished(60000));
+        QString err = QString::fromUtf8(p.readAllStandardError());
+        QCOMPARE(p.exitCode(), 1);
+        QVERIFY2(err.contains("loftq: error: ") && err.contains("model.safetensors") && err.contains("too large"), qPrintable(err));
+        QStringList left;
+        if (QDir(dir + "/o").exists())
+            for (QDirIterator it(dir + "/o", QDir::Files, QDirIterator::Subdirectories); it.hasNext();) left << it.next();
+        QVERIFY2(left.isEmpty(), qPrintable(left.join(", ")));
+    }
+
     void sigintCancelsCleanly() {
         QString dir = tmp("cli-int");
         QString big = dir + "/big";

@@ -332,6 +332,70 @@ private slots:
         QVERIFY(partial_files(out).empty());
     }
 
+    // GPT-2 stores its projections as Conv1D (in x out): PEFT's factors are transposed and the
+    // config says fan_in_fan_out; (B A)^T must be the low-rank term of the stored matrix.
+    void gpt2Conv1dExport() {
+        std::string m = test::make_temp_dir("gpt2") + "/model";
+        fs::create_directories(m);
+        std::vector<OutTensor> lay;
+        std::map<std::string, std::vector<float>> vals;
+        auto add = [&](const std::string& n, std::vector<int64_t> shape, uint64_t seed) {
+            uint64_t cnt = 1;
+            for (auto d : shape) cnt *= uint64_t(d);
+            lay.push_back({n, DType::F32, "", shape, cnt * 4});
+            if (shape.size() == 2) {
+                Matrix w = test::structured_matrix(shape[0], shape[1], seed);
+                vals[n] = w.buf;
+            } else {
+                vals[n] = std::vector<float>(cnt, 1.f);
+            }
+        };
+        add("transformer.wte.weight", {100, 64}, 1);
+        add("transformer.h.0.ln_1.weight", {64}, 0);
+        add("transformer.h.0.attn.c_attn.weight", {64, 192}, 2);
+        add("transformer.h.0.attn.c_proj.weight", {64, 64}, 3);
+        add("transformer.h.0.mlp.c_fc.weight", {64, 256}, 4);
+        add("transformer.h.0.mlp.c_proj.weight", {256, 64}, 5);
+        {
+            SafetensorsWriter w(m + "/model.safetensors", lay);
+            for (auto& [n, v] : vals) w.write(n, v.data(), v.size() * 4);
+            w.finish();
+            w.commit();
+        }
+        write_file_atomic(m + "/config.json", R"({"model_type": "gpt2", "n_layer": 1, "n_embd": 64, "n_head": 4, "vocab_size": 100})");
+        std::string out = test::make_temp_dir("gpt2-out") + "/o";
+        QuantizeResult r = run_quantize(opts(m, out, 8, 3), {}, CancelToken{});
+        QCOMPARE(r.weights.size(), size_t(4));
+        json ac = json::parse(read_text_file(out + "/loftq_init/adapter_config.json"));
+        QCOMPARE(ac["fan_in_fan_out"], true);
+        QCOMPARE(ac["target_modules"], json({"c_attn", "c_fc", "c_proj"}));
+        auto dst = Checkpoint::open(out);
+        auto ad = SafetensorsFile::open(out + "/loftq_init/adapter_model.safetensors");
+        for (auto& w : r.weights) {
+            const int64_t in = w.plan.rows, outf = w.plan.cols;  // stored (in x out)
+            std::string mp = w.plan.name.substr(0, w.plan.name.size() - 7);
+            const TensorInfo* A = ad->find("base_model.model." + mp + ".lora_A.weight");
+            const TensorInfo* B = ad->find("base_model.model." + mp + ".lora_B.weight");
+            QVERIFY(A && B);
+            QVERIFY(A->shape == std::vector<int64_t>({8, in}));
+            QVERIFY(B->shape == std::vector<int64_t>({outf, 8}));
+            const float* a = reinterpret_cast<const float*>(ad->data(*A));
+            const float* b = reinterpret_cast<const float*>(ad->data(*B));
+            auto Q = dst->read_f32(*dst->find(w.plan.name));
+            const auto& W = vals[w.plan.name];
+            double num = 0, den = 0;
+            for (int64_t i = 0; i < in; ++i)
+                for (int64_t j = 0; j < outf; ++j) {
+                    double l = 0;  // ((B A)^T)_ij = sum_k B_jk A_ki
+                    for (int k = 0; k < 8; ++k) l += double(b[j * 8 + k]) * double(a[k * in + i]);
+                    double d = double(W[size_t(i * outf + j)]) - double(Q[size_t(i * outf + j)]) - l;
+                    num += d * d;
+                    den += double(W[size_t(i * outf + j)]) * double(W[size_t(i * outf + j)]);
+                }
+            QVERIFY2(std::abs(std::sqrt(num / den) - w.final_error) <= 1e-5 * w.final_error, w.plan.name.c_str());
+        }
+    }
+
     void realStories260K() {
         std::string sh = test::shared_dir();
         if (sh.empty()) QSKIP("../shared not present: skipping the real stories260K checkpoint");
