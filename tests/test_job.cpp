@@ -248,6 +248,14 @@ private slots:
         json idx = json::parse(read_text_file(out + "/model.safetensors.index.json"));
         QCOMPARE(idx["weight_map"].size(), src->tensors().size());
         QVERIFY(dst->read_bytes(*dst->find("model.embed_tokens.weight")) == src->read_bytes(*src->find("model.embed_tokens.weight")));
+        // Re-export unsharded over it with --force: the old shards and index must go.
+        QuantizeOptions again = opts(m, out);
+        again.force = true;
+        run_quantize(again, {}, CancelToken{});
+        std::vector<std::string> names;
+        for (auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
+        for (auto& n : names) QVERIFY2(n.find("-of-") == std::string::npos && n != "model.safetensors.index.json", n.c_str());
+        QCOMPARE(Checkpoint::open(out)->tensors().size(), src->tensors().size());
     }
 
     // Cancel mid-run: the job stops within a second and leaves no file in place.

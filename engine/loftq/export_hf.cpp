@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -26,6 +27,21 @@ std::string module_path(const std::string& tensor_name) {
     return tensor_name;
 }
 }  // namespace
+
+// After a --force export into a folder that held an earlier one: weight files of that export
+// which this one did not write (other shard counts, a stale index) would be picked up by
+// loaders beside the new files, so they go. Only names of the HF weight layout are touched.
+static void remove_stale_weights(const std::string& dir, const std::vector<std::string>& written, bool sharded,
+                                 const std::string& base) {
+    const std::regex weight_re("^" + base + R"((-\d{5}-of-\d{5})?\.safetensors$)");
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+        std::string name = e.path().filename().string();
+        bool stale = std::regex_match(name, weight_re) && std::find(written.begin(), written.end(), name) == written.end();
+        stale |= !sharded && name == base + ".safetensors.index.json";
+        if (stale) fs::remove(e.path(), ec);
+    }
+}
 
 bool HfExport::is_conv1d(const ModelConfig& cfg, const std::string& module) {
     return cfg.model_type == "gpt2" &&
@@ -170,6 +186,8 @@ std::vector<std::string> HfExport::commit(const QuantizeResult& result, const nl
 
     std::vector<std::string> files;
     for (auto& n : p.model->file_names()) files.push_back((fs::path(p.out) / n).string());
+    remove_stale_weights(p.out, p.model->file_names(), p.model->sharded(), "model");
+    remove_stale_weights((fs::path(p.out) / "loftq_init").string(), p.adapter->file_names(), p.adapter->sharded(), "adapter_model");
     for (auto& n : p.adapter->file_names()) files.push_back((fs::path(p.out) / "loftq_init" / n).string());
     for (auto& f : p.staged.committed_files()) files.push_back(f);
     return files;
