@@ -5,6 +5,7 @@
 #include <QtTest>
 
 #include <cmath>
+#include <thread>
 
 #include "linalg/blas.h"
 #include "loftq/budget.h"
@@ -180,6 +181,27 @@ private slots:
         }
         QVERIFY(threw);
         QCOMPARE(steps, 2);
+    }
+
+    // An exact SVD step of a large weight is one long LAPACK call: cancel is still honoured
+    // within a second (the call is abandoned on a helper thread).
+    void cancelDuringExactSvdIsPrompt() {
+        const int64_t m = 2048, n = 2048;  // one exact sgesdd takes ~1.7 s here
+        Matrix W = test::structured_matrix(m, n, 12);
+        CancelToken tok;
+        std::thread t([&] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); tok.cancel(); });
+        QElapsedTimer timer;
+        timer.start();
+        bool threw = false;
+        try {
+            loftq_decompose(W.data(), m, n, ws(QuantKind::NF4, 16, 3, SvdMethod::Exact), svd_seed(0), 1, {}, &tok);
+        } catch (const Cancelled&) {
+            threw = true;
+        }
+        t.join();
+        qInfo("cancelled after %lld ms (cancel at 300 ms)", (long long)timer.elapsed());
+        QVERIFY(threw);
+        QVERIFY(timer.elapsed() < 800);  // without the helper thread: > 1.7 s
     }
 
     void rankLargerThanMatrixIsClamped() {

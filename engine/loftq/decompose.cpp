@@ -3,7 +3,11 @@
 #include "loftq/decompose.h"
 
 #include <chrono>
+#include <atomic>
 #include <cmath>
+#include <exception>
+#include <memory>
+#include <thread>
 
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -72,6 +76,38 @@ void sub(const float* a, const float* b, float* out, size_t n, int threads) {
 }
 }  // namespace
 
+// The rank-r factorization, cancellable: an exact SVD of a large weight is one LAPACK call of
+// seconds to minutes that cannot be interrupted, so with a token it runs on a helper thread that
+// owns a copy of its input; the caller polls the token every 20 ms and, when cancelled, abandons
+// the helper (it finishes on its own and frees what it owns) and throws Cancelled at once.
+static LowRank low_rank_cancellable(const float* X, int64_t m, int64_t n, int r, const SvdOptions& o,
+                                    const CancelToken* cancel) {
+    constexpr int64_t kAsyncElements = 1 << 20;  // below this an exact SVD takes well under a second
+    if (!cancel || o.method != SvdMethod::Exact || m * n < kAsyncElements) return low_rank(X, m, n, r, o);
+    struct Shared {
+        std::vector<float> x;
+        LowRank result;
+        std::exception_ptr error;
+        std::atomic<bool> done{false};
+    };
+    auto sh = std::make_shared<Shared>();
+    sh->x.assign(X, X + size_t(m) * size_t(n));
+    std::thread([sh, m, n, r, o] {
+        try {
+            sh->result = low_rank(sh->x.data(), m, n, r, o);
+        } catch (...) {
+            sh->error = std::current_exception();
+        }
+        sh->done.store(true, std::memory_order_release);
+    }).detach();
+    while (!sh->done.load(std::memory_order_acquire)) {
+        if (cancel->cancelled()) throw Cancelled();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (sh->error) std::rethrow_exception(sh->error);
+    return std::move(sh->result);
+}
+
 uint64_t weight_seed(uint64_t plan_seed, const std::string& name, int step) {
     uint64_t x = plan_seed ^ hash_name(name) ^ (uint64_t(step) * 0x9e3779b97f4a7c15ull);
     return splitmix64(x);
@@ -117,7 +153,7 @@ Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const Weight
         o.threads = svd.threads > 0 ? svd.threads : threads;
         uint64_t x = svd.seed + uint64_t(t);  // svd.seed is the weight's seed (weight_seed)
         o.seed = splitmix64(x);
-        d.lr = low_rank(R.data(), m, n, r, o);
+        d.lr = low_rank_cancellable(R.data(), m, n, r, o, cancel);
         // R = W - B A (next residual); error = ||R - Q|| = ||W - Q - B A||.
         sub_low_rank(W, d.lr.B.data(), d.lr.A.data(), m, n, d.lr.B.cols, R.data(), threads);
         d.final_error = std::sqrt(diff_sq(R.data(), d.Q.data(), N, threads)) * inv_norm;
