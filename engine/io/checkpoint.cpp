@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -225,23 +226,9 @@ void CheckpointLoader::open_sharded(Checkpoint& c, const std::string& index_path
 void CheckpointLoader::open_llama2c(Checkpoint& c, const std::string& path) {
     c.kind_ = CheckpointKind::Llama2c;
     c.files_.push_back(path);
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error(path, "", std::string("cannot open: ") + std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
-        throw Error(path, "", "not a regular file");
-    }
-    uint64_t size = uint64_t(st.st_size);
-    if (size < 28) {
-        ::close(fd);
-        throw Error(path, "", "too small for a llama2.c checkpoint: " + std::to_string(size) +
-                                  " bytes, the header alone is 28 bytes");
-    }
-    void* m = ::mmap(nullptr, size_t(size), PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    ::close(fd);
-    if (m == MAP_FAILED) throw Error(path, "", std::string("cannot map: ") + std::strerror(map_errno));
+    Mapping mp = map_readonly(path, 28, "a llama2.c checkpoint (the header alone is 28 bytes)");
+    void* m = mp.data;
+    const uint64_t size = mp.size;
     c.map_ = m;
     c.map_size_ = size;
     const auto* base = static_cast<const uint8_t*>(m);

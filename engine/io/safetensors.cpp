@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 
 namespace loftq {
 
@@ -115,28 +116,9 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
     f->path_ = path;
 
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error(path, "", "cannot open: " + errno_text(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-        int e = errno;
-        ::close(fd);
-        throw Error(path, "", "cannot stat: " + errno_text(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ::close(fd);
-        throw Error(path, "", "not a regular file");
-    }
-    uint64_t size = uint64_t(st.st_size);
-    if (size < 8) {
-        ::close(fd);
-        throw Error(path, "", "truncated: file is " + std::to_string(size) +
-                                  " bytes, too small for the 8-byte header length");
-    }
-    void* m = ::mmap(nullptr, size_t(size), PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    ::close(fd);  // the mapping keeps the file alive
-    if (m == MAP_FAILED) throw Error(path, "", "cannot map: " + errno_text(map_errno));
+    Mapping mp = map_readonly(path, 8, "the 8-byte header length");
+    void* m = mp.data;
+    const uint64_t size = mp.size;
     f->map_ = m;
     f->size_ = size;
     const auto* base = static_cast<const uint8_t*>(m);
