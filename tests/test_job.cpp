@@ -93,6 +93,19 @@ private slots:
         }
     }
 
+    // Run a subset (the GUI's "run selected"): only those weights are decomposed and reported.
+    void onlySelectedWeights() {
+        std::string m = demo("job-only", small());
+        QuantizeOptions o = opts(m, "", 4, 2);
+        o.only = {"model.layers.1.mlp.up_proj.weight", "model.layers.0.self_attn.k_proj.weight"};
+        int done = 0;
+        QuantizeResult r = run_quantize(o, [&](const JobEvent& e) { done += e.kind == EventKind::WeightDone; }, CancelToken{});
+        QCOMPARE(r.weights.size(), size_t(2));
+        QCOMPARE(done, 2);
+        QCOMPARE(r.weights[0].plan.name, std::string("model.layers.0.self_attn.k_proj.weight"));  // tensor order
+        QCOMPARE(int(r.weights[1].steps.size()), 2);
+    }
+
     // The export: F32 source so that Q is stored exactly and can be checked to the bit.
     void exportContentsF32() {
         std::string m = demo("job-f32", small(DType::F32));

@@ -178,8 +178,8 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                 if (exporter) exporter->write_target(size_t(idx), d);
                 WeightResult& r = res.weights[size_t(idx)];
                 r.plan = wp;
-                r.rank = int(d.lr.B.cols);
-                if (wp.s.iters <= 0) r.rank = int(std::min<int64_t>(wp.s.rank, std::min(wp.rows, wp.cols)));
+                // T = 0 has no factors but exports QLoRA's rank-r init.
+                r.rank = wp.s.iters > 0 ? int(d.lr.B.cols) : int(std::min<int64_t>(wp.s.rank, std::min(wp.rows, wp.cols)));
                 r.baseline = d.baseline;
                 r.final_error = d.final_error;
                 r.w_norm = d.w_norm;
