@@ -35,21 +35,18 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     opt.checksums = !a.no_checksums;
     opt.max_shard_bytes = parse_size(a.max_shard);
     CancelToken cancel;
-    g_cancel = &cancel;
-    auto old = std::signal(SIGINT, on_sigint);
     ProgressPrinter printer(a.quiet);
+    struct SigintScope {  // routes Ctrl-C to the token while the job runs; restores on any exit
+        ProgressPrinter& printer;
+        void (*old)(int);
+        SigintScope(CancelToken& c, ProgressPrinter& p) : printer(p) { g_cancel = &c; old = std::signal(SIGINT, on_sigint); }
+        ~SigintScope() { printer.finish(); std::signal(SIGINT, old); g_cancel = nullptr; }
+    };
     QuantizeResult r;
-    try {
+    {
+        SigintScope scope(cancel, printer);
         r = run_quantize(opt, [&](const JobEvent& e) { printer(e); }, cancel);
-    } catch (...) {
-        printer.finish();
-        std::signal(SIGINT, old);
-        g_cancel = nullptr;
-        throw;
     }
-    printer.finish();
-    std::signal(SIGINT, old);
-    g_cancel = nullptr;
 
     double sb = 0, sf = 0;
     for (auto& w : r.weights) { sb += w.baseline; sf += w.final_error; }

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <thread>
 
 #include "core/error.h"
@@ -193,6 +194,31 @@ private slots:
         std::string csv = read_text_file(out + "/loftq_metrics.csv");
         QCOMPARE(std::count(csv.begin(), csv.end(), '\n'), 15L);
         QVERIFY(csv.rfind("name,layer,module,rows,cols,quant,block,rank,iters,svd,qlora_error,error_step1", 0) == 0);
+    }
+
+    // Only some layers of a kind adapted: target_modules becomes a regex that PEFT full-matches
+    // against module paths; it must select exactly the adapted modules.
+    void partialTargetsGiveExactRegex() {
+        std::string m = demo("job-regex", small());
+        std::string out = test::make_temp_dir("regex-out") + "/o";
+        QuantizeOptions o = opts(m, out, 4, 1);
+        o.plan.overrides["model.layers.0.self_attn.q_proj.weight"] = {.target = false};
+        QuantizeResult r = run_quantize(o, {}, CancelToken{});
+        QCOMPARE(r.weights.size(), size_t(13));
+        json ac = json::parse(read_text_file(out + "/loftq_init/adapter_config.json"));
+        QVERIFY(ac["target_modules"].is_string());
+        std::regex re(ac["target_modules"].get<std::string>());
+        auto ck = Checkpoint::open(m);
+        int matched = 0;
+        for (auto& t : ck->tensors()) {
+            std::string mp = t.name.substr(0, t.name.size() - 7);  // drop ".weight"
+            bool adapted = false;
+            for (auto& w : r.weights) adapted |= w.plan.name == t.name;
+            bool hit = std::regex_match(mp, re);
+            QVERIFY2(hit == adapted, mp.c_str());
+            matched += hit;
+        }
+        QCOMPARE(matched, 13);
     }
 
     // lora_alpha given: A and B scaled so that (alpha / r) B A is unchanged. T = 0: QLoRA init.

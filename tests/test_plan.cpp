@@ -126,6 +126,18 @@ private slots:
         QVERIFY(warned);
     }
 
+    // "quant": "keep" wins over "target": true in the same settings object, whatever the key order.
+    void keepWinsOverTarget() {
+        auto ts = llama_tensors(1);
+        for (const char* text : {R"({"version": 1, "overrides": {"lm_head.weight": {"target": true, "quant": "keep"}}})",
+                                 R"({"version": 1, "overrides": {"lm_head.weight": {"quant": "keep", "target": true}}})"}) {
+            ResolvedPlan r = resolve_plan(plan_from_json(json::parse(text)), ts);
+            QVERIFY2(!find(r, "lm_head.weight"), text);
+        }
+        ResolvedPlan r = resolve_plan(plan_from_json(json::parse(R"({"version": 1, "overrides": {"lm_head.weight": {"target": true}}})")), ts);
+        QVERIFY(find(r, "lm_head.weight"));
+    }
+
     void jsonRoundTrip() {
         json j = json::parse(R"({"format": "loftq-plan", "version": 1, "model": "m", "seed": 7, "lora_alpha": 16,
           "defaults": {"quant": "int8", "block": 32, "rank": 4, "iters": 0, "svd": "exact"},

@@ -68,7 +68,7 @@ nlohmann::ordered_json peft_adapter_config(const std::vector<AdapterModule>& mod
         for (auto& k : kinds) target.push_back(k);
     } else {
         std::string re;
-        for (auto& p : paths) re += (re.empty() ? "" : "|") + regex_escape(p);
+        for (auto& p : paths) { if (!re.empty()) re += '|'; re += regex_escape(p); }
         target = "(" + re + ")";
     }
     oj rank_pattern = oj::object(), alpha_pattern = oj::object();

@@ -274,7 +274,7 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<OutTensor> la
     written_.assign(layout_.size(), 0);
 
     fd_ = ::open(partial_.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error(partial_, "", "cannot create: " + errno_text(errno));
+    if (fd_ < 0) throw Error(path_, "", "cannot create " + partial_ + ": " + errno_text(errno));
     uint8_t len[8];
     uint64_t n = header.size();
     for (int i = 0; i < 8; ++i) len[i] = uint8_t(n >> (8 * i));
@@ -285,7 +285,7 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<OutTensor> la
         ::close(fd_);
         fd_ = -1;
         ::unlink(partial_.c_str());
-        throw Error(partial_, "", "cannot write the header (" + std::to_string(total_) + " bytes planned): " + errno_text(e));
+        throw Error(path_, "", "cannot write the header (" + std::to_string(total_) + " bytes planned): " + errno_text(e));
     }
     mutex_ = new std::mutex();
 }
@@ -303,21 +303,21 @@ void SafetensorsWriter::write(const std::string& name, const void* bytes, uint64
     {
         std::lock_guard<std::mutex> lock(mu);
         auto it = index_.find(name);
-        if (it == index_.end()) throw Error(partial_, name, "tensor is not in the output layout");
+        if (it == index_.end()) throw Error(path_, name, "tensor is not in the output layout");
         i = it->second;
-        if (finished_) throw Error(partial_, name, "write after finish()");
-        if (fd_ < 0) throw Error(partial_, name, "file is closed");
+        if (finished_) throw Error(path_, name, "write after finish()");
+        if (fd_ < 0) throw Error(path_, name, "file is closed");
         if (nbytes != layout_[i].nbytes)
-            throw Error(partial_, name, "got " + std::to_string(nbytes) + " bytes, layout says " +
+            throw Error(path_, name, "got " + std::to_string(nbytes) + " bytes, layout says " +
                                             std::to_string(layout_[i].nbytes));
-        if (written_[i] != 0) throw Error(partial_, name, "tensor written twice");
+        if (written_[i] != 0) throw Error(path_, name, "tensor written twice");
         written_[i] = 1;
     }
     int e = pwrite_all(fd_, bytes, nbytes, data_start_ + offsets_[i]);
     std::lock_guard<std::mutex> lock(mu);
     if (e) {
         written_[i] = 0;
-        throw Error(partial_, name, "write failed: " + errno_text(e));
+        throw Error(path_, name, "write failed: " + errno_text(e));
     }
     written_[i] = 2;
 }
@@ -329,14 +329,14 @@ void SafetensorsWriter::finish() {
     for (size_t i = 0; i < layout_.size(); ++i)
         if (written_[i] != 2) {
             size_t missing = size_t(std::count_if(written_.begin(), written_.end(), [](char c) { return c != 2; }));
-            throw Error(partial_, layout_[i].name, "tensor was never written (" + std::to_string(missing) +
+            throw Error(path_, layout_[i].name, "tensor was never written (" + std::to_string(missing) +
                                                        " of " + std::to_string(layout_.size()) + " missing)");
         }
-    if (fd_ < 0) throw Error(partial_, "", "file is closed");
-    if (::fsync(fd_) != 0) throw Error(partial_, "", "fsync failed: " + errno_text(errno));
+    if (fd_ < 0) throw Error(path_, "", "file is closed");
+    if (::fsync(fd_) != 0) throw Error(path_, "", "fsync failed: " + errno_text(errno));
     int rc = ::close(fd_);
     fd_ = -1;
-    if (rc != 0) throw Error(partial_, "", "close failed: " + errno_text(errno));
+    if (rc != 0) throw Error(path_, "", "close failed: " + errno_text(errno));
     finished_ = true;
 }
 

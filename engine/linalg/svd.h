@@ -6,9 +6,10 @@
 // Randomized (Halko, Martinsson, Tropp 2011): Gaussian test matrix n x (r+p) from `seed`,
 // range finder Y = X Omega, q power iterations each re-orthonormalized by QR
 // (Z = X^T Q, Q' = qr(Z), Y = X Q', Q = qr(Y)), then the SVD of the small (r+p) x n matrix
-// Q^T X. Cost O(m n (r+p) (2q+2)). Deterministic for a given seed (portable RNG, loftq/rng.h)
-// at a given BLAS thread count; across thread counts the bits differ (OpenBLAS's LAPACK paths),
-// the factors agreeing to float32 rounding (tests/test_linalg.cpp).
+// Q^T X. Cost O(m n (r+p) (2q+2)). Deterministic for a given seed (portable RNG, loftq/rng.h):
+// the thin products X W and X^T Q are our kernels, bit-identical for any SvdOptions::threads;
+// the small LAPACK steps follow OpenBLAS's process-wide thread count, whose changes alter the
+// bits (the factors agreeing to float32 rounding, tests/test_linalg.cpp) — jobs keep it at 1.
 #pragma once
 #include <cstdint>
 #include <vector>

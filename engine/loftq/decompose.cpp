@@ -18,7 +18,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// sum (a - b)^2 in float64, chunked so the result does not depend on the thread count.
+// sum (a - b)^2 (b == nullptr: sum a^2) in float64, chunked so the result does not depend on
+// the thread count.
 double diff_sq(const float* a, const float* b, size_t n, int threads) {
     constexpr int64_t kChunk = 1 << 16;
     int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
@@ -27,7 +28,10 @@ double diff_sq(const float* a, const float* b, size_t n, int threads) {
         for (int64_t c = c0; c < c1; ++c) {
             size_t i0 = size_t(c) * kChunk, i1 = std::min(n, i0 + kChunk);
             double s = 0;
-            for (size_t i = i0; i < i1; ++i) { double d = double(a[i]) - double(b[i]); s += d * d; }
+            if (b)
+                for (size_t i = i0; i < i1; ++i) { double d = double(a[i]) - double(b[i]); s += d * d; }
+            else
+                for (size_t i = i0; i < i1; ++i) s += double(a[i]) * double(a[i]);
             part[size_t(c)] = s;
         }
     });
@@ -123,7 +127,7 @@ Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const Weight
     d.Q = Matrix(m, n);
     d.codes.resize(N);
     d.scales.resize(num_blocks(N, s.block));
-    d.w_norm = std::sqrt(diff_sq(W, d.Q.data(), N, threads));  // Q is zero here: ||W||
+    d.w_norm = std::sqrt(diff_sq(W, nullptr, N, threads));
     const double inv_norm = d.w_norm > 0 ? 1.0 / d.w_norm : 0.0;
 
     if (cancel) cancel->throw_if_cancelled();

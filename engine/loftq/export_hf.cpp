@@ -1,6 +1,7 @@
 // export_hf.cpp: see export_hf.h.
 #include "loftq/export_hf.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>

@@ -31,7 +31,7 @@ enum class EventKind : uint8_t { JobStarted, WeightStarted, StepDone, WeightDone
 struct JobEvent {
     EventKind kind = EventKind::Message;
     int weight = -1;              // index into the resolved plan's weights
-    std::string name;             // tensor name
+    std::string name{};           // tensor name
     int step = 0, steps = 0;      // StepDone: step t of T
     double error = 0;             // StepDone: relative error after the step; WeightDone: final
     double baseline = 0;          // QLoRA baseline of this weight (StepDone, WeightDone)
@@ -39,7 +39,7 @@ struct JobEvent {
     int weights_done = 0, weights_total = 0;
     double fraction = 0;          // work done, 0..1
     double elapsed = 0, eta = -1; // seconds; eta < 0 when unknown
-    std::string message;          // Message / Writing
+    std::string message{};        // Message / Writing
 };
 using JobCallback = std::function<void(const JobEvent&)>;
 

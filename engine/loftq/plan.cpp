@@ -175,23 +175,23 @@ constexpr int kMaxBlock = 1 << 20, kMaxRank = 65536, kMaxIters = 100;
 
 SettingsPatch get_patch(const Ctx& c, const json& o, const std::string& path, bool allow_target) {
     SettingsPatch p;
+    bool keep = false;  // "quant": "keep" excludes the tensor even beside "target": true
     for (auto it = o.begin(); it != o.end(); ++it) {
         const std::string& k = it.key();
         std::string kp = path + "." + k;
         if (k == "quant") {
-            bool keep;
             auto q = get_quant(c, *it, kp, keep);
-            if (keep) p.target = false; else p.quant = q;
+            if (!keep) p.quant = q;
         } else if (k == "block") p.block = get_int(c, *it, kp, 1, kMaxBlock);
         else if (k == "rank") p.rank = get_int(c, *it, kp, 0, kMaxRank);
         else if (k == "iters") p.iters = get_int(c, *it, kp, 0, kMaxIters);
         else if (k == "svd") p.svd = get_svd(c, *it, kp);
         else if (k == "target" && allow_target) {
             if (!it->is_boolean()) c.fail(kp, "expected true or false");
-            if (p.target && !it->get<bool>()) {}  // "quant": "keep" already excluded it
-            else p.target = it->get<bool>();
+            p.target = it->get<bool>();
         }
     }
+    if (keep) p.target = false;
     return p;
 }
 
