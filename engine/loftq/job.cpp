@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -58,9 +59,13 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     const auto t0 = Clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
     std::mutex ev_mu;
+    // Progress is stamped under the same lock that delivers the event, so the fractions a
+    // listener sees never go backwards even when two workers report at once.
+    std::function<void(JobEvent&)> stamp;
     auto emit = [&](JobEvent e) {
         if (!on_event) return;
         std::lock_guard<std::mutex> lock(ev_mu);
+        if (stamp) stamp(e);
         on_event(e);
     };
 
@@ -107,7 +112,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     for (auto& w : res.plan.weights) total_units += double(w.rows * w.cols) * std::max(1, w.s.iters);
     std::atomic<double> done_units{0};
     std::atomic<int> weights_done{0};
-    auto progress = [&](JobEvent& e) {
+    stamp = [&](JobEvent& e) {
         e.weights_done = weights_done.load();
         e.weights_total = int(K);
         double f = total_units > 0 ? done_units.load() / total_units : 1.0;
@@ -123,7 +128,6 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     {
         JobEvent e{.kind = EventKind::JobStarted};
         e.message = std::to_string(K) + " weights, " + std::to_string(workers) + " workers x " + std::to_string(inner) + " threads";
-        progress(e);
         emit(e);
     }
 
@@ -149,8 +153,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                 {
                     JobEvent e{.kind = EventKind::WeightStarted, .weight = idx, .name = wp.name};
                     e.steps = wp.s.iters;
-                    progress(e);
-                    emit(e);
+                                emit(e);
                 }
                 W.resize(size_t(wp.rows * wp.cols));
                 ck->read_f32(te, W.data(), true);
@@ -170,8 +173,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                         e.error = s.error;
                         e.seconds = s.seconds;
                         e.baseline = s.baseline;
-                        progress(e);
-                        emit(e);
+                                        emit(e);
                     },
                     &cancel);
                 if (wp.s.iters <= 0) add_units(step_units);
@@ -190,8 +192,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                 e.error = d.final_error;
                 e.baseline = d.baseline;
                 e.seconds = d.seconds;
-                progress(e);
-                emit(e);
+                        emit(e);
             } catch (const Cancelled&) {
                 return;
             } catch (...) {
@@ -215,11 +216,14 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
         res.files = exporter->commit(res, manifest_of(opt, *ck, threads, workers));
         res.seconds = elapsed();
     }
-    JobEvent e{.kind = EventKind::JobDone};
-    progress(e);
-    e.fraction = 1.0;
-    e.eta = 0;
-    emit(e);
+    stamp = [&](JobEvent& ev) {
+        ev.weights_done = weights_done.load();
+        ev.weights_total = int(K);
+        ev.fraction = 1.0;
+        ev.elapsed = elapsed();
+        ev.eta = 0;
+    };
+    emit({.kind = EventKind::JobDone});
     return res;
 }
 
