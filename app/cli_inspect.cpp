@@ -8,6 +8,7 @@
 #include "cli_common.h"
 #include "io/checkpoint.h"
 #include "loftq/budget.h"
+#include "loftq/job.h"
 
 namespace loftq::cli {
 
@@ -36,8 +37,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
 void run_inspect(const InspectArgs& a) {
     auto ck = Checkpoint::open(a.model);
     Plan plan = a.flags.make_plan();
-    std::vector<TensorMeta> metas;
-    for (auto& t : ck->tensors()) metas.push_back({t.name, t.dtype, t.shape});
+    const std::vector<TensorMeta> metas = tensor_metas(*ck);
     ResolvedPlan rp = resolve_plan(plan, metas);
     PlanSize sz = plan_size(rp, metas);
     std::vector<const WeightPlan*> by_tensor(metas.size(), nullptr);

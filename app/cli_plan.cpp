@@ -7,6 +7,7 @@
 #include "cli_common.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "loftq/job.h"
 #include "loftq/budget.h"
 
 namespace loftq::cli {
@@ -22,8 +23,7 @@ void run_plan_init(const PlanInitArgs& a) {
     auto ck = Checkpoint::open(a.model);
     Plan plan = a.flags.make_plan();
     plan.model = ck->path();
-    std::vector<TensorMeta> metas;
-    for (auto& t : ck->tensors()) metas.push_back({t.name, t.dtype, t.shape});
+    const std::vector<TensorMeta> metas = tensor_metas(*ck);
     ResolvedPlan rp = resolve_plan(plan, metas);
     if (a.explicit_weights)
         for (auto& w : rp.weights) {

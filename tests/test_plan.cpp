@@ -204,6 +204,47 @@ private slots:
         }
     }
 
+    // The GUI's rule preview: the cells a rule's pattern and layer range touch, whatever later
+    // rules do, must be exactly those resolve_plan applies the rule to.
+    void rulePreviewAgreesWithResolve() {
+        auto t = llama_tensors(4);
+        PlanRule r;
+        r.pattern = "*.mlp.*";
+        r.layer_min = 1;
+        r.layer_max = 2;
+        r.set.rank = 7;
+        std::vector<bool> hit = rule_matches(r, t);
+        Plan p;
+        p.rules = {r};
+        ResolvedPlan rp = resolve_plan(p, t);
+        int n = 0;
+        for (size_t i = 0; i < t.size(); ++i) {
+            const WeightPlan* w = find(rp, t[i].name);
+            bool has_rank7 = w && w->s.rank == 7;
+            QCOMPARE(bool(hit[i]), has_rank7 || (hit[i] && !w));  // hits on non-targets are still hits
+            n += hit[i];
+        }
+        QCOMPARE(n, 2 * 3);  // gate, up, down in layers 1 and 2
+        PlanRule bad;
+        bad.regex = true;
+        bad.pattern = "q_proj(";
+        QVERIFY_THROWS_EXCEPTION(Error, rule_matches(bad, t));
+    }
+
+    void mergePatchOverlaysSetFields() {
+        SettingsPatch a;
+        a.quant = QuantKind::NF2;
+        a.rank = 8;
+        SettingsPatch b;
+        b.rank = 32;
+        b.iters = 0;
+        merge_patch(a, b);
+        QVERIFY(a.quant == QuantKind::NF2);
+        QCOMPARE(*a.rank, 32);
+        QCOMPARE(*a.iters, 0);
+        QVERIFY(!a.block && !a.svd && !a.target);
+    }
+
     void globMatching() {
         QVERIFY(glob_match("*", "a.b.c"));
         QVERIFY(glob_match("model.layers.*.mlp.*", "model.layers.3.mlp.up_proj.weight"));

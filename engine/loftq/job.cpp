@@ -21,14 +21,14 @@ namespace loftq {
 
 int hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-namespace {
-using Clock = std::chrono::steady_clock;
-
-std::vector<TensorMeta> metas_of(const Checkpoint& ck) {
+std::vector<TensorMeta> tensor_metas(const Checkpoint& ck) {
     std::vector<TensorMeta> v;
     for (const auto& t : ck.tensors()) v.push_back({t.name, t.dtype, t.shape});
     return v;
 }
+
+namespace {
+using Clock = std::chrono::steady_clock;
 
 nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint& ck, int threads, int workers) {
     nlohmann::ordered_json m;
@@ -70,7 +70,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     };
 
     auto ck = Checkpoint::open(opt.model);
-    const auto metas = metas_of(*ck);
+    const auto metas = tensor_metas(*ck);
     QuantizeResult res;
     res.plan = resolve_plan(opt.plan, metas);
     if (!opt.only.empty()) {

@@ -26,6 +26,8 @@
 
 namespace loftq {
 
+class Checkpoint;
+
 enum class EventKind : uint8_t { JobStarted, WeightStarted, StepDone, WeightDone, Message, Writing, JobDone };
 
 struct JobEvent {
@@ -72,6 +74,8 @@ struct QuantizeResult {
 
 QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel);
 
+// The planner's view of a checkpoint's tensors (names, dtypes, shapes; no data read).
+std::vector<TensorMeta> tensor_metas(const Checkpoint& ck);
 // The hardware thread count (at least 1).
 int hardware_threads();
 

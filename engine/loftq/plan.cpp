@@ -72,6 +72,39 @@ static void apply(WeightSettings& s, bool& target, const SettingsPatch& p) {
     if (p.svd) s.svd = *p.svd;
 }
 
+void merge_patch(SettingsPatch& into, const SettingsPatch& p) {
+    if (p.target) into.target = p.target;
+    if (p.quant) into.quant = p.quant;
+    if (p.block) into.block = p.block;
+    if (p.rank) into.rank = p.rank;
+    if (p.iters) into.iters = p.iters;
+    if (p.svd) into.svd = p.svd;
+}
+
+// Does rule r (with its compiled regex, if any) touch the tensor `name` in decoder layer `layer`?
+static bool rule_hit(const PlanRule& r, const std::regex& re, const std::string& name, int layer) {
+    if (r.layer_min || r.layer_max) {
+        if (layer < 0) return false;
+        if (r.layer_min && layer < *r.layer_min) return false;
+        if (r.layer_max && layer > *r.layer_max) return false;
+    }
+    return r.regex ? std::regex_search(name, re) : glob_match(r.pattern, name);
+}
+
+std::vector<bool> rule_matches(const PlanRule& r, const std::vector<TensorMeta>& tensors) {
+    std::regex re;
+    if (r.regex) {
+        try {
+            re = std::regex(r.pattern);
+        } catch (const std::regex_error& e) {
+            throw Error("plan", "", "rule pattern '" + r.pattern + "' is not a valid regex: " + e.what());
+        }
+    }
+    std::vector<bool> out(tensors.size());
+    for (size_t i = 0; i < tensors.size(); ++i) out[i] = rule_hit(r, re, tensors[i].name, layer_of(tensors[i].name));
+    return out;
+}
+
 ResolvedPlan resolve_plan(const Plan& plan, const std::vector<TensorMeta>& tensors) {
     ResolvedPlan out;
     std::vector<std::regex> regs(plan.rules.size());
@@ -87,16 +120,9 @@ ResolvedPlan resolve_plan(const Plan& plan, const std::vector<TensorMeta>& tenso
         WeightSettings s = plan.defaults;
         int layer = layer_of(t.name);
         for (size_t ri = 0; ri < plan.rules.size(); ++ri) {
-            const PlanRule& r = plan.rules[ri];
-            if (r.layer_min || r.layer_max) {
-                if (layer < 0) continue;
-                if (r.layer_min && layer < *r.layer_min) continue;
-                if (r.layer_max && layer > *r.layer_max) continue;
-            }
-            bool hit = r.regex ? std::regex_search(t.name, regs[ri]) : glob_match(r.pattern, t.name);
-            if (!hit) continue;
+            if (!rule_hit(plan.rules[ri], regs[ri], t.name, layer)) continue;
             ++rule_hits[ri];
-            apply(s, target, r.set);
+            apply(s, target, plan.rules[ri].set);
         }
         auto ov = plan.overrides.find(t.name);
         if (ov != plan.overrides.end()) {

@@ -89,6 +89,11 @@ bool default_target(const TensorMeta& t);
 bool glob_match(const std::string& pattern, const std::string& name);
 
 ResolvedPlan resolve_plan(const Plan& plan, const std::vector<TensorMeta>& tensors);
+// Which tensors a rule's pattern and layer range touch (whatever later rules or overrides then
+// do to them): the GUI's rule preview. Throws loftq::Error for an invalid regex.
+std::vector<bool> rule_matches(const PlanRule& r, const std::vector<TensorMeta>& tensors);
+// Overlays the fields `p` sets onto `into` (a grid edit on a weight that already has an override).
+void merge_patch(SettingsPatch& into, const SettingsPatch& p);
 
 // JSON. parse throws loftq::Error naming `source` (a file name) and the JSON path of the problem.
 Plan plan_from_json(const nlohmann::json& j, const std::string& source = "plan");
