@@ -327,6 +327,32 @@ private slots:
         QVERIFY2(partial_files(out).empty(), "files left behind after cancel");
     }
 
+    // Extra files (the GUI's plots) land in the same commit; a bad name fails the export whole.
+    void extraFilesJoinTheCommit() {
+        std::string m = demo("job-extra", small());
+        std::string out = test::make_temp_dir("extra-out") + "/o";
+        QuantizeOptions o = opts(m, out, 4, 1);
+        size_t seen_weights = 0;
+        o.extra_files = [&](const QuantizeResult& r) {
+            seen_weights = r.weights.size();
+            return std::vector<std::pair<std::string, std::string>>{{"plots/curves.png", "PNGDATA"}};
+        };
+        QuantizeResult r = run_quantize(o, {}, CancelToken{});
+        QCOMPARE(seen_weights, r.weights.size());
+        QCOMPARE(QString::fromStdString(read_text_file(out + "/plots/curves.png")), QString("PNGDATA"));
+        QVERIFY(std::filesystem::exists(out + "/loftq_metrics.json"));
+
+        std::string out2 = test::make_temp_dir("extra-bad") + "/o";
+        o.out_dir = out2;
+        o.extra_files = [](const QuantizeResult&) {
+            return std::vector<std::pair<std::string, std::string>>{{"../escape.png", "x"}};
+        };
+        QVERIFY_THROWS_EXCEPTION(Error, run_quantize(o, {}, CancelToken{}));
+        QVERIFY(!std::filesystem::exists(out2 + "/loftq_metrics.json"));
+        QVERIFY(!std::filesystem::exists(out2 + "/model.safetensors"));
+        QVERIFY(partial_files(out2).empty());
+    }
+
     void refusesToWriteIntoInput() {
         std::string m = demo("job-refuse", small());
         for (std::string out : {m, m + "/sub"}) {

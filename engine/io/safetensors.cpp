@@ -340,6 +340,12 @@ void SafetensorsWriter::finish() {
     finished_ = true;
 }
 
+std::string SafetensorsWriter::release_partial() {
+    finish();
+    committed_ = true;  // no longer ours to remove
+    return partial_;
+}
+
 void SafetensorsWriter::commit() {
     if (committed_) return;
     finish();

@@ -82,6 +82,9 @@ public:
     void write(const std::string& name, const void* bytes, uint64_t nbytes);
     void finish();
     void commit();
+    // finish(), then hand the finished partial file to the caller (who renames it into place as
+    // part of a larger commit, or removes it): returns its path; the writer no longer owns it.
+    std::string release_partial();
     const std::string& path() const { return path_; }
     uint64_t total_bytes() const { return total_; }
     bool has(const std::string& name) const { return index_.count(name) != 0; }

@@ -47,7 +47,14 @@ void ShardedWriter::finish() {
 }
 
 void ShardedWriter::commit(StagedOutput& staged) {
-    for (auto& w : writers_) w->commit();
+    const auto root = std::filesystem::absolute(staged.dir()).lexically_normal();
+    std::filesystem::path rel_dir;
+    for (auto& w : writers_) {
+        auto rel = std::filesystem::absolute(w->path()).lexically_normal().lexically_relative(root);
+        if (rel.empty() || *rel.begin() == "..") throw Error(w->path(), "", "shard is outside the output folder " + staged.dir());
+        staged.adopt(rel.string(), w->release_partial());
+        rel_dir = rel.parent_path();
+    }
     if (writers_.size() > 1) {
         nlohmann::ordered_json idx;
         idx["metadata"] = {{"total_size", tensor_bytes_}};
@@ -55,7 +62,7 @@ void ShardedWriter::commit(StagedOutput& staged) {
         std::vector<std::pair<std::string, size_t>> sorted(shard_of_.begin(), shard_of_.end());
         for (auto& [name, shard] : sorted) map[name] = names_[shard];
         idx["weight_map"] = map;
-        staged.write(base_ + ".safetensors.index.json", idx.dump(2) + "\n");
+        staged.write((rel_dir / (base_ + ".safetensors.index.json")).string(), idx.dump(2) + "\n");
     }
 }
 

@@ -21,7 +21,9 @@ public:
                   uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata = {});
     void write(const std::string& name, const void* bytes, uint64_t nbytes);
     void finish();
-    // Renames the shards into place and stages the index (if sharded) in `staged`.
+    // Hands the finished shards and the index (if sharded) to `staged`, which renames them into
+    // place with everything else in one commit (or removes them if the export fails first).
+    // The writer's folder must lie inside staged.dir().
     void commit(StagedOutput& staged);
     std::vector<std::string> file_names() const;  // relative names of the data files
     uint64_t total_bytes() const;                  // sum of the data files' sizes

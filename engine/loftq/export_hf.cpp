@@ -181,6 +181,12 @@ std::vector<std::string> HfExport::commit(const QuantizeResult& result, const nl
             linear.push_back(module_path(t.name));
     auto acfg = peft_adapter_config(mods, linear, p.out, task_type(p.ck.config()), any_conv1d);
     p.staged.write("loftq_init/adapter_config.json", acfg.dump(2) + "\n");
+    if (p.opt.extra_files)
+        for (const auto& [rel, bytes] : p.opt.extra_files(result)) {
+            if (rel.empty() || fs::path(rel).is_absolute() || rel.find("..") != std::string::npos)
+                throw Error(p.out, "", "extra export file name '" + rel + "' must be a plain relative path");
+            p.staged.write(rel, bytes);
+        }
     p.staged.write("loftq_metrics.csv", metrics_csv(result));
     p.staged.write("loftq_metrics.json", metrics_json(result, manifest).dump(2) + "\n");  // last: marks the export done
     p.staged.commit();

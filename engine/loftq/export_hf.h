@@ -5,7 +5,8 @@
 //   OUT/loftq_init/adapter_model.safetensors: base_model.model.<module>.lora_A.weight (r x in) and
 //     .lora_B.weight (out x r), fp32, and OUT/loftq_init/adapter_config.json;
 //   OUT/loftq_metrics.json and .csv: the plan each weight ran, QLoRA baseline, error per step,
-//     timings, and a run manifest (tool version, seeds, settings, input checksums).
+//     timings, and a run manifest (tool version, seeds, settings, input checksums);
+//   any QuantizeOptions::extra_files (the GUI's plots), in the same commit.
 // lora_alpha: by default each module's alpha equals its rank (PEFT scale alpha / r = 1, so B A is
 // stored as computed, exactly); with a plan lora_alpha, A and B are each multiplied by
 // sqrt(r / alpha) so that (alpha / r) B A equals the computed term (to fp32 rounding).

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/cancel.h"
@@ -27,6 +28,7 @@
 namespace loftq {
 
 class Checkpoint;
+struct QuantizeResult;
 
 enum class EventKind : uint8_t { JobStarted, WeightStarted, StepDone, WeightDone, Message, Writing, JobDone };
 
@@ -62,6 +64,10 @@ struct QuantizeOptions {
     bool force = false;           // allow writing into a non-empty out_dir
     bool checksums = true;        // input checksums in the manifest
     std::vector<std::string> only;  // restrict to these target names (GUI "run selected"); empty = all
+    // Extra files for the export (e.g. the GUI's plots as PNG), asked for once every weight is
+    // done and written into the same atomic commit: (path relative to out_dir, bytes). Called on
+    // a job thread; it may throw loftq::Cancelled to abandon the export.
+    std::function<std::vector<std::pair<std::string, std::string>>(const QuantizeResult&)> extra_files;
 };
 
 struct QuantizeResult {
