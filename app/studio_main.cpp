@@ -1,3 +1,116 @@
-// placeholder until the main window lands
+// studio_main.cpp: `loftq-studio [MODEL] [--demo] [--plan FILE] [--run] [--screenshot FILE.png]
+// [--size WxH] [--threads N]`. With --screenshot the window is rendered (offscreen works) after
+// the model opens, the plan loads and, with --run, a full run ends; then the program exits
+// (status 0 on success). Everything else is the interactive desktop app.
 #include <QApplication>
-int main(int argc, char** argv) { QApplication app(argc, argv); return 0; }
+#include <QCommandLineParser>
+#include <QDir>
+#include <QEventLoop>
+#include <QFileInfo>
+#include <QIcon>
+#include <QTimer>
+#include <cstdio>
+
+#include "error_chart.h"
+#include "error_heatmap.h"
+#include "improvement_chart.h"
+#include "main_window.h"
+#include "plan_document.h"
+#include "plan_grid_view.h"
+
+namespace {
+
+// Waits for `signal` of `obj` (or a timeout); returns its bool argument, false on timeout.
+template <typename Obj, typename Sig>
+bool wait_for(Obj* obj, Sig signal, int timeout_ms) {
+    QEventLoop loop;
+    bool result = false;
+    QObject::connect(obj, signal, &loop, [&](bool ok) {
+        result = ok;
+        loop.quit();
+    });
+    QTimer::singleShot(timeout_ms, &loop, &QEventLoop::quit);
+    loop.exec();
+    return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    QApplication app(argc, argv);
+    QApplication::setOrganizationName("LoftQStudio");
+    QApplication::setApplicationName("loftq-studio");
+    QApplication::setApplicationVersion(LOFTQ_VERSION);
+    QApplication::setWindowIcon(QIcon(":/studio/loftq-studio.svg"));
+
+    QCommandLineParser p;
+    p.setApplicationDescription("LoftQ Studio: plan, run and export LoftQ quantization of LLM checkpoints.");
+    p.addHelpOption();
+    p.addVersionOption();
+    p.addPositionalArgument("model", "Checkpoint to open: HF folder, .safetensors or llama2.c .bin", "[MODEL]");
+    QCommandLineOption demo("demo", "Open the built-in demo model (generated on first use).");
+    QCommandLineOption plan("plan", "Load this plan (*.loftq.json) after opening.", "file");
+    QCommandLineOption run("run", "With --screenshot: run the whole plan before rendering.");
+    QCommandLineOption shot("screenshot", "Render the main window to this PNG and exit.", "file");
+    QCommandLineOption size("size", "Window size for --screenshot (default 1500x940).", "WxH", "1500x940");
+    QCommandLineOption threads("threads", "Engine threads (0 = all cores).", "n", "0");
+    p.addOptions({demo, plan, run, shot, size, threads});
+    p.process(app);
+
+    studio::MainWindow w;
+    w.setThreads(p.value(threads).toInt());
+    const bool screenshot = p.isSet(shot);
+    if (screenshot) {
+        w.setInteractive(false);
+        QStringList wh = p.value(size).split('x');
+        w.resize(wh.value(0).toInt() > 0 ? wh.value(0).toInt() : 1500, wh.value(1).toInt() > 0 ? wh.value(1).toInt() : 940);
+    }
+    w.show();
+
+    QString model = p.positionalArguments().value(0);
+    bool opened = false;
+    if (p.isSet(demo) || !model.isEmpty()) {
+        if (p.isSet(demo)) QTimer::singleShot(0, &w, [&w] { w.openDemo(); });
+        else QTimer::singleShot(0, &w, [&w, model] { w.openModel(model); });
+        if (screenshot) opened = wait_for(&w, &studio::MainWindow::openFinished, 120000);
+        else QObject::connect(&w, &studio::MainWindow::openFinished, &w, [&w, &p, &plan](bool ok) {
+                 if (ok && p.isSet(plan)) w.loadPlan(p.value(plan));
+             }, Qt::SingleShotConnection);
+    }
+    if (!screenshot) return app.exec();
+
+    if (!opened && (p.isSet(demo) || !model.isEmpty())) {
+        std::fprintf(stderr, "loftq-studio: could not open the model\n");
+        return 1;
+    }
+    if (p.isSet(plan) && !w.loadPlan(p.value(plan))) {
+        std::fprintf(stderr, "loftq-studio: could not load the plan %s\n", qPrintable(p.value(plan)));
+        return 1;
+    }
+    if (p.isSet(run) && opened) {
+        // Show curves for a few weights: the first and the last layer's cells.
+        QList<QPoint> cells;
+        const auto* doc = w.document();
+        for (int layer : {0, doc->layers() - 1})
+            for (int c = 0; c < doc->columns().size(); ++c) cells.append(QPoint(c, layer));
+        w.grid()->selectCells(cells);
+        if (!w.runAll() || !wait_for(&w, &studio::MainWindow::runFinished, 600000)) {
+            std::fprintf(stderr, "loftq-studio: the run did not finish\n");
+            return 1;
+        }
+    }
+    w.chart()->replotNow();
+    w.heatmap()->replotNow();
+    w.improvement()->replotNow();
+    QEventLoop settle;
+    QTimer::singleShot(200, &settle, &QEventLoop::quit);
+    settle.exec();
+    const QString out = p.value(shot);
+    QDir().mkpath(QFileInfo(out).absolutePath());
+    if (!w.grab().save(out)) {
+        std::fprintf(stderr, "loftq-studio: cannot write %s\n", qPrintable(out));
+        return 1;
+    }
+    std::printf("loftq-studio: wrote %s\n", qPrintable(out));
+    return 0;
+}

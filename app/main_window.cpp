@@ -1,0 +1,307 @@
+// main_window.cpp: the window's layout, menus, settings, drag and drop and about box. Features
+// live in main_window_{open,run,export}.cpp (see main_window.h).
+#include "main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QDockWidget>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QInputDialog>
+#include <QLabel>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QMimeData>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSettings>
+#include <QStatusBar>
+#include <QTabWidget>
+#include <QToolBar>
+#include <QVBoxLayout>
+
+#include "budget_bar.h"
+#include "error_chart.h"
+#include "error_heatmap.h"
+#include "improvement_chart.h"
+#include "log_panel.h"
+#include "model_overview.h"
+#include "plan_document.h"
+#include "plan_edit_bar.h"
+#include "plan_grid_model.h"
+#include "plan_grid_view.h"
+#include "rules_panel.h"
+#include "run_results.h"
+#include "studio_job.h"
+
+namespace studio {
+
+MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
+    setObjectName("MainWindow");
+    setAcceptDrops(true);
+    doc_ = new PlanDocument(this);
+    results_ = new RunResults(this);
+    job_ = new StudioJob(this);
+    openWatcher_ = new QFutureWatcher<OpenedModel>(this);
+    connect(openWatcher_, &QFutureWatcher<OpenedModel>::finished, this, [this] { onOpened(openWatcher_->result()); });
+    buildWidgets();
+    buildDocks();
+    buildMenus();
+    defaultState_ = saveState();
+    restoreSettings();
+    connect(doc_, &PlanDocument::planChanged, this, [this] {
+        budget_->setSize(doc_->size(), doc_->budgetBytes());
+        updateTitle();
+        updateActions();
+        for (const auto& w : doc_->resolved().warnings) log_->append(LogPanel::Level::Warning, QString::fromStdString(w));
+    });
+    connect(doc_, &PlanDocument::budgetChanged, this, [this] { budget_->setSize(doc_->size(), doc_->budgetBytes()); });
+    connect(doc_->undoStack(), &QUndoStack::cleanChanged, this, &MainWindow::updateTitle);
+    connect(job_, &StudioJob::event, this, &MainWindow::onJobEvent);
+    connect(job_, &StudioJob::finished, this, &MainWindow::onJobFinished);
+    connect(job_, &StudioJob::cancelled, this, [this] { onJobEnded(false, tr("cancelled")); });
+    connect(job_, &StudioJob::failed, this, [this](const QString& m) { onJobEnded(false, m); });
+    job_->setExtraFiles([this](const loftq::QuantizeResult& r) { return renderPlots(r); });
+    updateTitle();
+    updateActions();
+}
+
+MainWindow::~MainWindow() = default;
+
+void MainWindow::buildWidgets() {
+    auto* central = new QWidget(this);
+    auto* lay = new QVBoxLayout(central);
+    lay->setContentsMargins(4, 4, 4, 4);
+    lay->setSpacing(4);
+    grid_ = new PlanGridView(doc_, results_, central);
+    grid_->setObjectName("PlanGrid");
+    editBar_ = new PlanEditBar(doc_, grid_, central);
+    editBar_->setObjectName("PlanEditBar");
+    budget_ = new BudgetBar(central);
+    budget_->setObjectName("BudgetBar");
+    lay->addWidget(editBar_);
+    lay->addWidget(grid_, 1);
+    lay->addWidget(budget_);
+    setCentralWidget(central);
+    connect(grid_, &PlanGridView::cellSelectionChanged, this, [this] { syncChartToSelection(); updateActions(); });
+
+    progress_ = new QProgressBar(this);
+    progress_->setRange(0, 1000);
+    progress_->setMaximumWidth(220);
+    progress_->setTextVisible(true);
+    progress_->setVisible(false);
+    etaLabel_ = new QLabel(this);
+    cancelButton_ = new QPushButton(tr("Cancel"), this);
+    cancelButton_->setVisible(false);
+    connect(cancelButton_, &QPushButton::clicked, this, &MainWindow::cancelRun);
+    statusLabel_ = new QLabel(tr("No model open"), this);
+    statusBar()->addWidget(statusLabel_, 1);
+    statusBar()->addPermanentWidget(etaLabel_);
+    statusBar()->addPermanentWidget(progress_);
+    statusBar()->addPermanentWidget(cancelButton_);
+}
+
+void MainWindow::buildDocks() {
+    setDockNestingEnabled(true);
+    auto dock = [this](const QString& title, const QString& name, QWidget* w, Qt::DockWidgetArea area) {
+        auto* d = new QDockWidget(title, this);
+        d->setObjectName(name);
+        d->setWidget(w);
+        addDockWidget(area, d);
+        return d;
+    };
+    overview_ = new ModelOverview(doc_, this);
+    rules_ = new RulesPanel(doc_, this);
+    connect(rules_, &RulesPanel::previewChanged, this, [this](const std::vector<bool>& hits) { grid_->gridModel()->setHighlight(hits); });
+    auto* dModel = dock(tr("Model"), "ModelDock", overview_, Qt::LeftDockWidgetArea);
+    auto* dRules = dock(tr("Rules"), "RulesDock", rules_, Qt::LeftDockWidgetArea);
+    tabifyDockWidget(dModel, dRules);
+    dModel->raise();
+
+    chart_ = new ErrorChart(results_, this);
+    chart_->setObjectName("ErrorChart");
+    heatmap_ = new ErrorHeatmap(results_, this);
+    heatmap_->setObjectName("ErrorHeatmap");
+    improvement_ = new ImprovementChart(results_, this);
+    improvement_->setObjectName("ImprovementChart");
+    connect(heatmap_, &ErrorHeatmap::weightClicked, this, [this](const QString& name) {
+        // Select that weight's cell in the grid, which drives the chart.
+        for (size_t t = 0; t < doc_->tensors().size(); ++t)
+            if (QString::fromStdString(doc_->tensors()[t].name) == name) {
+                QPoint c = doc_->cellOfTensor(int(t));
+                if (c.x() >= 0) grid_->selectCells({c});
+            }
+    });
+    resultTabs_ = new QTabWidget(this);
+    resultTabs_->addTab(heatmap_, tr("Final error"));
+    resultTabs_->addTab(improvement_, tr("Improvement over QLoRA"));
+    dock(tr("Error vs step"), "ChartDock", chart_, Qt::RightDockWidgetArea);
+    dock(tr("Results"), "ResultsDock", resultTabs_, Qt::RightDockWidgetArea);
+
+    log_ = new LogPanel(this);
+    log_->setObjectName("LogPanel");
+    dock(tr("Log"), "LogDock", log_, Qt::BottomDockWidgetArea);
+    resizeDocks({dModel}, {340}, Qt::Horizontal);
+}
+
+void MainWindow::buildMenus() {
+    // One action: text, slot, optional shortcut (Qt 6.4 deprecates addAction(text, obj, slot, key)).
+    auto add = [this](QMenu* m, const QString& text, auto slot, const QKeySequence& key = {}) {
+        QAction* a = m->addAction(text);
+        a->setShortcut(key);
+        connect(a, &QAction::triggered, this, slot);
+        return a;
+    };
+    QMenu* file = menuBar()->addMenu(tr("&File"));
+    actOpen_ = add(file, tr("&Open Model…"), &MainWindow::openDialog, QKeySequence::Open);
+    add(file, tr("Open &Folder…"), [this] {
+        QSettings s;
+        QString d = QFileDialog::getExistingDirectory(this, tr("Open a Hugging Face model folder"), s.value("paths/last_open").toString());
+        if (d.isEmpty()) return;
+        s.setValue("paths/last_open", d);
+        openModel(d);
+    }, QKeySequence(tr("Ctrl+Shift+O")));
+    actDemo_ = add(file, tr("Open &Demo Model"), &MainWindow::openDemo);
+    recentMenu_ = file->addMenu(tr("Open &Recent"));
+    file->addSeparator();
+    actLoadPlan_ = add(file, tr("&Load Plan…"), &MainWindow::loadPlanDialog, QKeySequence(tr("Ctrl+L")));
+    actSavePlan_ = add(file, tr("&Save Plan"), [this] {
+        if (planPath_.isEmpty()) savePlanDialog();
+        else savePlan(planPath_);
+    }, QKeySequence::Save);
+    actSavePlanAs_ = add(file, tr("Save Plan &As…"), &MainWindow::savePlanDialog, QKeySequence::SaveAs);
+    file->addSeparator();
+    actExport_ = add(file, tr("&Export…"), &MainWindow::exportDialog, QKeySequence(tr("Ctrl+E")));
+    file->addSeparator();
+    add(file, tr("&Quit"), &QWidget::close, QKeySequence::Quit);
+
+    QMenu* edit = menuBar()->addMenu(tr("&Edit"));
+    actUndo_ = doc_->undoStack()->createUndoAction(this, tr("&Undo"));
+    actUndo_->setShortcut(QKeySequence::Undo);
+    actRedo_ = doc_->undoStack()->createRedoAction(this, tr("&Redo"));
+    actRedo_->setShortcut(QKeySequence::Redo);
+    edit->addAction(actUndo_);
+    edit->addAction(actRedo_);
+    edit->addSeparator();
+    add(edit, tr("Select &All Cells"), [this] { grid_->selectAll(); });
+    actBudget_ = add(edit, tr("Memory &Budget…"), &MainWindow::setBudgetDialog);
+
+    QMenu* run = menuBar()->addMenu(tr("&Run"));
+    actRunAll_ = add(run, tr("Run &All"), &MainWindow::runAll, QKeySequence(Qt::Key_F5));
+    actRunSel_ = add(run, tr("Run &Selected"), &MainWindow::runSelected, QKeySequence(Qt::SHIFT | Qt::Key_F5));
+    actCancel_ = add(run, tr("&Cancel"), &MainWindow::cancelRun, QKeySequence(Qt::CTRL | Qt::Key_Period));
+
+    viewMenu_ = menuBar()->addMenu(tr("&View"));
+    for (QDockWidget* d : findChildren<QDockWidget*>()) viewMenu_->addAction(d->toggleViewAction());
+    viewMenu_->addSeparator();
+    add(viewMenu_, tr("&Reset Layout"), [this] { restoreState(defaultState_); });
+
+    QMenu* help = menuBar()->addMenu(tr("&Help"));
+    add(help, tr("&About LoftQ Studio"), &MainWindow::about);
+    connect(help->addAction(tr("About &Qt")), &QAction::triggered, qApp, &QApplication::aboutQt);
+
+    QToolBar* tb = addToolBar(tr("Main"));
+    tb->setObjectName("MainToolBar");
+    tb->addAction(actOpen_);
+    tb->addAction(actSavePlan_);
+    tb->addSeparator();
+    tb->addAction(actUndo_);
+    tb->addAction(actRedo_);
+    tb->addSeparator();
+    tb->addAction(actRunAll_);
+    tb->addAction(actRunSel_);
+    tb->addAction(actCancel_);
+    tb->addSeparator();
+    tb->addAction(actExport_);
+    rebuildRecentMenu();
+}
+
+void MainWindow::restoreSettings() {
+    QSettings s;
+    if (!restoreGeometry(s.value("window/geometry").toByteArray())) resize(1400, 880);
+    restoreState(s.value("window/state").toByteArray());
+    doc_->setBudgetBytes(s.value("plan/budget_bytes", 0).toULongLong());
+    threads_ = s.value("run/threads", 0).toInt();
+}
+
+void MainWindow::saveSettings() {
+    QSettings s;
+    s.setValue("window/geometry", saveGeometry());
+    s.setValue("window/state", saveState());
+    s.setValue("plan/budget_bytes", qulonglong(doc_->budgetBytes()));
+}
+
+void MainWindow::updateTitle() {
+    QString t = doc_->hasModel() ? QFileInfo(doc_->modelPath()).fileName() : tr("no model");
+    if (!planPath_.isEmpty()) t += " — " + QFileInfo(planPath_).fileName();
+    setWindowTitle(t + (doc_->isModified() ? " *" : "") + " — LoftQ Studio");
+}
+
+void MainWindow::updateActions() {
+    const bool model = doc_->hasModel(), busy = job_->running() || openWatcher_->isRunning();
+    actOpen_->setEnabled(!busy);
+    actDemo_->setEnabled(!busy);
+    actLoadPlan_->setEnabled(model && !busy);
+    actSavePlan_->setEnabled(model);
+    actSavePlanAs_->setEnabled(model);
+    actExport_->setEnabled(model && !busy);
+    actRunAll_->setEnabled(model && !busy && !doc_->resolved().weights.empty());
+    actRunSel_->setEnabled(model && !busy && !doc_->weightsOfCells(grid_->selectedCells()).empty());
+    actCancel_->setEnabled(job_->running());
+    cancelButton_->setVisible(job_->running());
+    progress_->setVisible(job_->running());
+}
+
+void MainWindow::showError(const QString& title, const QString& text) {
+    log_->append(LogPanel::Level::Error, title + ": " + text);
+    statusLabel_->setText(title + ": " + text.left(200));
+    if (!interactive_) return;
+    auto* box = new QMessageBox(QMessageBox::Warning, title, text, QMessageBox::Ok, this);
+    box->setAttribute(Qt::WA_DeleteOnClose);
+    box->open();  // non-modal to the event loop: runs and timers go on
+}
+
+void MainWindow::about() {
+    QMessageBox::about(this, tr("About LoftQ Studio"),
+                       tr("<h3>LoftQ Studio %1</h3>"
+                          "<p>Quantize pretrained LLMs to 2-4 bits with a LoRA initialisation that "
+                          "compensates the quantization error: LoftQ (Li et al., arXiv 2310.08659).</p>"
+                          "<p>Engine: C++20, OpenBLAS, LAPACKE. GUI: Qt %2, QCustomPlot.</p>")
+                           .arg(LOFTQ_VERSION, qVersion()));
+}
+
+void MainWindow::setBudgetDialog() {
+    bool ok = false;
+    double mb = QInputDialog::getDouble(this, tr("Memory budget"), tr("Budget in MB (1 MB = 10^6 bytes; 0 = none):"),
+                                        double(doc_->budgetBytes()) / 1e6, 0, 1e9, 1, &ok);
+    if (ok) doc_->setBudgetBytes(uint64_t(mb * 1e6));
+}
+
+void MainWindow::closeEvent(QCloseEvent* e) {
+    if (!maybeSavePlan()) {
+        e->ignore();
+        return;
+    }
+    if (job_->running()) job_->cancel();
+    saveSettings();
+    e->accept();
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* e) {
+    if (e->mimeData()->hasUrls() && !e->mimeData()->urls().isEmpty() && e->mimeData()->urls().first().isLocalFile())
+        e->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent* e) {
+    const QString path = e->mimeData()->urls().first().toLocalFile();
+    if (path.endsWith(".loftq.json") || (path.endsWith(".json") && !path.endsWith("config.json") && doc_->hasModel()))
+        loadPlan(path);
+    else
+        openModel(path);
+    e->acceptProposedAction();
+}
+
+}  // namespace studio

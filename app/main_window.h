@@ -1,0 +1,151 @@
+// main_window.h: the LoftQ Studio main window. Split by feature (STYLE: app):
+//   main_window.cpp         layout: central plan grid + edit bar + budget bar, docks, menus,
+//                           settings (QSettings), drag and drop, about box
+//   main_window_open.cpp    open model / demo / recent files / load+save plan
+//   main_window_run.cpp     run all / run selected / cancel, engine events -> RunResults
+//   main_window_export.cpp  the export dialog's job, plots written into the same commit
+// The window owns the document (plan), the run results and the job adapter; widgets are thin
+// views over those. Nothing here computes numerics; long work goes to StudioJob or a
+// QtConcurrent task, and errors arrive as messages (log + non-modal box), never crashes.
+#pragma once
+#include <QFutureWatcher>
+#include <QMainWindow>
+#include <QPointer>
+#include <memory>
+
+#include "loftq/job.h"
+#include "studio_open.h"
+
+class QAction;
+class QDockWidget;
+class QLabel;
+class QMenu;
+class QProgressBar;
+class QPushButton;
+class QTabWidget;
+
+namespace studio {
+
+class BudgetBar;
+class ErrorChart;
+class ErrorHeatmap;
+class ImprovementChart;
+class LogPanel;
+class ModelOverview;
+class PlanDocument;
+class PlanEditBar;
+class PlanGridView;
+class RulesPanel;
+class RunResults;
+class StudioJob;
+
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+public:
+    explicit MainWindow(QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    // Non-interactive mode (tests, --screenshot): errors go to the log and status bar only, no
+    // message boxes, no file dialogs.
+    void setInteractive(bool on) { interactive_ = on; }
+
+    // Opening runs in the background; openFinished() follows (ok or not).
+    void openModel(const QString& path);
+    void openDemo();
+    bool loadPlan(const QString& path);
+    bool savePlan(const QString& path);
+    // Runs: all targets, or those of the selected grid cells. False if one is running.
+    bool runAll();
+    bool runSelected();
+    void cancelRun();
+    bool isRunning() const;
+    // Export the current plan to `dir` (HF LoftQ layout + metrics + plots as PNG when `plots`).
+    bool exportTo(const QString& dir, bool plots, bool force);
+
+    PlanDocument* document() const { return doc_; }
+    RunResults* results() const { return results_; }
+    PlanGridView* grid() const { return grid_; }
+    ErrorChart* chart() const { return chart_; }
+    ErrorHeatmap* heatmap() const { return heatmap_; }
+    ImprovementChart* improvement() const { return improvement_; }
+    BudgetBar* budgetBar() const { return budget_; }
+    RulesPanel* rulesPanel() const { return rules_; }
+    LogPanel* log() const { return log_; }
+    std::shared_ptr<const loftq::QuantizeResult> lastResult() const { return last_result_; }
+    QString lastExportDir() const { return last_export_dir_; }
+    void setThreads(int n) { threads_ = n; }
+
+signals:
+    void openFinished(bool ok);
+    void runFinished(bool ok);      // finished (true) or cancelled/failed (false)
+    void exportFinished(bool ok);
+
+protected:
+    void closeEvent(QCloseEvent* e) override;
+    void dragEnterEvent(QDragEnterEvent* e) override;
+    void dropEvent(QDropEvent* e) override;
+
+private:
+    // main_window.cpp
+    void buildWidgets();
+    void buildDocks();
+    void buildMenus();
+    void restoreSettings();
+    void saveSettings();
+    void updateTitle();
+    void updateActions();
+    void showError(const QString& title, const QString& text);
+    void about();
+    void setBudgetDialog();
+    // main_window_open.cpp
+    void onOpened(const OpenedModel& m);
+    void addRecent(const QString& path);
+    void rebuildRecentMenu();
+    void openDialog();
+    void loadPlanDialog();
+    bool savePlanDialog();
+    bool maybeSavePlan();
+    // main_window_run.cpp
+    bool startRun(const std::vector<std::string>& only, const QString& out_dir, bool plots, bool force);
+    void onJobEvent(const loftq::JobEvent& e);
+    void onJobFinished(std::shared_ptr<const loftq::QuantizeResult> r);
+    void onJobEnded(bool ok, const QString& why);
+    void syncChartToSelection();
+    // main_window_export.cpp
+    void exportDialog();
+    std::vector<std::pair<std::string, std::string>> renderPlots(const loftq::QuantizeResult& r);
+
+    PlanDocument* doc_ = nullptr;
+    RunResults* results_ = nullptr;
+    StudioJob* job_ = nullptr;
+    PlanGridView* grid_ = nullptr;
+    PlanEditBar* editBar_ = nullptr;
+    BudgetBar* budget_ = nullptr;
+    RulesPanel* rules_ = nullptr;
+    ModelOverview* overview_ = nullptr;
+    ErrorChart* chart_ = nullptr;
+    ErrorHeatmap* heatmap_ = nullptr;
+    ImprovementChart* improvement_ = nullptr;
+    LogPanel* log_ = nullptr;
+    QTabWidget* resultTabs_ = nullptr;
+    QProgressBar* progress_ = nullptr;
+    QLabel* statusLabel_ = nullptr;
+    QLabel* etaLabel_ = nullptr;
+    QPushButton* cancelButton_ = nullptr;
+    QMenu* recentMenu_ = nullptr;
+    QMenu* viewMenu_ = nullptr;
+    QAction *actOpen_ = nullptr, *actDemo_ = nullptr, *actLoadPlan_ = nullptr, *actSavePlan_ = nullptr,
+            *actSavePlanAs_ = nullptr, *actExport_ = nullptr, *actRunAll_ = nullptr, *actRunSel_ = nullptr,
+            *actCancel_ = nullptr, *actUndo_ = nullptr, *actRedo_ = nullptr, *actBudget_ = nullptr;
+    QFutureWatcher<OpenedModel>* openWatcher_ = nullptr;
+    QString openingPath_;
+    QString planPath_;
+    QString exportingDir_, last_export_dir_;
+    bool exporting_ = false, exportPlots_ = false;
+    bool interactive_ = true;
+    int threads_ = 0;
+    std::shared_ptr<const loftq::QuantizeResult> last_result_;
+    QByteArray defaultState_;
+};
+
+}  // namespace studio

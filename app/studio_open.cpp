@@ -1,0 +1,107 @@
+// studio_open.cpp: see studio_open.h.
+#include "studio_open.h"
+
+#include <QCoreApplication>
+#include <QDir>
+#include <QFileInfo>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
+#include "io/synthetic_model.h"
+#include "loftq/job.h"
+
+namespace studio {
+
+namespace {
+QString bytes_text(uint64_t b) {
+    const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+    double v = double(b);
+    int u = 0;
+    while (v >= 1000.0 && u < 4) {
+        v /= 1000.0;
+        ++u;
+    }
+    return u == 0 ? QString("%1 B").arg(b) : QString("%1 %2").arg(v, 0, 'f', 2).arg(units[u]);
+}
+QString count_text(uint64_t n) {
+    if (n >= 1'000'000'000ull) return QString("%1 B").arg(double(n) / 1e9, 0, 'f', 2);
+    if (n >= 1'000'000ull) return QString("%1 M").arg(double(n) / 1e6, 0, 'f', 2);
+    if (n >= 1'000ull) return QString("%1 k").arg(double(n) / 1e3, 0, 'f', 1);
+    return QString::number(n);
+}
+const char* kind_text(loftq::CheckpointKind k) {
+    switch (k) {
+    case loftq::CheckpointKind::HFFolder: return "Hugging Face folder";
+    case loftq::CheckpointKind::SafetensorsFile: return "single .safetensors";
+    case loftq::CheckpointKind::Llama2c: return "llama2.c .bin";
+    }
+    return "?";
+}
+}  // namespace
+
+OpenedModel open_model(const QString& path) {
+    auto ck = loftq::Checkpoint::open(QFileInfo(path).absoluteFilePath().toStdString());
+    OpenedModel m;
+    m.path = QString::fromStdString(ck->path());
+    QFileInfo fi(m.path);
+    m.title = fi.isDir() ? fi.fileName() : fi.dir().dirName() + "/" + fi.fileName();
+    m.tensors = loftq::tensor_metas(*ck);
+    const loftq::ModelConfig& c = ck->config();
+    uint64_t params = 0;
+    for (const auto& t : ck->tensors()) params += t.numel();
+    auto add = [&](const QString& k, const QString& v) { m.facts.append({k, v}); };
+    add("Path", m.path);
+    add("Format", kind_text(ck->kind()));
+    add("Model type", c.model_type.empty() ? QString("(unknown)") : QString::fromStdString(c.model_type));
+    add("Layers", QString::number(c.n_layers));
+    add("Hidden size", QString::number(c.hidden));
+    add("Attention heads", QString("%1 (KV %2)").arg(c.n_heads).arg(c.n_kv_heads));
+    add("Intermediate size", QString::number(c.intermediate));
+    add("Vocabulary", QString::number(c.vocab));
+    add("Tied embeddings", c.tie_word_embeddings ? "yes" : "no");
+    if (!c.torch_dtype.empty()) add("torch_dtype", QString::fromStdString(c.torch_dtype));
+    add("Parameters", QString("%1 (%2)").arg(count_text(params)).arg(params));
+    add("Tensors", QString::number(ck->tensors().size()));
+    add("Size on disk", QString("%1 in %2 file(s)").arg(bytes_text(ck->size_on_disk())).arg(ck->files().size()));
+    return m;
+}
+
+OpenedModel try_open_model(const QString& path) {
+    try {
+        return open_model(path);
+    } catch (const std::exception& e) {
+        OpenedModel m;
+        m.path = path;
+        m.error = QString::fromStdString(e.what());
+        return m;
+    }
+}
+
+QString ensure_demo_model(const QString& cache_dir) {
+    namespace fs = std::filesystem;
+    const QString dir = QDir(cache_dir).filePath("demo-llama-8x256-v1");
+    if (QFileInfo::exists(dir + "/config.json") && QFileInfo::exists(dir + "/model.safetensors")) return dir;
+    QDir().mkpath(cache_dir);
+    const QString tmp = dir + QString(".building-%1").arg(QCoreApplication::applicationPid());
+    std::error_code ec;
+    fs::remove_all(tmp.toStdString(), ec);
+    loftq::SyntheticSpec s;
+    s.layers = 8;
+    s.hidden = 256;
+    s.intermediate = 688;
+    s.heads = 8;
+    s.kv_heads = 4;
+    s.vocab = 512;
+    s.dtype = loftq::DType::BF16;
+    s.seed = 20231008;  // fixed: every user gets the same demo
+    loftq::write_synthetic_model(tmp.toStdString(), s);
+    fs::remove_all(dir.toStdString(), ec);  // a half-built leftover from an older crash, if any
+    fs::rename(tmp.toStdString(), dir.toStdString(), ec);
+    if (ec && !QFileInfo::exists(dir + "/config.json"))
+        throw loftq::Error(dir.toStdString(), "", "cannot move the demo model into place: " + ec.message());
+    fs::remove_all(tmp.toStdString(), ec);  // another instance won the race
+    return dir;
+}
+
+}  // namespace studio
