@@ -231,6 +231,28 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(Error, rule_matches(bad, t));
     }
 
+    // Regression (found by the grid's tests): an override holding both "keep" and a quantizer
+    // (a cell set to NF2, then to keep) came back from JSON quantized.
+    void keepBesideAQuantizerSurvivesJson() {
+        Plan p;
+        SettingsPatch o;
+        o.quant = QuantKind::NF2;
+        o.target = false;
+        p.overrides["model.layers.0.mlp.up_proj.weight"] = o;
+        PlanRule r;
+        r.pattern = "*.k_proj.weight";
+        r.set = o;
+        p.rules.push_back(r);
+        Plan back = plan_from_json(json::parse(plan_to_json(p).dump()), "rt");
+        const SettingsPatch& b = back.overrides.at("model.layers.0.mlp.up_proj.weight");
+        QVERIFY(b.target && !*b.target);
+        QVERIFY(b.quant && *b.quant == QuantKind::NF2);
+        QVERIFY(back.rules[0].set.target && !*back.rules[0].set.target);
+        QCOMPARE(plan_to_json(back).dump(), plan_to_json(p).dump());
+        auto t = llama_tensors(1);
+        QVERIFY(!find(resolve_plan(back, t), "model.layers.0.mlp.up_proj.weight"));
+    }
+
     void mergePatchOverlaysSetFields() {
         SettingsPatch a;
         a.quant = QuantKind::NF2;

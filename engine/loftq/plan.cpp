@@ -322,8 +322,15 @@ Plan load_plan(const std::string& path) {
 
 static nlohmann::ordered_json patch_to_json(const SettingsPatch& p) {
     nlohmann::ordered_json o = nlohmann::ordered_json::object();
-    if (p.target && !*p.target) o["quant"] = "keep";
-    else if (p.target) o["target"] = true;
+    // "keep" is written as "quant": "keep" unless the patch also names a quantizer (a rule or
+    // override that excludes the tensor but keeps the quantizer for a later rule to re-target):
+    // then "target": false beside it, so that both survive the round trip.
+    if (p.target && !*p.target) {
+        if (p.quant) o["target"] = false;
+        else o["quant"] = "keep";
+    } else if (p.target) {
+        o["target"] = true;
+    }
     if (p.quant) o["quant"] = quant_format(*p.quant).name;
     if (p.block) o["block"] = *p.block;
     if (p.rank) o["rank"] = *p.rank;
