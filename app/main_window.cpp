@@ -19,7 +19,9 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QStatusBar>
+#include <QStyle>
 #include <QTabWidget>
+#include <QTimer>
 #include <QToolBar>
 #include <QVBoxLayout>
 
@@ -138,13 +140,21 @@ void MainWindow::buildDocks() {
     resultTabs_ = new QTabWidget(this);
     resultTabs_->addTab(heatmap_, tr("Final error"));
     resultTabs_->addTab(improvement_, tr("Improvement over QLoRA"));
-    dock(tr("Error vs step"), "ChartDock", chart_, Qt::RightDockWidgetArea);
-    dock(tr("Results"), "ResultsDock", resultTabs_, Qt::RightDockWidgetArea);
+    auto* dChart = dock(tr("Error vs step"), "ChartDock", chart_, Qt::RightDockWidgetArea);
+    auto* dResults = dock(tr("Results"), "ResultsDock", resultTabs_, Qt::RightDockWidgetArea);
 
     log_ = new LogPanel(this);
     log_->setObjectName("LogPanel");
-    dock(tr("Log"), "LogDock", log_, Qt::BottomDockWidgetArea);
-    resizeDocks({dModel}, {340}, Qt::Horizontal);
+    auto* dLog = dock(tr("Log"), "LogDock", log_, Qt::BottomDockWidgetArea);
+    // Default proportions (in font heights, so they scale with DPI and font): applied once the
+    // window has its size; a saved layout replaces them.
+    QTimer::singleShot(0, this, [this, dModel, dChart, dResults, dLog] {
+        if (layoutRestored_) return;
+        const int em = fontMetrics().height();
+        resizeDocks({dModel, dChart}, {std::min(22 * em, width() / 5), std::min(34 * em, width() * 9 / 25)}, Qt::Horizontal);
+        resizeDocks({dChart, dResults}, {height() / 2, height() / 2}, Qt::Vertical);
+        resizeDocks({dLog}, {7 * em}, Qt::Vertical);
+    });
 }
 
 void MainWindow::buildMenus() {
@@ -205,11 +215,25 @@ void MainWindow::buildMenus() {
 
     QToolBar* tb = addToolBar(tr("Main"));
     tb->setObjectName("MainToolBar");
+    tb->setToolButtonStyle(Qt::ToolButtonTextBesideIcon);
+    actOpen_->setIcon(style()->standardIcon(QStyle::SP_DialogOpenButton));
+    actSavePlan_->setIcon(style()->standardIcon(QStyle::SP_DialogSaveButton));
+    actRunAll_->setIcon(style()->standardIcon(QStyle::SP_MediaPlay));
+    actRunSel_->setIcon(style()->standardIcon(QStyle::SP_MediaSeekForward));
+    actCancel_->setIcon(style()->standardIcon(QStyle::SP_MediaStop));
+    actExport_->setIcon(style()->standardIcon(QStyle::SP_DialogApplyButton));
     tb->addAction(actOpen_);
     tb->addAction(actSavePlan_);
     tb->addSeparator();
-    tb->addAction(actUndo_);
-    tb->addAction(actRedo_);
+    // The stack's own actions carry "Undo <what>" (menu); the toolbar keeps short, fixed labels.
+    for (QAction* src : {actUndo_, actRedo_}) {
+        QAction* a = tb->addAction(src == actUndo_ ? tr("Undo") : tr("Redo"));
+        a->setIcon(style()->standardIcon(src == actUndo_ ? QStyle::SP_ArrowBack : QStyle::SP_ArrowForward));
+        a->setEnabled(src->isEnabled());
+        connect(a, &QAction::triggered, src, &QAction::trigger);
+        connect(src, &QAction::enabledChanged, a, &QAction::setEnabled);
+        connect(src, &QAction::changed, a, [a, src] { a->setToolTip(src->text()); });
+    }
     tb->addSeparator();
     tb->addAction(actRunAll_);
     tb->addAction(actRunSel_);
@@ -222,7 +246,7 @@ void MainWindow::buildMenus() {
 void MainWindow::restoreSettings() {
     QSettings s;
     if (!restoreGeometry(s.value("window/geometry").toByteArray())) resize(1400, 880);
-    restoreState(s.value("window/state").toByteArray());
+    layoutRestored_ = restoreState(s.value("window/state").toByteArray());
     doc_->setBudgetBytes(s.value("plan/budget_bytes", 0).toULongLong());
     threads_ = s.value("run/threads", 0).toInt();
 }

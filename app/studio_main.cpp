@@ -5,6 +5,7 @@
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QDir>
+#include <QDockWidget>
 #include <QEventLoop>
 #include <QFileInfo>
 #include <QIcon>
@@ -17,6 +18,7 @@
 #include "main_window.h"
 #include "plan_document.h"
 #include "plan_grid_view.h"
+#include "rules_panel.h"
 
 namespace {
 
@@ -37,7 +39,18 @@ bool wait_for(Obj* obj, Sig signal, int timeout_ms) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // --screenshot, --help and --version need no screen: use the offscreen platform when there
+    // is no display, instead of failing to start.
+    bool headless_ok = false;
+    for (int i = 1; i < argc; ++i) {
+        const QByteArray a(argv[i]);
+        headless_ok |= a == "--screenshot" || a.startsWith("--screenshot=") || a == "--help" || a == "-h" || a == "--version" || a == "-v";
+    }
+    if (headless_ok && qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM") && qEnvironmentVariableIsEmpty("DISPLAY") &&
+        qEnvironmentVariableIsEmpty("WAYLAND_DISPLAY"))
+        qputenv("QT_QPA_PLATFORM", "offscreen");
     QApplication app(argc, argv);
+    Q_INIT_RESOURCE(studio);  // the .qrc lives in the static library loftq_studio
     QApplication::setOrganizationName("LoftQStudio");
     QApplication::setApplicationName("loftq-studio");
     QApplication::setApplicationVersion(LOFTQ_VERSION);
@@ -54,7 +67,8 @@ int main(int argc, char** argv) {
     QCommandLineOption shot("screenshot", "Render the main window to this PNG and exit.", "file");
     QCommandLineOption size("size", "Window size for --screenshot (default 1500x940).", "WxH", "1500x940");
     QCommandLineOption threads("threads", "Engine threads (0 = all cores).", "n", "0");
-    p.addOptions({demo, plan, run, shot, size, threads});
+    QCommandLineOption rule("show-rule", "With --screenshot: show the Rules dock with rule N selected (its cells outlined).", "n");
+    p.addOptions({demo, plan, run, shot, size, threads, rule});
     p.process(app);
 
     studio::MainWindow w;
@@ -98,6 +112,10 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "loftq-studio: the run did not finish\n");
             return 1;
         }
+    }
+    if (p.isSet(rule)) {
+        if (auto* d = w.findChild<QDockWidget*>("RulesDock")) d->raise();
+        w.rulesPanel()->setCurrentRule(p.value(rule).toInt());
     }
     w.chart()->replotNow();
     w.heatmap()->replotNow();

@@ -91,7 +91,7 @@ ModelOverview::ModelOverview(PlanDocument* doc, QWidget* parent) : QWidget(paren
     view_->horizontalHeader()->setStretchLastSection(true);
     const int ch = fontMetrics().averageCharWidth();
     view_->setColumnWidth(TensorTableModel::Name, ch * 40);
-    view_->setColumnWidth(TensorTableModel::Shape, ch * 11);
+    view_->setColumnWidth(TensorTableModel::Shape, ch * 15);  // "11008 × 4096" whole
     view_->setColumnWidth(TensorTableModel::DType, ch * 7);
     view_->setColumnWidth(TensorTableModel::Params, ch * 11);
     view_->setColumnWidth(TensorTableModel::Target, ch * 8);
@@ -125,7 +125,12 @@ void ModelOverview::setFacts(const QList<QPair<QString, QString>>& facts) {
         return;
     }
     for (const auto& [k, v] : facts) {
-        auto* value = new QLabel(v, this);
+        // Paths wrap at their slashes (a zero-width space after each) instead of widening the dock.
+        QString shown = v;
+        shown.replace('/', QStringLiteral("/\u200B"));
+        auto* value = new QLabel(shown, this);
+        value->setWordWrap(true);
+        value->setToolTip(v);
         value->setTextInteractionFlags(Qt::TextSelectableByMouse);
         facts_->addRow(k + ":", value);
     }

@@ -23,13 +23,17 @@ RulesPanel::RulesPanel(PlanDocument* doc, QWidget* parent) : QWidget(parent), do
     table_->setEditTriggers(QAbstractItemView::DoubleClicked | QAbstractItemView::EditKeyPressed | QAbstractItemView::AnyKeyPressed);
     table_->verticalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
     table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Interactive);
-    table_->horizontalHeader()->setSectionResizeMode(RulesModel::Pattern, QHeaderView::Stretch);
+    table_->horizontalHeader()->setStretchLastSection(true);
+    table_->setTextElideMode(Qt::ElideMiddle);
+    // The pattern gets the room (a stretched first column collapses to nothing in a narrow dock);
+    // the small columns fit their header text; a narrow dock scrolls sideways.
     const int ch = fontMetrics().averageCharWidth();
+    const QFontMetrics hfm(table_->horizontalHeader()->font());
     table_->horizontalHeader()->setMinimumSectionSize(ch * 4);
-    for (int c = RulesModel::Regex; c < RulesModel::ColumnCount; ++c) table_->setColumnWidth(c, ch * 8);
-    table_->setColumnWidth(RulesModel::Layers, ch * 9);
-    table_->setColumnWidth(RulesModel::Target, ch * 10);
-    table_->setColumnWidth(RulesModel::Quant, ch * 11);
+    for (int c = RulesModel::Regex; c < RulesModel::ColumnCount; ++c)
+        table_->setColumnWidth(c, std::max(ch * 6, hfm.horizontalAdvance(model_->headerData(c, Qt::Horizontal).toString()) + ch * 3));
+    table_->setColumnWidth(RulesModel::Quant, ch * 9);
+    table_->setColumnWidth(RulesModel::Pattern, ch * 24);
 
     add_ = new QPushButton(tr("Add"), this);
     remove_ = new QPushButton(tr("Remove"), this);
