@@ -1,0 +1,43 @@
+// budget_bar.h: the plan's size in one glance — a horizontal stacked bar (quantized codes +
+// scales, LoRA adapters, untouched tensors) scaled to max(fp16 model, budget, total), a marker at
+// the optional budget with the overflow drawn red, and one line of summary text. Every number is
+// a field of the engine's loftq::PlanSize (or one of its two methods); the widget only divides
+// for percentages and formats in decimal units (1 kB = 1000 B). The tooltip lists every field
+// exactly in bytes. Painted by hand; about two text lines tall. Leaves out editing the budget
+// (the app's setting) and per-tensor breakdowns (the grid's job).
+#pragma once
+#include <QString>
+#include <QWidget>
+#include <cstdint>
+
+#include "loftq/budget.h"
+
+namespace studio {
+
+class BudgetBar : public QWidget {
+    Q_OBJECT
+public:
+    explicit BudgetBar(QWidget* parent = nullptr);
+
+    void setSize(const loftq::PlanSize& size, uint64_t budget_bytes);   // budget 0 = none
+    const loftq::PlanSize& size() const { return size_; }
+    uint64_t budget() const { return budget_; }
+    bool overBudget() const { return budget_ > 0 && size_.total_bytes > budget_; }
+
+    // Exactly the text shown (unelided), e.g.
+    // "1.23 GB · 2.61 bits/param · 34.5% of fp16 · budget 2.00 GB (62%)".
+    QString summaryText() const;
+    QString detailsText() const;   // the tooltip: every PlanSize number in bytes
+
+    QSize sizeHint() const override;
+    QSize minimumSizeHint() const override;
+
+protected:
+    void paintEvent(QPaintEvent* e) override;
+
+private:
+    loftq::PlanSize size_;
+    uint64_t budget_ = 0;
+};
+
+}  // namespace studio

@@ -1,0 +1,48 @@
+// error_heatmap.h: one cell per (decoder layer, module kind) of the run, coloured by the weight's
+// final relative error ||W - Q - L|| / ||W||, or by its improvement over QLoRA (baseline - final,
+// a difference of relative errors; > 0 = LoftQ is better). Rows = layers (layer 0 at the top),
+// columns = RunResults::modules(). Cells without a weight, or whose weight has not finished, hold
+// NaN and are drawn hatched ("no data"). A read-only view of RunResults: it copies the engine's
+// numbers, computes only the difference. Live updates are coalesced (~40 ms) like ErrorChart.
+//
+// Hover shows the exact numbers; a click emits weightClicked(); context menu: mode, export.
+// Leaves out weights outside decoder layers (layer -1, e.g. a targeted lm_head).
+#pragma once
+#include <QString>
+#include <QWidget>
+#include <memory>
+
+namespace studio {
+
+class RunResults;
+
+class ErrorHeatmap : public QWidget {
+    Q_OBJECT
+public:
+    enum class Mode { FinalError, Improvement };
+
+    explicit ErrorHeatmap(RunResults* results, QWidget* parent = nullptr);
+    ~ErrorHeatmap() override;
+
+    // What the map holds (as of the last replot): NaN where no weight / not done.
+    double valueAt(int layer, int column) const;
+    void setMode(Mode m);
+    Mode mode() const;
+
+    bool save(const QString& path, int width = 0, int height = 0, QString* error = nullptr);
+    void replotNow();
+
+signals:
+    void weightClicked(const QString& name);      // tensor name of the clicked cell
+
+protected:
+    void changeEvent(QEvent* e) override;
+    void resizeEvent(QResizeEvent* e) override;
+
+private:
+    QString cellTip(int layer, int column) const;
+    struct Impl;
+    std::unique_ptr<Impl> d;
+};
+
+}  // namespace studio

@@ -1,0 +1,182 @@
+// improvement_chart.cpp: see improvement_chart.h. Two QCPBars (gains, losses) so that each sign
+// has its own colour; bar k sits at x = layer k.
+#include "improvement_chart.h"
+
+#include <QFileDialog>
+#include <QMenu>
+#include <QMessageBox>
+#include <QTimer>
+#include <QToolTip>
+#include <QVBoxLayout>
+#include <algorithm>
+#include <cmath>
+#include <qcustomplot.h>
+
+#include "plot_style.h"
+#include "run_results.h"
+
+namespace studio {
+
+struct ImprovementChart::Impl {
+    RunResults* results = nullptr;
+    QCustomPlot* plot = nullptr;
+    QCPBars* gains = nullptr;
+    QCPBars* losses = nullptr;
+    QCPItemText* hint = nullptr;
+    QTimer timer;
+    QVector<double> values;     // per layer, percent; NaN = no finished weight
+};
+
+namespace {
+bool counts(const WeightRun& w) { return w.done && w.layer >= 0 && w.baseline != 0 && std::isfinite(w.baseline); }
+}  // namespace
+
+ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
+    d->results = results;
+    d->plot = new QCustomPlot(this);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(0, 0, 0, 0);
+    layout->addWidget(d->plot);
+    setMinimumSize(160, 120);
+
+    QCustomPlot* p = d->plot;
+    p->setContextMenuPolicy(Qt::CustomContextMenu);
+    p->xAxis->setLabel(tr("decoder layer"));
+    p->yAxis->setLabel(tr("improvement over QLoRA (% of its error)"));
+    auto ticker = QSharedPointer<QCPAxisTickerFixed>::create();
+    ticker->setTickStep(1.0);
+    ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+    p->xAxis->setTicker(ticker);
+    p->xAxis->grid()->setVisible(false);
+    p->xAxis->setSubTicks(false);
+    d->gains = new QCPBars(p->xAxis, p->yAxis);
+    d->losses = new QCPBars(p->xAxis, p->yAxis);
+    d->gains->setPen(Qt::NoPen);
+    d->losses->setPen(Qt::NoPen);
+    d->gains->setBrush(QColor(0x4e79a7));
+    d->losses->setBrush(QColor(0xe15759));
+    d->gains->setWidth(0.7);
+    d->losses->setWidth(0.7);
+
+    d->hint = new QCPItemText(p);
+    d->hint->position->setType(QCPItemPosition::ptAxisRectRatio);
+    d->hint->position->setCoords(0.5, 0.5);
+    d->hint->setPositionAlignment(Qt::AlignCenter);
+    d->hint->setSelectable(false);
+
+    d->timer.setSingleShot(true);
+    d->timer.setInterval(40);
+    connect(&d->timer, &QTimer::timeout, this, &ImprovementChart::replotNow);
+    auto schedule = [this] {
+        if (!d->timer.isActive()) d->timer.start();
+    };
+    connect(results, &RunResults::reset, this, schedule);
+    connect(results, &RunResults::weightChanged, this, schedule);
+
+    connect(p, &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
+        const QPointF at = ev->position();
+        const int layer = int(std::lround(d->plot->xAxis->pixelToCoord(at.x())));
+        const bool in = d->plot->axisRect()->rect().contains(at.toPoint()) && layer >= 0 &&
+                        layer < d->values.size() && std::abs(d->plot->xAxis->pixelToCoord(at.x()) - layer) <= 0.35;
+        if (in)
+            QToolTip::showText(ev->globalPosition().toPoint(), layerTip(layer), d->plot);
+        else
+            QToolTip::hideText();
+    });
+    connect(p, &QCustomPlot::customContextMenuRequested, this, [this](const QPoint& pos) {
+        QMenu menu(this);
+        for (const char* fmt : {"PNG", "SVG", "PDF"}) {
+            const QString f = QString::fromLatin1(fmt);
+            menu.addAction(tr("Export %1…").arg(f), this, [this, f] {
+                const QString path = QFileDialog::getSaveFileName(
+                    this, tr("Export improvement chart"), QStringLiteral("loftq-improvement.%1").arg(f.toLower()),
+                    tr("%1 files (*.%2)").arg(f, f.toLower()));
+                if (path.isEmpty()) return;
+                QString err;
+                if (!save(path, 0, 0, &err)) QMessageBox::warning(this, tr("Export failed"), err);
+            });
+        }
+        menu.exec(d->plot->mapToGlobal(pos));
+    });
+
+    apply_plot_style(p, this);
+    replotNow();
+}
+
+ImprovementChart::~ImprovementChart() = default;
+
+QVector<double> ImprovementChart::values() const { return d->values; }
+
+QString ImprovementChart::layerTip(int layer) const {
+    const RunResults* rr = d->results;
+    QString s = tr("layer %1: ").arg(layer);
+    s += std::isnan(d->values[layer]) ? tr("no finished weight") : tr("mean improvement %1%").arg(format_sig(d->values[layer]));
+    for (int i = 0; i < rr->count(); ++i) {
+        const WeightRun& w = rr->weight(i);
+        if (w.layer != layer) continue;
+        s += QStringLiteral("\n%1: ").arg(w.module);
+        if (!counts(w))
+            s += w.done ? tr("baseline 0, left out") : tr("not finished");
+        else
+            s += tr("QLoRA %1 → LoftQ %2 (%3%)")
+                     .arg(format_sig(w.baseline), format_sig(w.final_error),
+                          format_sig(100.0 * (w.baseline - w.final_error) / w.baseline));
+    }
+    return s;
+}
+
+void ImprovementChart::changeEvent(QEvent* e) {
+    QWidget::changeEvent(e);
+    if (e->type() == QEvent::PaletteChange || e->type() == QEvent::FontChange) {
+        apply_plot_style(d->plot, this);
+        d->timer.start();
+    }
+}
+
+bool ImprovementChart::save(const QString& path, int width, int height, QString* error) {
+    replotNow();
+    return save_plot(d->plot, path, width, height, error);
+}
+
+void ImprovementChart::replotNow() {
+    d->timer.stop();
+    const RunResults* rr = d->results;
+    const int layers = rr->layers();
+    QVector<double> sum(layers, 0.0);
+    QVector<int> n(layers, 0);
+    for (int i = 0; i < rr->count(); ++i) {
+        const WeightRun& w = rr->weight(i);
+        if (!counts(w) || w.layer >= layers) continue;
+        sum[w.layer] += (w.baseline - w.final_error) / w.baseline * 100.0;
+        n[w.layer] += 1;
+    }
+    d->values.fill(NAN, layers);
+    QVector<double> gk, gv, lk, lv;
+    double lo = 0, hi = 0;
+    for (int l = 0; l < layers; ++l) {
+        if (n[l] == 0) continue;
+        const double v = sum[l] / n[l];
+        d->values[l] = v;
+        (v >= 0 ? gk : lk).push_back(l);
+        (v >= 0 ? gv : lv).push_back(v);
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+    }
+    d->gains->setData(gk, gv, true);
+    d->losses->setData(lk, lv, true);
+
+    QCustomPlot* p = d->plot;
+    p->xAxis->setRange(-0.6, std::max(layers, 1) - 0.4);
+    const double pad = 0.08 * std::max(hi - lo, 1e-9);
+    p->yAxis->setRange(lo < 0 ? lo - pad : 0, hi > 0 ? hi + pad : (lo < 0 ? pad : 1));
+    const QPalette pal = palette();
+    p->yAxis->grid()->setZeroLinePen(QPen(pal.color(QPalette::Text), 0));
+    d->hint->setVisible(gk.isEmpty() && lk.isEmpty());
+    d->hint->setText(rr->count() == 0 ? tr("Run the plan to compare LoftQ with QLoRA per layer")
+                                      : tr("No finished weights in decoder layers yet"));
+    d->hint->setFont(font());
+    d->hint->setColor(pal.color(QPalette::Text));
+    p->replot();
+}
+
+}  // namespace studio

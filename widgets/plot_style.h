@@ -1,0 +1,48 @@
+// plot_style.h: the look the plot widgets share (palette-aware colours, fonts from the widget,
+// series colours, gradients), number and byte formatting for labels and tooltips, and
+// save_plot(), the one export path for every QCustomPlot (PNG / SVG / PDF by suffix, written
+// atomically). It holds no data and does no numerics; each plot widget keeps its own QCustomPlot
+// behind a pimpl and only calls these helpers.
+#pragma once
+#include <QColor>
+#include <QSize>
+#include <QString>
+#include <cstdint>
+
+class QCustomPlot;
+class QCPAxis;
+class QCPColorGradient;
+class QWidget;
+
+namespace studio {
+
+// Colours, fonts and interactions common to every plot, taken from `owner`'s palette and font
+// (so dark themes and high-DPI scaling follow the app). Call again on palette / font changes.
+void apply_plot_style(QCustomPlot* plot, const QWidget* owner);
+// The same look for one axis outside the axis rects (e.g. a colour scale's axis).
+void style_axis(QCPAxis* axis, const QWidget* owner);
+
+// Distinct, colour-blind friendly series colour i (cycles after 12).
+QColor series_color(int i);
+// Viridis (perceptually uniform, low = dark purple, high = yellow) and a diverging red-white-blue
+// gradient (negative = red, positive = blue); NaN cells are transparent in both.
+QCPColorGradient viridis_gradient();
+QCPColorGradient diverging_gradient();
+
+// "L3 q_proj" for a weight in decoder layer 3, the module (or the tensor name) otherwise.
+QString short_weight_name(const QString& tensor, const QString& module, int layer);
+// v with `digits` significant digits ("0.12346", "1.2346e-05"); "—" for NaN.
+QString format_sig(double v, int digits = 5);
+// Decimal (1000-based) bytes with two decimals: "999 B", "12.35 kB", "1.23 MB", "2.00 GB", "1.50 TB".
+QString format_bytes_decimal(uint64_t bytes);
+
+// Writes the plot to `path`: PNG, SVG or PDF by the (case-insensitive) suffix. width/height 0 =
+// the plot's current size (800 x 500 when it has never been laid out, or is tiny). The file is first written
+// under a temporary name in the same folder, then renamed over `path`, so a failed export never
+// leaves a partial or stray file. On failure returns false and sets *error (when given).
+bool save_plot(QCustomPlot* plot, const QString& path, int width, int height, QString* error);
+// The size save_plot() uses for width/height (0 = current size; 800 x 500 when the plot is
+// smaller than 120 x 90, e.g. never laid out). Widgets also lay out labels for this size.
+QSize plot_export_size(const QCustomPlot* plot, int width, int height);
+
+}  // namespace studio
