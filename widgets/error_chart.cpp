@@ -37,6 +37,7 @@ struct ErrorChart::Impl {
     bool setting_range = false;
     QSize export_size;                // valid while saving: the legend is laid out for it
     QCPLayoutGrid* side = nullptr;    // the legend's column right of the axis rect (wide plots)
+    bool legend_fits = true;          // false: too little room, the legend is hidden
 };
 
 ErrorChart::ErrorChart(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
@@ -218,12 +219,16 @@ void ErrorChart::placeLegend(const QSize& size) {
     // A legend that is wide for the plot but short goes inside the axis rect (top right); else
     // it gets its own column on the right.
     const QSize legend = p->legend->minimumOuterSizeHint();
-    if (legend.width() > 0.3 * size.width() && legend.height() < 0.6 * size.height()) {
+    d->legend_fits = legend.width() < 0.5 * size.width();
+    if (!d->legend_fits || (legend.width() > 0.3 * size.width() && legend.height() < 0.6 * size.height())) {
         if (p->legend->layout() != p->axisRect()->insetLayout())
             p->axisRect()->insetLayout()->addElement(p->legend, Qt::AlignTop | Qt::AlignRight);
     } else if (p->legend->layout() != d->side) {
         d->side->addElement(0, 0, p->legend);
     }
+    // A legend that would leave the curves less than half the width is hidden (narrow docks,
+    // high-DPI; parked in the inset layout, which reserves no room): hover tooltips name the curves.
+    p->legend->setVisible(!d->curves.isEmpty() && d->legend_fits);
 }
 
 void ErrorChart::replotNow() {
@@ -296,7 +301,6 @@ void ErrorChart::replotNow() {
     for (int i = 0; i < p->legend->itemCount(); ++i)
         if (QCPAbstractLegendItem* item = p->legend->item(i)) item->setMargins(QMargins(0, 0, 0, std::max(2, em / 6)));
     placeLegend(d->export_size.isValid() ? d->export_size : plot_export_size(p, 0, 0));
-    p->legend->setVisible(!d->curves.isEmpty());
 
     d->note = present > kMaxCurves ? tr("showing %1 of %2 selected").arg(kMaxCurves).arg(present) : QString();
     QString hint;
