@@ -113,17 +113,8 @@ ErrorHeatmap::ErrorHeatmap(RunResults* results, QWidget* parent) : QWidget(paren
         fin->setChecked(d->mode == Mode::FinalError);
         imp->setChecked(d->mode == Mode::Improvement);
         menu.addSeparator();
-        for (const char* fmt : {"PNG", "SVG", "PDF"}) {
-            const QString f = QString::fromLatin1(fmt);
-            menu.addAction(tr("Export %1…").arg(f), this, [this, f] {
-                const QString path = QFileDialog::getSaveFileName(
-                    this, tr("Export heatmap"), QStringLiteral("loftq-heatmap.%1").arg(f.toLower()),
-                    tr("%1 files (*.%2)").arg(f, f.toLower()));
-                if (path.isEmpty()) return;
-                QString err;
-                if (!save(path, 0, 0, &err)) QMessageBox::warning(this, tr("Export failed"), err);
-            });
-        }
+        add_export_actions(&menu, this, tr("Export heatmap"), QStringLiteral("loftq-heatmap"),
+                           [this](const QString& path, QString* err) { return save(path, 0, 0, err); });
         menu.exec(d->plot->mapToGlobal(pos));
     });
 

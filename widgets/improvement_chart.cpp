@@ -85,17 +85,8 @@ ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidg
     });
     connect(p, &QCustomPlot::customContextMenuRequested, this, [this](const QPoint& pos) {
         QMenu menu(this);
-        for (const char* fmt : {"PNG", "SVG", "PDF"}) {
-            const QString f = QString::fromLatin1(fmt);
-            menu.addAction(tr("Export %1…").arg(f), this, [this, f] {
-                const QString path = QFileDialog::getSaveFileName(
-                    this, tr("Export improvement chart"), QStringLiteral("loftq-improvement.%1").arg(f.toLower()),
-                    tr("%1 files (*.%2)").arg(f, f.toLower()));
-                if (path.isEmpty()) return;
-                QString err;
-                if (!save(path, 0, 0, &err)) QMessageBox::warning(this, tr("Export failed"), err);
-            });
-        }
+        add_export_actions(&menu, this, tr("Export improvement chart"), QStringLiteral("loftq-improvement"),
+                           [this](const QString& path, QString* err) { return save(path, 0, 0, err); });
         menu.exec(d->plot->mapToGlobal(pos));
     });
 

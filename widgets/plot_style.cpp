@@ -2,6 +2,9 @@
 #include "plot_style.h"
 
 #include <QFile>
+#include <QFileDialog>
+#include <QMenu>
+#include <QMessageBox>
 #include <QFileInfo>
 #include <QRandomGenerator>
 #include <QSvgGenerator>
@@ -195,6 +198,21 @@ bool save_plot(QCustomPlot* plot, const QString& path, int width, int height, QS
         return false;
     }
     return true;
+}
+
+void add_export_actions(QMenu* menu, QWidget* owner, const QString& title, const QString& stem,
+                        const std::function<bool(const QString& path, QString* error)>& save) {
+    for (const char* fmt : {"PNG", "SVG", "PDF"}) {
+        const QString f = QString::fromLatin1(fmt);
+        QAction* a = menu->addAction(QObject::tr("Export %1…").arg(f));
+        QObject::connect(a, &QAction::triggered, owner, [owner, title, stem, save, f] {
+            const QString path = QFileDialog::getSaveFileName(owner, title, QStringLiteral("%1.%2").arg(stem, f.toLower()),
+                                                              QObject::tr("%1 files (*.%2)").arg(f, f.toLower()));
+            if (path.isEmpty()) return;
+            QString err;
+            if (!save(path, &err)) QMessageBox::warning(owner, QObject::tr("Export failed"), err);
+        });
+    }
 }
 
 }  // namespace studio

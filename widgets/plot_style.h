@@ -8,8 +8,10 @@
 #include <QSize>
 #include <QString>
 #include <cstdint>
+#include <functional>
 
 class QCustomPlot;
+class QMenu;
 class QCPAxis;
 class QCPColorGradient;
 class QWidget;
@@ -44,5 +46,10 @@ bool save_plot(QCustomPlot* plot, const QString& path, int width, int height, QS
 // The size save_plot() uses for width/height (0 = current size; 800 x 500 when the plot is
 // smaller than 120 x 90, e.g. never laid out). Widgets also lay out labels for this size.
 QSize plot_export_size(const QCustomPlot* plot, int width, int height);
+
+// "Export PNG/SVG/PDF…" entries for a plot's context menu: a save dialog proposing
+// `<stem>.<suffix>`, then `save(path, error)`; a failure shows a message box.
+void add_export_actions(QMenu* menu, QWidget* owner, const QString& title, const QString& stem,
+                        const std::function<bool(const QString& path, QString* error)>& save);
 
 }  // namespace studio
