@@ -1,0 +1,93 @@
+// llama.h: a LLaMA-family decoder for LoRA fine-tuning on the CPU, fp32 (the reference path the
+// CUDA backend must match). Token embedding, RMSNorm, rotary embeddings in the Hugging Face
+// layout (rotate-half; llama2.c's interleaved pairs are permuted into it by the checkpoint
+// reader, see io/checkpoint.h), grouped-query causal attention, SwiGLU MLP, final norm, tied or
+// untied LM head, optional q/k/v bias (Qwen2).
+//
+// The base weights are frozen (the dequantized Q of a LoftQ export, QLoRA's q(W), or the
+// original W); every adapted linear adds scale * B (A x) with A (r x in), B (out x r),
+// scale = lora_alpha / r. Only A and B have gradients.
+//
+// Calls, as in llm.c: forward (with or without targets), zero_grad, backward (after a forward
+// with targets), then the optimizer reads trainable(). Activations are sized for the largest
+// (B, T) seen and reused; memory = params + LoRA (x3 with AdamW) + activations.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+
+namespace loftq {
+
+struct LlamaConfig {
+    int dim = 0, hidden = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab = 0;
+    int max_seq = 2048;
+    float rope_theta = 10000.f, norm_eps = 1e-5f;
+    bool tied_embeddings = false;
+    bool qkv_bias = false;          // Qwen2
+    int head_dim() const { return dim / n_heads; }
+    int kv_dim() const { return head_dim() * n_kv_heads; }
+};
+LlamaConfig llama_config_from(const ModelConfig& c);
+
+// The seven adapted linears of a layer, in PEFT module-kind names.
+enum class LoraSite : uint8_t { Q, K, V, O, Gate, Up, Down };
+constexpr int kLoraSites = 7;
+const char* lora_site_name(LoraSite s);          // "q_proj", ..., "down_proj"
+std::string lora_module_path(int layer, LoraSite s);  // "model.layers.3.self_attn.q_proj"
+
+// One trainable tensor (a LoRA A or B) as the optimizer and the adapter writer see it.
+struct TrainableTensor {
+    std::string name;        // PEFT key, e.g. "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    float* value = nullptr;
+    float* grad = nullptr;
+    int64_t rows = 0, cols = 0;
+    int64_t numel() const { return rows * cols; }
+};
+
+class LlamaModel {
+public:
+    virtual ~LlamaModel() = default;
+    virtual const LlamaConfig& config() const = 0;
+
+    // tokens, targets: B x T row-major token ids; targets < 0 are not scored. Returns the mean
+    // cross-entropy over scored positions (0 when none, or when targets is null). Logits
+    // (B x T x vocab) stay readable until the next forward.
+    virtual float forward(const int* tokens, const int* targets, int B, int T) = 0;
+    virtual const float* logits() const = 0;
+    virtual int64_t scored_tokens() const = 0;   // of the last forward
+    virtual void zero_grad() = 0;
+    virtual void backward() = 0;                  // d(mean loss)/d(LoRA), accumulated into grads
+    virtual std::vector<TrainableTensor> trainable() = 0;
+    // LoRA of one site: rank (0 = not adapted) and scale.
+    virtual int lora_rank(int layer, LoraSite s) const = 0;
+    virtual float lora_scale(int layer, LoraSite s) const = 0;
+    virtual void set_threads(int n) = 0;
+};
+
+// How the frozen base and the adapters start.
+enum class InitKind : uint8_t {
+    Export,   // MODEL is a LoftQ export: backbone as stored, adapters from OUT/loftq_init (or QLoRA init if absent)
+    Loftq,    // run the LoftQ decomposition in memory (settings below) and start from it
+    Qlora,    // base = q(W), A ~ kaiming-uniform(seed), B = 0
+    Lora16,   // base = W (16-bit LoRA), A ~ kaiming-uniform(seed), B = 0
+};
+
+struct LoadOptions {
+    std::string model;                // checkpoint path (folder, .safetensors, llama2.c .bin) or LoftQ export
+    InitKind init = InitKind::Export;
+    // Loftq / Qlora / Lora16: quantizer and LoRA shape for every site
+    std::string quant = "nf4";        // quantizer name (quant_kind_from_name)
+    int block = 64, rank = 16, iters = 5;
+    double lora_alpha = 0;            // 0 = rank (scale 1)
+    uint64_t seed = 0;
+    int threads = 0;
+};
+
+// Throws loftq::Error naming the file/tensor (missing tensors, shapes that disagree with the
+// config, an adapter whose ranks do not match, NaN weights).
+std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt);
+
+}  // namespace loftq

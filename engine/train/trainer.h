@@ -1,0 +1,72 @@
+// trainer.h: LoRA fine-tuning of a LLaMA-family model from its LoftQ (or QLoRA / 16-bit LoRA)
+// start: the one engine call `loftq finetune` and the GUI's Fine-tune tab make.
+// AdamW (decoupled weight decay), linear warm-up then cosine decay to min_lr, global-norm
+// gradient clipping, gradient accumulation, fixed seeds. Evaluates loss/perplexity on the
+// held-out examples every eval_every steps and at the end; greedy sample at the end.
+// Writes OUT/adapter/ (PEFT: adapter_model.safetensors + adapter_config.json),
+// OUT/checkpoint/ (adapters + AdamW moments + step + options, resumable), OUT/metrics.jsonl
+// (one JSON object per step / eval: step, train_loss, eval_loss, eval_ppl, lr, tokens_per_s),
+// each written atomically. Cancelling keeps the last checkpoint.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/cancel.h"
+#include "model/llama.h"
+
+namespace loftq {
+
+struct TrainOptions {
+    LoadOptions load;                 // model + init
+    std::string data, eval_data;      // eval_data "" = a held-out split of data
+    std::string tokenizer;            // "" = beside the model
+    std::string out_dir;
+    std::string device = "cpu";       // "cuda" when built with CUDA (a later issue)
+    int steps = 100, batch = 4, seq = 128, accum = 1;
+    double lr = 2e-4, min_lr_ratio = 0.1, weight_decay = 0.0, clip = 1.0;
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    int warmup = -1;                  // steps; -1 = 3% of steps
+    int eval_every = 50, eval_batches = 8;
+    double eval_fraction = 0.05;
+    int sample_tokens = 64;
+    std::string sample_prompt;        // "" = BOS only
+    int checkpoint_every = 0;         // 0 = at evals and the end
+    uint64_t seed = 0;
+    int threads = 0;
+    bool resume = false;              // continue from OUT/checkpoint
+};
+
+enum class TrainEventKind : uint8_t { Started, Step, Eval, Sample, Checkpoint, Message, Done };
+struct TrainEvent {
+    TrainEventKind kind = TrainEventKind::Message;
+    int step = 0, steps = 0;
+    double train_loss = 0, eval_loss = 0, eval_ppl = 0, lr = 0, grad_norm = 0;
+    double tokens_per_s = 0, elapsed = 0, eta = -1, fraction = 0;
+    std::string text;                 // Message / Sample
+};
+using TrainCallback = std::function<void(const TrainEvent&)>;
+
+struct TrainResult {
+    int steps_done = 0;
+    double first_eval_loss = 0, final_eval_loss = 0, final_train_loss = 0;
+    double seconds = 0, tokens_per_s = 0;
+    std::string sample;
+    std::vector<std::string> files;
+};
+
+TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel);
+
+struct EvalOptions {
+    LoadOptions load;
+    std::string data, tokenizer;
+    int batch = 4, seq = 128;
+    int64_t max_examples = 0;
+    std::string adapter;              // a PEFT adapter folder to apply (e.g. OUT/adapter), "" = none
+    int threads = 0;
+};
+struct EvalResult { double loss = 0, ppl = 0; int64_t tokens = 0; int64_t examples = 0; double seconds = 0; };
+EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel);
+
+}  // namespace loftq
