@@ -63,9 +63,11 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     connect(doc_, &PlanDocument::budgetChanged, this, [this] { budget_->setSize(doc_->size(), doc_->budgetBytes()); });
     connect(doc_->undoStack(), &QUndoStack::cleanChanged, this, &MainWindow::updateTitle);
     connect(job_, &StudioJob::event, this, &MainWindow::onJobEvent);
-    connect(job_, &StudioJob::finished, this, &MainWindow::onJobFinished);
-    connect(job_, &StudioJob::cancelled, this, [this] { onJobEnded(false, tr("cancelled")); });
-    connect(job_, &StudioJob::failed, this, [this](const QString& m) { onJobEnded(false, m); });
+    // finished() carries the result; succeeded() (after it, once the job is no longer running) ends the run.
+    connect(job_, &StudioJob::finished, this, [this](std::shared_ptr<const loftq::QuantizeResult> r) { last_result_ = std::move(r); });
+    connect(job_, &JobThread::succeeded, this, &MainWindow::onJobFinished);
+    connect(job_, &JobThread::cancelled, this, [this] { onJobEnded(false, tr("cancelled")); });
+    connect(job_, &JobThread::failed, this, [this](const QString& m) { onJobEnded(false, m); });
     job_->setExtraFiles([this](const loftq::QuantizeResult& r) { return renderPlots(r); });
     updateTitle();
     updateActions();

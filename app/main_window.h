@@ -108,7 +108,7 @@ private:
     // main_window_run.cpp
     bool startRun(const std::vector<std::string>& only, const QString& out_dir, bool plots, bool force);
     void onJobEvent(const loftq::JobEvent& e);
-    void onJobFinished(std::shared_ptr<const loftq::QuantizeResult> r);
+    void onJobFinished();   // last_result_ holds the result
     void onJobEnded(bool ok, const QString& why);
     void syncChartToSelection();
     // main_window_export.cpp

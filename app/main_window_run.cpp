@@ -101,8 +101,9 @@ void MainWindow::onJobEvent(const loftq::JobEvent& e) {
     }
 }
 
-void MainWindow::onJobFinished(std::shared_ptr<const loftq::QuantizeResult> r) {
-    last_result_ = r;
+void MainWindow::onJobFinished() {
+    const auto r = last_result_;
+    if (!r) return onJobEnded(false, tr("the job ended without a result"));
     results_->finish(*r);
     double sum_base = 0, sum_final = 0;
     for (const auto& w : r->weights) {
