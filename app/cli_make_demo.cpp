@@ -6,7 +6,9 @@
 
 #include "cli_common.h"
 #include "core/error.h"
+#include "core/fsutil.h"
 #include "io/synthetic_model.h"
+#include "train/demo_data.h"
 
 namespace loftq::cli {
 
@@ -28,7 +30,12 @@ void add_make_demo(CLI::App& app) {
         a->spec.dtype = a->dtype == "bf16" ? DType::BF16 : a->dtype == "f16" ? DType::F16 : DType::F32;
         a->spec.max_shard_bytes = parse_size(a->max_shard);
         write_synthetic_model(a->dir, a->spec);
-        std::printf("wrote demo model to %s (%d layers, hidden %d, intermediate %d)\n", a->dir.c_str(), a->spec.layers,
+        if (a->spec.vocab >= 354) {  // room for the byte-level tokenizer: the demo can be fine-tuned
+            const std::string corpus = demo_corpus(4000, a->spec.seed);
+            write_demo_tokenizer(a->dir + "/tokenizer.bin", corpus, a->spec.vocab);
+            write_file_atomic(a->dir + "/demo-stories.txt", corpus);
+        }
+        std::printf("wrote demo model to %s (%d layers, hidden %d, intermediate %d; tokenizer.bin and demo-stories.txt when vocab >= 354)\n", a->dir.c_str(), a->spec.layers,
                     a->spec.hidden, a->spec.intermediate);
     });
 }

@@ -8,7 +8,9 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "core/fsutil.h"
 #include "io/synthetic_model.h"
+#include "train/demo_data.h"
 #include "loftq/job.h"
 
 namespace studio {
@@ -80,7 +82,7 @@ OpenedModel try_open_model(const QString& path) {
 
 QString ensure_demo_model(const QString& cache_dir) {
     namespace fs = std::filesystem;
-    const QString dir = QDir(cache_dir).filePath("demo-llama-8x256-v1");
+    const QString dir = QDir(cache_dir).filePath("demo-llama-8x256-v2");
     if (QFileInfo::exists(dir + "/config.json") && QFileInfo::exists(dir + "/model.safetensors")) return dir;
     QDir().mkpath(cache_dir);
     const QString tmp = dir + QString(".building-%1").arg(QCoreApplication::applicationPid());
@@ -96,6 +98,10 @@ QString ensure_demo_model(const QString& cache_dir) {
     s.dtype = loftq::DType::BF16;
     s.seed = 20231008;  // fixed: every user gets the same demo
     loftq::write_synthetic_model(tmp.toStdString(), s);
+    // A tokenizer and a small corpus, so that the Fine-tune tab works on the demo too.
+    const std::string corpus = loftq::demo_corpus(4000, s.seed);
+    loftq::write_demo_tokenizer((tmp + "/tokenizer.bin").toStdString(), corpus, s.vocab);
+    loftq::write_file_atomic((tmp + "/demo-stories.txt").toStdString(), corpus);
     fs::remove_all(dir.toStdString(), ec);  // a half-built leftover from an older crash, if any
     fs::rename(tmp.toStdString(), dir.toStdString(), ec);
     if (ec && !QFileInfo::exists(dir + "/config.json"))

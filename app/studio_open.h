@@ -25,7 +25,8 @@ OpenedModel open_model(const QString& path);
 OpenedModel try_open_model(const QString& path);
 
 // The demo model: a LLaMA-shaped checkpoint (8 layers, hidden 256, GQA 8/4 heads, bf16) with
-// structured, non-trivial spectra, generated once into `cache_dir` (atomically: built in a
+// structured, non-trivial spectra, plus a byte-level BPE tokenizer (tokenizer.bin) and a small
+// story corpus (demo-stories.txt) for the Fine-tune tab, generated once into `cache_dir` (atomically: built in a
 // temporary folder, then renamed). Returns its folder. Throws loftq::Error.
 QString ensure_demo_model(const QString& cache_dir);
 

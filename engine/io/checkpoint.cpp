@@ -447,7 +447,7 @@ const TensorEntry* Checkpoint::find(const std::string& name) const {
 std::vector<std::string> Checkpoint::aux_files() const {
     static const char* kNames[] = {"tokenizer.json",        "tokenizer.model",        "tokenizer_config.json",
                                    "special_tokens_map.json", "generation_config.json", "vocab.json",
-                                   "merges.txt",            "added_tokens.json"};
+                                   "merges.txt",            "added_tokens.json",      "tokenizer.bin"};
     std::vector<std::string> out;
     std::error_code ec;
     for (const char* n : kNames) {
