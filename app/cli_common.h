@@ -28,6 +28,10 @@ void add_inspect(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_make_demo(CLI::App& app);
+void add_finetune(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_convert(CLI::App& app);
+void add_experiment(CLI::App& app);
 
 std::string human_bytes(double bytes);        // "12.6 GiB"
 std::string human_seconds(double seconds);    // "1m05s"

@@ -15,6 +15,10 @@ int main(int argc, char** argv) {
     loftq::cli::add_quantize(app);
     loftq::cli::add_plan(app);
     loftq::cli::add_make_demo(app);
+    loftq::cli::add_finetune(app);
+    loftq::cli::add_eval(app);
+    loftq::cli::add_convert(app);
+    loftq::cli::add_experiment(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -37,6 +37,7 @@
 #include "plan_grid_view.h"
 #include "rules_panel.h"
 #include "run_results.h"
+#include "studio_finetune.h"
 #include "studio_job.h"
 
 namespace studio {
@@ -89,7 +90,16 @@ void MainWindow::buildWidgets() {
     lay->addWidget(editBar_);
     lay->addWidget(grid_, 1);
     lay->addWidget(budget_);
-    setCentralWidget(central);
+    finetune_ = new FinetunePanel(this);
+    finetune_->setObjectName("FinetunePanel");
+    connect(finetune_, &FinetunePanel::message, this, [this](const QString& text, bool error) {
+        log_->append(error ? LogPanel::Level::Error : LogPanel::Level::Info, text);
+    });
+    centralTabs_ = new QTabWidget(this);
+    centralTabs_->setObjectName("CentralTabs");
+    centralTabs_->addTab(central, tr("Plan"));
+    centralTabs_->addTab(finetune_, tr("Fine-tune"));
+    setCentralWidget(centralTabs_);
     connect(grid_, &PlanGridView::cellSelectionChanged, this, [this] { syncChartToSelection(); updateActions(); });
 
     progress_ = new QProgressBar(this);

@@ -4,6 +4,7 @@
 //   main_window_open.cpp    open model / demo / recent files / load+save plan
 //   main_window_run.cpp     run all / run selected / cancel, engine events -> RunResults
 //   main_window_export.cpp  the export dialog's job, plots written into the same commit
+//   (the Fine-tune tab is its own widget, studio_finetune.h)
 // The window owns the document (plan), the run results and the job adapter; widgets are thin
 // views over those. Nothing here computes numerics; long work goes to StudioJob or a
 // QtConcurrent task, and errors arrive as messages (log + non-modal box), never crashes.
@@ -28,6 +29,7 @@ namespace studio {
 
 class BudgetBar;
 class ErrorChart;
+class FinetunePanel;
 class ErrorHeatmap;
 class ImprovementChart;
 class LogPanel;
@@ -71,6 +73,8 @@ public:
     BudgetBar* budgetBar() const { return budget_; }
     RulesPanel* rulesPanel() const { return rules_; }
     LogPanel* log() const { return log_; }
+    FinetunePanel* finetune() const { return finetune_; }
+    QTabWidget* centralTabs() const { return centralTabs_; }
     std::shared_ptr<const loftq::QuantizeResult> lastResult() const { return last_result_; }
     QString lastExportDir() const { return last_export_dir_; }
     void setThreads(int n) { threads_ = n; }
@@ -128,6 +132,8 @@ private:
     ImprovementChart* improvement_ = nullptr;
     LogPanel* log_ = nullptr;
     QTabWidget* resultTabs_ = nullptr;
+    QTabWidget* centralTabs_ = nullptr;
+    FinetunePanel* finetune_ = nullptr;
     QProgressBar* progress_ = nullptr;
     QLabel* statusLabel_ = nullptr;
     QLabel* etaLabel_ = nullptr;

@@ -15,6 +15,7 @@
 #include "model_overview.h"
 #include "plan_document.h"
 #include "run_results.h"
+#include "studio_finetune.h"
 #include "studio_job.h"
 
 namespace studio {
@@ -68,6 +69,7 @@ void MainWindow::onOpened(const OpenedModel& m) {
     planPath_.clear();
     doc_->setModel(m.path, m.tensors, plan);
     overview_->setFacts(m.facts);
+    finetune_->setModelPath(m.path);
     addRecent(m.path);
     statusLabel_->setText(tr("%1: %2 tensors, %3 quantization targets").arg(m.title).arg(m.tensors.size()).arg(doc_->resolved().weights.size()));
     log_->append(LogPanel::Level::Info, tr("opened %1 (%2 layers x %3 modules on the grid)").arg(m.path).arg(doc_->layers()).arg(doc_->columns().size()));

@@ -19,7 +19,9 @@
 #include "plan_document.h"
 #include "plan_grid_view.h"
 #include "run_results.h"
+#include "studio_finetune.h"
 #include "test_support.h"
+#include "training_curves.h"
 
 using namespace studio;
 
@@ -187,6 +189,58 @@ private slots:
         QVERIFY(w->results()->weightsDone() < int(doc->resolved().weights.size()));
         doc->undoStack()->undo();  // back to T = 4/5
         QCOMPARE(doc->plan().defaults.iters, 5);
+    }
+
+    // The Fine-tune tab on the demo (its tokenizer and stories come with it): two runs overlaid,
+    // LoftQ then QLoRA at the same bits; curves hold every step; the adapter lands on disk; Stop
+    // ends a long run promptly.
+    void finetuneTabTrainsAndOverlaysRuns() {
+        FinetunePanel* ft = w->finetune();
+        loftq::TrainOptions o = ft->options();
+        QVERIFY2(QFileInfo::exists(QString::fromStdString(o.data)), o.data.c_str());  // demo-stories.txt by default
+        const std::string dir = loftq::test::make_temp_dir("studio-ft");
+        o.steps = 8;
+        o.batch = 2;
+        o.seq = 32;
+        o.eval_every = 4;
+        o.threads = 2;
+        o.load.init = loftq::InitKind::Loftq;
+        o.load.quant = "nf2";
+        o.load.rank = 4;
+        o.load.iters = 1;
+        o.out_dir = dir + "/loftq";
+        ft->setOptions(o);
+        QSignalSpy done(ft, &FinetunePanel::runFinished);
+        QVERIFY(ft->start());
+        QVERIFY(done.wait(300000));
+        QVERIFY2(done.takeFirst().at(0).toBool(), qPrintable(w->log()->plainText().right(400)));
+        TrainingCurves* c = ft->curves();
+        QCOMPARE(c->trainPoints(0).size(), 8);
+        QVERIFY(c->evalPoints(0).size() >= 2);
+        QVERIFY(QFileInfo::exists(QString::fromStdString(dir + "/loftq/adapter/adapter_model.safetensors")));
+        QVERIFY(QFileInfo::exists(QString::fromStdString(dir + "/loftq/metrics.jsonl")));
+        const double loftq_final = ft->lastResult().final_eval_loss;
+
+        o.load.init = loftq::InitKind::Qlora;
+        o.out_dir = dir + "/qlora";
+        ft->setOptions(o);
+        QVERIFY(ft->start());
+        QVERIFY(done.wait(300000));
+        QVERIFY(done.takeFirst().at(0).toBool());
+        QCOMPARE(c->runCount(), 2);
+        qInfo("demo fine-tune, 8 steps, NF2 r4: held-out loss LoftQ %.4f, QLoRA %.4f", loftq_final, ft->lastResult().final_eval_loss);
+
+        o.steps = 100000;
+        o.out_dir = dir + "/long";
+        ft->setOptions(o);
+        QVERIFY(ft->start());
+        QTRY_VERIFY_WITH_TIMEOUT(c->trainPoints(2).size() >= 1 || !ft->running(), 120000);
+        QElapsedTimer t;
+        t.start();
+        ft->stop();
+        QVERIFY(done.wait(30000));
+        QVERIFY(!done.takeFirst().at(0).toBool());
+        qInfo("fine-tune stop honoured after %lld ms", t.elapsed());
     }
 
     void exportWritesEverythingOrNothing() {

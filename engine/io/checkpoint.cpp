@@ -451,6 +451,8 @@ std::vector<std::string> Checkpoint::aux_files() const {
     std::vector<std::string> out;
     std::error_code ec;
     for (const char* n : kNames) {
+        // llama2.c folders list their tok*.bin files below, in name order (tokenizer.bin included).
+        if (kind_ == CheckpointKind::Llama2c && std::string(n) == "tokenizer.bin") continue;
         fs::path f = fs::path(dir_) / n;
         if (fs::is_regular_file(f, ec)) out.push_back(f.string());
     }

@@ -25,6 +25,11 @@ struct LlamaConfig {
     int dim = 0, hidden = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab = 0;
     int max_seq = 2048;
     float rope_theta = 10000.f, norm_eps = 1e-5f;
+    // config.json rope_scaling: "" (none), "linear" (frequencies / factor) or "llama3" (Llama 3.1+:
+    // long wavelengths / factor, short ones kept, a blend between); see ops::rope_inv_freq.
+    std::string rope_scaling;
+    double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
+    int rope_original_max = 8192;
     bool tied_embeddings = false;
     bool qkv_bias = false;          // Qwen2
     int head_dim() const { return dim / n_heads; }

@@ -30,11 +30,14 @@ struct Dataset {
     std::vector<Example> train, eval;
     std::string format;          // "text", "jsonl-text", "jsonl-qa", "jsonl-instruct"
     int64_t scored_tokens = 0;   // in train
+    std::vector<std::string> warnings;   // "file: line N: ..." (dropped/truncated examples)
 };
 
 // Throws loftq::Error naming the file and line (bad JSON, missing fields, empty file).
 Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DatasetOptions& opt);
 // Examples of a second file, all for evaluation (e.g. --eval-data).
-std::vector<Example> load_examples(const std::string& path, const Tokenizer& tok, const DatasetOptions& opt);
+// max_examples applies; eval_fraction is ignored. Warnings are appended to `warnings` if given.
+std::vector<Example> load_examples(const std::string& path, const Tokenizer& tok, const DatasetOptions& opt,
+                                   std::vector<std::string>* warnings = nullptr);
 
 }  // namespace loftq

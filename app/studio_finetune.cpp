@@ -1,0 +1,325 @@
+// studio_finetune.cpp: see studio_finetune.h.
+#include "studio_finetune.h"
+
+#include <QComboBox>
+#include <QDateTime>
+#include <QDir>
+#include <QDoubleSpinBox>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPlainTextEdit>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStandardPaths>
+#include <QTableWidget>
+#include <QVBoxLayout>
+#include <cmath>
+
+#include "studio_job_thread.h"
+#include "training_curves.h"
+
+namespace studio {
+
+namespace {
+QSpinBox* spin(QWidget* parent, int lo, int hi, int value) {
+    auto* s = new QSpinBox(parent);
+    s->setRange(lo, hi);
+    s->setValue(value);
+    return s;
+}
+QLineEdit* file_row(QWidget* parent, QFormLayout* form, const QString& label, bool folder) {
+    auto* edit = new QLineEdit(parent);
+    auto* browse = new QPushButton(QObject::tr("…"), parent);
+    browse->setMaximumWidth(browse->fontMetrics().horizontalAdvance("…") * 4);
+    auto* row = new QHBoxLayout;
+    row->addWidget(edit, 1);
+    row->addWidget(browse);
+    form->addRow(label, row);
+    QObject::connect(browse, &QPushButton::clicked, parent, [parent, edit, folder] {
+        QString p = folder ? QFileDialog::getExistingDirectory(parent, QString(), edit->text())
+                           : QFileDialog::getOpenFileName(parent, QString(), edit->text());
+        if (!p.isEmpty()) edit->setText(p);
+    });
+    return edit;
+}
+}  // namespace
+
+FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
+    qRegisterMetaType<loftq::TrainEvent>();
+    job_ = new JobThread(this);
+    connect(job_, &JobThread::succeeded, this, [this] { onEnded(true, QString()); });
+    connect(job_, &JobThread::cancelled, this, [this] { onEnded(false, tr("stopped; the last checkpoint is kept")); });
+    connect(job_, &JobThread::failed, this, [this](const QString& m) { onEnded(false, m); });
+
+    auto* formBox = new QGroupBox(tr("Run"), this);
+    auto* form = new QFormLayout(formBox);
+    model_ = file_row(this, form, tr("Model:"), true);
+    model_->setPlaceholderText(tr("model folder, .safetensors, llama2.c .bin or LoftQ export"));
+    data_ = file_row(this, form, tr("Data:"), false);
+    data_->setPlaceholderText(tr("text, or JSONL with text / question+answer / instruction+output"));
+    evalData_ = file_row(this, form, tr("Held-out data:"), false);
+    evalData_->setPlaceholderText(tr("optional; else 5% of the data"));
+    init_ = new QComboBox(this);
+    init_->addItem(tr("LoftQ (decompose now)"), int(loftq::InitKind::Loftq));
+    init_->addItem(tr("QLoRA (A random, B = 0)"), int(loftq::InitKind::Qlora));
+    init_->addItem(tr("16-bit LoRA"), int(loftq::InitKind::Lora16));
+    init_->addItem(tr("LoftQ export (as stored)"), int(loftq::InitKind::Export));
+    form->addRow(tr("Initialisation:"), init_);
+    quant_ = new QComboBox(this);
+    for (const char* q : {"nf4", "nf3", "nf2", "int2", "int3", "int4", "int8"}) quant_->addItem(q);
+    rank_ = spin(this, 1, 1024, 8);
+    iters_ = spin(this, 0, 100, 5);
+    auto* qrow = new QHBoxLayout;
+    qrow->addWidget(quant_);
+    qrow->addWidget(new QLabel(tr("rank"), this));
+    qrow->addWidget(rank_);
+    qrow->addWidget(new QLabel(tr("T"), this));
+    qrow->addWidget(iters_);
+    form->addRow(tr("Quantizer:"), qrow);
+    steps_ = spin(this, 1, 1000000, 100);
+    batch_ = spin(this, 1, 4096, 4);
+    seq_ = spin(this, 8, 32768, 128);
+    accum_ = spin(this, 1, 1024, 1);
+    auto* srow = new QHBoxLayout;
+    for (auto [label, w] : {std::pair{tr("steps"), steps_}, {tr("batch"), batch_}, {tr("seq"), seq_}, {tr("accum"), accum_}}) {
+        srow->addWidget(new QLabel(label, this));
+        srow->addWidget(w);
+    }
+    form->addRow(tr("Schedule:"), srow);
+    lr_ = new QDoubleSpinBox(this);
+    lr_->setDecimals(6);
+    lr_->setRange(1e-6, 1.0);
+    lr_->setSingleStep(1e-4);
+    lr_->setValue(2e-3);
+    evalEvery_ = spin(this, 1, 1000000, 25);
+    seed_ = spin(this, 0, 1 << 30, 0);
+    auto* lrow = new QHBoxLayout;
+    lrow->addWidget(lr_);
+    lrow->addWidget(new QLabel(tr("eval every"), this));
+    lrow->addWidget(evalEvery_);
+    lrow->addWidget(new QLabel(tr("seed"), this));
+    lrow->addWidget(seed_);
+    form->addRow(tr("Learning rate:"), lrow);
+    device_ = new QComboBox(this);
+    device_->addItem(tr("CPU"), "cpu");
+    device_->addItem(tr("CUDA (not built)"), "cuda");
+    device_->setItemData(1, false, Qt::UserRole - 1);  // disabled until the CUDA backend exists
+    threads_ = spin(this, 0, 1024, 0);
+    threads_->setSpecialValueText(tr("all cores"));
+    auto* drow = new QHBoxLayout;
+    drow->addWidget(device_);
+    drow->addWidget(new QLabel(tr("threads"), this));
+    drow->addWidget(threads_);
+    form->addRow(tr("Device:"), drow);
+    out_ = file_row(this, form, tr("Output folder:"), true);
+    out_->setPlaceholderText(tr("empty: a new folder per run under the app's data folder"));
+
+    startButton_ = new QPushButton(tr("Start"), this);
+    stopButton_ = new QPushButton(tr("Stop"), this);
+    progress_ = new QProgressBar(this);
+    progress_->setRange(0, 1000);
+    status_ = new QLabel(this);
+    status_->setWordWrap(true);
+    auto* brow = new QHBoxLayout;
+    brow->addWidget(startButton_);
+    brow->addWidget(stopButton_);
+    brow->addWidget(progress_, 1);
+    form->addRow(brow);
+    form->addRow(status_);
+    connect(startButton_, &QPushButton::clicked, this, &FinetunePanel::start);
+    connect(stopButton_, &QPushButton::clicked, this, &FinetunePanel::stop);
+
+    curves_ = new TrainingCurves(this);
+    curves_->setObjectName("TrainingCurves");
+    runs_ = new QTableWidget(0, 5, this);
+    runs_->setHorizontalHeaderLabels({tr("Run"), tr("Steps"), tr("Held-out loss: start"), tr("end"), tr("Tokens/s")});
+    runs_->horizontalHeader()->setStretchLastSection(true);
+    runs_->verticalHeader()->hide();
+    runs_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    sample_ = new QPlainTextEdit(this);
+    sample_->setReadOnly(true);
+    sample_->setPlaceholderText(tr("The greedy sample of the last run appears here."));
+
+    auto* left = new QWidget(this);
+    auto* ll = new QVBoxLayout(left);
+    ll->setContentsMargins(0, 0, 0, 0);
+    ll->addWidget(formBox);
+    ll->addWidget(runs_, 1);
+    auto* right = new QSplitter(Qt::Vertical, this);
+    right->addWidget(curves_);
+    right->addWidget(sample_);
+    right->setStretchFactor(0, 4);
+    right->setStretchFactor(1, 1);
+    auto* split = new QSplitter(Qt::Horizontal, this);
+    split->addWidget(left);
+    split->addWidget(right);
+    split->setStretchFactor(0, 2);
+    split->setStretchFactor(1, 3);
+    auto* lay = new QVBoxLayout(this);
+    lay->setContentsMargins(4, 4, 4, 4);
+    lay->addWidget(split);
+    updateEnabled();
+}
+
+FinetunePanel::~FinetunePanel() = default;
+
+void FinetunePanel::setModelPath(const QString& path) {
+    model_->setText(path);
+    const QFileInfo fi(path);
+    const QString demo = (fi.isDir() ? QDir(path) : fi.dir()).filePath("demo-stories.txt");
+    if (data_->text().isEmpty() && QFileInfo::exists(demo)) data_->setText(demo);
+    const bool is_export = QFileInfo::exists(QDir(path).filePath("loftq_init/adapter_config.json"));
+    init_->setCurrentIndex(init_->findData(int(is_export ? loftq::InitKind::Export : loftq::InitKind::Loftq)));
+}
+
+loftq::TrainOptions FinetunePanel::options() const {
+    loftq::TrainOptions o;
+    o.load.model = model_->text().trimmed().toStdString();
+    o.load.init = loftq::InitKind(init_->currentData().toInt());
+    o.load.quant = quant_->currentText().toStdString();
+    o.load.rank = rank_->value();
+    o.load.iters = iters_->value();
+    o.load.seed = uint64_t(seed_->value());
+    o.data = data_->text().trimmed().toStdString();
+    o.eval_data = evalData_->text().trimmed().toStdString();
+    o.out_dir = out_->text().trimmed().toStdString();
+    o.device = device_->currentData().toString().toStdString();
+    o.steps = steps_->value();
+    o.batch = batch_->value();
+    o.seq = seq_->value();
+    o.accum = accum_->value();
+    o.lr = lr_->value();
+    o.eval_every = evalEvery_->value();
+    o.seed = uint64_t(seed_->value());
+    o.threads = threads_->value();
+    o.load.threads = o.threads;
+    return o;
+}
+
+void FinetunePanel::setOptions(const loftq::TrainOptions& o) {
+    model_->setText(QString::fromStdString(o.load.model));
+    init_->setCurrentIndex(std::max(0, init_->findData(int(o.load.init))));
+    quant_->setCurrentText(QString::fromStdString(o.load.quant));
+    rank_->setValue(o.load.rank);
+    iters_->setValue(o.load.iters);
+    data_->setText(QString::fromStdString(o.data));
+    evalData_->setText(QString::fromStdString(o.eval_data));
+    out_->setText(QString::fromStdString(o.out_dir));
+    steps_->setValue(o.steps);
+    batch_->setValue(o.batch);
+    seq_->setValue(o.seq);
+    accum_->setValue(o.accum);
+    lr_->setValue(o.lr);
+    evalEvery_->setValue(o.eval_every);
+    seed_->setValue(int(o.seed));
+    threads_->setValue(o.threads);
+}
+
+bool FinetunePanel::running() const { return job_->running(); }
+
+bool FinetunePanel::start() {
+    if (job_->running()) return false;
+    loftq::TrainOptions o = options();
+    if (o.load.model.empty() || o.data.empty()) {
+        status_->setText(tr("Choose a model and a data file first."));
+        emit message(status_->text(), true);
+        return false;
+    }
+    const QString name = QString("%1 %2 r%3").arg(init_->currentText().section(' ', 0, 0).toLower(), quant_->currentText()).arg(rank_->value());
+    if (o.out_dir.empty()) {
+        const QString base = QStandardPaths::writableLocation(QStandardPaths::AppLocalDataLocation) + "/runs";
+        o.out_dir = QDir(base).filePath(QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss-zzz") + "-" +
+                                        QString(name).replace(' ', '-')).toStdString();
+    }
+    lastOut_ = QString::fromStdString(o.out_dir);
+    currentRun_ = curves_->addRun(name);
+    const int row = runs_->rowCount();
+    runs_->insertRow(row);
+    runs_->setItem(row, 0, new QTableWidgetItem(name));
+    sample_->clear();
+    progress_->setValue(0);
+    status_->setText(tr("Loading %1…").arg(model_->text()));
+    emit message(tr("fine-tune \"%1\" started: %2").arg(name, lastOut_), false);
+    pending_ = std::make_shared<loftq::TrainResult>();
+    auto result = pending_;
+    job_->start([this, o, result](const loftq::CancelToken& token) {
+        *result = loftq::run_finetune(o, [this](const loftq::TrainEvent& e) { job_->post([this, e] { onEvent(e); }); }, token);
+    });
+    updateEnabled();
+    return true;
+}
+
+void FinetunePanel::stop() {
+    if (!job_->running()) return;
+    job_->cancel();
+    status_->setText(tr("Stopping…"));
+}
+
+void FinetunePanel::onEvent(const loftq::TrainEvent& e) {
+    const int row = runs_->rowCount() - 1;
+    auto set = [&](int col, const QString& t) { runs_->setItem(row, col, new QTableWidgetItem(t)); };
+    switch (e.kind) {
+    case loftq::TrainEventKind::Step:
+        curves_->addTrainPoint(currentRun_, e.step, e.train_loss);
+        set(1, QString::number(e.step));
+        set(4, QString::number(e.tokens_per_s, 'f', 0));
+        break;
+    case loftq::TrainEventKind::Eval:
+        curves_->addEvalPoint(currentRun_, e.step, e.eval_loss);
+        if (!runs_->item(row, 2)) set(2, QString::number(e.eval_loss, 'f', 4));
+        set(3, QString::number(e.eval_loss, 'f', 4));
+        break;
+    case loftq::TrainEventKind::Sample:
+        sample_->setPlainText(QString::fromStdString(e.text));
+        break;
+    case loftq::TrainEventKind::Message:
+    case loftq::TrainEventKind::Checkpoint:
+        if (!e.text.empty()) emit message(QString::fromStdString(e.text), false);
+        break;
+    default:
+        break;
+    }
+    if (e.steps > 0) {
+        progress_->setValue(int(1000.0 * e.fraction));
+        status_->setText(tr("step %1/%2 · train loss %3 · %4 tokens/s · %5 s left")
+                             .arg(e.step)
+                             .arg(e.steps)
+                             .arg(e.train_loss, 0, 'f', 4)
+                             .arg(e.tokens_per_s, 0, 'f', 0)
+                             .arg(e.eta >= 0 ? QString::number(e.eta, 'f', 0) : QString("?")));
+    }
+}
+
+void FinetunePanel::onEnded(bool ok, const QString& why) {
+    if (ok && pending_) {
+        lastResult_ = *pending_;
+        status_->setText(tr("Done: held-out loss %1 → %2 in %3 s; adapter in %4/adapter")
+                             .arg(lastResult_.first_eval_loss, 0, 'f', 4)
+                             .arg(lastResult_.final_eval_loss, 0, 'f', 4)
+                             .arg(lastResult_.seconds, 0, 'f', 1)
+                             .arg(lastOut_));
+        progress_->setValue(1000);
+        emit message(status_->text(), false);
+    } else {
+        status_->setText(why);
+        emit message(tr("fine-tune: %1").arg(why), why.startsWith(tr("stopped")) ? false : true);
+    }
+    curves_->replotNow();
+    updateEnabled();
+    emit runFinished(ok);
+}
+
+void FinetunePanel::updateEnabled() {
+    startButton_->setEnabled(!job_->running());
+    stopButton_->setEnabled(job_->running());
+}
+
+}  // namespace studio

@@ -1,0 +1,74 @@
+// studio_finetune.h: the Fine-tune tab: dataset, hyper-parameters, device, start/stop, live
+// train and held-out loss curves with several runs overlaid (e.g. LoftQ vs QLoRA at the same
+// bits), the runs' results and the greedy sample. It fills loftq::TrainOptions and calls the
+// engine's run_finetune on a JobThread, exactly as `loftq finetune` does; no numerics here.
+#pragma once
+#include <QWidget>
+#include <memory>
+
+#include "train/trainer.h"
+
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QLineEdit;
+class QPlainTextEdit;
+class QProgressBar;
+class QPushButton;
+class QSpinBox;
+class QTableWidget;
+
+namespace studio {
+
+class JobThread;
+class TrainingCurves;
+
+class FinetunePanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit FinetunePanel(QWidget* parent = nullptr);
+    ~FinetunePanel() override;
+
+    // The model open in the Plan tab (the default MODEL); its folder's demo-stories.txt, if any,
+    // becomes the default data file.
+    void setModelPath(const QString& path);
+    // Options as the form shows them; start() runs them (false while a run is going).
+    loftq::TrainOptions options() const;
+    void setOptions(const loftq::TrainOptions& o);
+    bool start();
+    void stop();
+    bool running() const;
+    TrainingCurves* curves() const { return curves_; }
+    QString lastOutDir() const { return lastOut_; }
+    const loftq::TrainResult& lastResult() const { return lastResult_; }
+
+signals:
+    void runFinished(bool ok);
+    void message(const QString& text, bool error);
+
+private:
+    void onEvent(const loftq::TrainEvent& e);
+    void onEnded(bool ok, const QString& why);
+    void updateEnabled();
+
+    JobThread* job_ = nullptr;
+    TrainingCurves* curves_ = nullptr;
+    QLineEdit *model_ = nullptr, *data_ = nullptr, *evalData_ = nullptr, *out_ = nullptr;
+    QComboBox *init_ = nullptr, *quant_ = nullptr, *device_ = nullptr;
+    QSpinBox *rank_ = nullptr, *iters_ = nullptr, *steps_ = nullptr, *batch_ = nullptr, *seq_ = nullptr, *accum_ = nullptr,
+             *evalEvery_ = nullptr, *seed_ = nullptr, *threads_ = nullptr;
+    QDoubleSpinBox* lr_ = nullptr;
+    QPushButton *startButton_ = nullptr, *stopButton_ = nullptr;
+    QProgressBar* progress_ = nullptr;
+    QLabel* status_ = nullptr;
+    QTableWidget* runs_ = nullptr;
+    QPlainTextEdit* sample_ = nullptr;
+    int currentRun_ = -1;
+    QString lastOut_;
+    loftq::TrainResult lastResult_;
+    std::shared_ptr<loftq::TrainResult> pending_;
+};
+
+}  // namespace studio
+
+Q_DECLARE_METATYPE(loftq::TrainEvent)

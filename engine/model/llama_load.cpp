@@ -1,0 +1,444 @@
+// llama_load.cpp: load_llama (llama.h) — reads a checkpoint into a LlamaCpu and sets up the
+// frozen base and the adapters for the chosen start (InitKind):
+//   Export  base = the stored weights (a LoftQ export's dequantized Q); A, B and each module's
+//           scale from OUT/loftq_init (adapter_model.safetensors + adapter_config.json: r,
+//           lora_alpha, rank_pattern, alpha_pattern as PEFT resolves them). A folder without
+//           loftq_init (a plain checkpoint) gets QLoRA's init at LoadOptions::rank instead:
+//           A ~ kaiming-uniform, B = 0, so training starts from the stored weights.
+//   Loftq   base = Q of loftq_decompose (as loftq/job.cpp runs it: randomized SVD seeded by
+//           weight_seed(seed, tensor name, 0)), B = B_T, A = A_T, each times sqrt(r / alpha)
+//           so that (alpha / r) B A is the computed term (as loftq/export_hf.cpp stores them).
+//   Qlora   base = deq(q(W)); Lora16 base = W; both A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's
+//           kaiming_uniform(a = sqrt(5))) from Rng(weight_seed(seed, tensor name, 0)), B = 0 —
+//           the same draw export_hf.cpp writes for T = 0 weights.
+// Weights are read straight into the model's base block (no second copy of the model).
+// Every failure is a loftq::Error naming the file and tensor.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/peft_adapter.h"
+#include "io/safetensors.h"
+#include "linalg/blas.h"
+#include "loftq/decompose.h"
+#include "model/llama.h"
+#include "model/llama_cpu.h"
+#include "quant/quantizer.h"
+
+namespace fs = std::filesystem;
+
+namespace loftq {
+
+const char* lora_site_name(LoraSite s) {
+    static const char* kNames[kLoraSites] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    return kNames[int(s)];
+}
+
+std::string lora_module_path(int layer, LoraSite s) {
+    const bool attn = s == LoraSite::Q || s == LoraSite::K || s == LoraSite::V || s == LoraSite::O;
+    return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + lora_site_name(s);
+}
+
+namespace {
+
+std::string json_string(const nlohmann::json& o, const char* key, const std::string& def) {
+    auto it = o.find(key);
+    return it != o.end() && it->is_string() ? it->get<std::string>() : def;
+}
+double json_number(const nlohmann::json& o, const char* key, double def) {
+    auto it = o.find(key);
+    return it != o.end() && it->is_number() ? it->get<double>() : def;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+std::string weight_name(int l, LoraSite s) { return lora_module_path(l, s) + ".weight"; }
+
+// PEFT's get_pattern_key: the first pattern key K with re.match("(.*\.)?K$", module path).
+const nlohmann::json* pattern_value(const nlohmann::json& acfg, const char* field, const std::string& module_path,
+                                    const std::string& file) {
+    auto it = acfg.find(field);
+    if (it == acfg.end() || !it->is_object()) return nullptr;
+    for (auto p = it->begin(); p != it->end(); ++p) {
+        try {
+            if (std::regex_match(module_path, std::regex("(.*\\.)?(?:" + p.key() + ")"))) return &p.value();
+        } catch (const std::regex_error& e) {
+            throw Error(file, "", std::string(field) + " key '" + p.key() + "' is not a valid regex: " + e.what());
+        }
+    }
+    return nullptr;
+}
+
+// Architecture checks and the config, with q/k/v bias and tying decided by the tensors present.
+LlamaConfig checked_config(const Checkpoint& ck) {
+    const ModelConfig& mc = ck.config();
+    const std::string where = ck.has_config_json() ? (fs::path(ck.dir()) / "config.json").string() : ck.path();
+    static const std::set<std::string> kTypes = {"llama", "mistral", "qwen2"};
+    if (mc.model_type.empty())
+        throw Error(where, "", "no model_type: a config.json describing the model (LLaMA family) must sit beside the weights");
+    if (!kTypes.count(mc.model_type))
+        throw Error(where, "", "model_type '" + mc.model_type +
+                                   "' is not a LLaMA-family decoder this trainer runs (llama, mistral, qwen2)");
+    LlamaConfig c = llama_config_from(mc);
+    const std::pair<int, const char*> sizes[] = {{c.dim, "hidden_size"}, {c.hidden, "intermediate_size"},
+                                                 {c.n_layers, "num_hidden_layers"}, {c.n_heads, "num_attention_heads"},
+                                                 {c.n_kv_heads, "num_key_value_heads"}, {c.vocab, "vocab_size"}};
+    for (const auto& [v, name] : sizes)
+        if (v <= 0) throw Error(where, "", std::string("config field '") + name + "' is missing or not positive");
+    if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_dim() % 2 != 0)
+        throw Error(where, "", "hidden_size " + std::to_string(c.dim) + ", " + std::to_string(c.n_heads) + " heads, " +
+                                   std::to_string(c.n_kv_heads) +
+                                   " kv heads: heads must divide the width, kv heads the heads, and the head "
+                                   "dimension must be even");
+    if (mc.raw.is_object()) {
+        const std::string act = json_string(mc.raw, "hidden_act", "silu");
+        if (act != "silu") throw Error(where, "", "hidden_act '" + act + "' is not supported (SwiGLU needs silu)");
+        const double hd = json_number(mc.raw, "head_dim", 0);
+        if (hd != 0 && int(hd) != c.head_dim())
+            throw Error(where, "", "head_dim " + std::to_string(int(hd)) + " differs from hidden_size / heads = " +
+                                       std::to_string(c.head_dim()) + " (not supported)");
+    }
+    if (!c.rope_scaling.empty() && c.rope_scaling != "linear" && c.rope_scaling != "llama3")
+        throw Error(where, "", "rope_scaling type '" + c.rope_scaling + "' is not supported (linear, llama3)");
+    c.qkv_bias = ck.find("model.layers.0.self_attn.q_proj.bias") != nullptr;
+    c.tied_embeddings = mc.tie_word_embeddings || ck.find("lm_head.weight") == nullptr;
+    return c;
+}
+
+// Every tensor of the checkpoint must be one this model uses: an ignored tensor (an o_proj bias,
+// q_norm, an extra layer) would silently compute a different model.
+void check_no_extra_tensors(const Checkpoint& ck, const LlamaConfig& c) {
+    std::set<std::string> known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
+    for (int l = 0; l < c.n_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        known.insert(p + "input_layernorm.weight");
+        known.insert(p + "post_attention_layernorm.weight");
+        for (int s = 0; s < kLoraSites; ++s) known.insert(weight_name(l, LoraSite(s)));
+        if (c.qkv_bias)
+            for (const char* b : {"q_proj", "k_proj", "v_proj"}) known.insert(p + "self_attn." + b + ".bias");
+    }
+    for (const auto& t : ck.tensors()) {
+        if (known.count(t.name)) continue;
+        if (t.name.size() >= 19 && t.name.compare(t.name.size() - 19, 19, "rotary_emb.inv_freq") == 0) continue;
+        throw Error(ck.files()[size_t(t.file)], t.name,
+                    "not part of a LLaMA-family decoder with " + std::to_string(c.n_layers) +
+                        " layers (this architecture variant is not supported)");
+    }
+}
+
+void qlora_init(LoraSlot& sl, const std::string& tensor_name, uint64_t seed) {
+    if (!sl.rank) return;
+    Rng rng(weight_seed(seed, tensor_name, 0));
+    const double bound = 1.0 / std::sqrt(double(sl.in));
+    for (int64_t i = 0; i < int64_t(sl.rank) * sl.in; ++i) sl.A[i] = float((2.0 * rng.uniform() - 1.0) * bound);
+    std::fill(sl.B, sl.B + sl.out * sl.rank, 0.f);
+}
+
+// loftq_init of an export: the adapter file and its config.
+struct ExportAdapter {
+    std::string path, config_path;
+    std::unique_ptr<SafetensorsFile> file;
+    nlohmann::json cfg;
+    std::set<std::string> used;
+
+    const TensorInfo* find(const std::string& key) {
+        const TensorInfo* t = file->find(key);
+        if (t) used.insert(key);
+        return t;
+    }
+    void read(const TensorInfo& t, float* dst) const {
+        if (!dtype_is_float_convertible(t.dtype))
+            throw Error(path, t.name, "dtype " + t.dtype_str + " cannot be read as fp32");
+        const size_t n = size_t(t.numel());
+        to_f32(t.dtype, file->data(t), dst, n);
+        for (size_t i = 0; i < n; ++i)
+            if (!std::isfinite(dst[i]))
+                throw Error(path, t.name, "non-finite value (NaN/Inf) at flat index " + std::to_string(i));
+    }
+};
+
+std::unique_ptr<ExportAdapter> open_export_adapter(const std::string& model_dir) {
+    const fs::path dir = fs::path(model_dir) / "loftq_init";
+    const fs::path st = dir / "adapter_model.safetensors";
+    std::error_code ec;
+    if (!fs::is_regular_file(st, ec)) return nullptr;
+    auto a = std::make_unique<ExportAdapter>();
+    a->path = st.string();
+    a->config_path = (dir / "adapter_config.json").string();
+    a->file = SafetensorsFile::open(a->path);
+    std::ifstream in(a->config_path);
+    if (!in) throw Error(a->config_path, "", "missing: a LoftQ export's adapter needs its adapter_config.json (r, lora_alpha)");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    try {
+        a->cfg = nlohmann::json::parse(ss.str());
+    } catch (const nlohmann::json::exception& e) {
+        throw Error(a->config_path, "", std::string("invalid JSON: ") + e.what());
+    }
+    if (!a->cfg.is_object() || !a->cfg.contains("r") || !a->cfg["r"].is_number_integer())
+        throw Error(a->config_path, "", "needs an integer field 'r'");
+    return a;
+}
+
+// Rank and scale of every site from the adapter (rank 0 where the adapter has no factors).
+void ranks_from_adapter(ExportAdapter& a, const LlamaConfig& c, std::vector<int>& ranks, std::vector<float>& scales) {
+    const int r_default = a.cfg["r"].get<int>();
+    const double alpha_default = json_number(a.cfg, "lora_alpha", double(r_default));
+    const bool rslora = a.cfg.contains("use_rslora") && a.cfg["use_rslora"].is_boolean() && a.cfg["use_rslora"].get<bool>();
+    for (int l = 0; l < c.n_layers; ++l)
+        for (int s = 0; s < kLoraSites; ++s) {
+            const size_t i = size_t(l) * kLoraSites + size_t(s);
+            const std::string mp = lora_module_path(l, LoraSite(s));
+            const std::string ka = peft_lora_key(mp, 'A'), kb = peft_lora_key(mp, 'B');
+            const TensorInfo* ta = a.find(ka);
+            const TensorInfo* tb = a.find(kb);
+            ranks[i] = 0;
+            scales[i] = 0.f;
+            if (!ta && !tb) continue;
+            if (!ta || !tb) throw Error(a.path, ta ? kb : ka, "missing (the other factor of the module is present)");
+            const int64_t in = lora_site_in(c, LoraSite(s)), out = lora_site_out(c, LoraSite(s));
+            if (ta->shape.size() != 2 || ta->shape[1] != in || ta->shape[0] <= 0)
+                throw Error(a.path, ka, "shape " + shape_str(ta->shape) + ", expected [r, " + std::to_string(in) + "]");
+            const int r = int(ta->shape[0]);
+            if (tb->shape != std::vector<int64_t>{out, r})
+                throw Error(a.path, kb, "shape " + shape_str(tb->shape) + ", expected [" + std::to_string(out) + ", " +
+                                            std::to_string(r) + "] (lora_A has rank " + std::to_string(r) + ")");
+            int r_cfg = r_default;
+            if (const auto* v = pattern_value(a.cfg, "rank_pattern", mp, a.config_path)) {
+                if (!v->is_number_integer()) throw Error(a.config_path, "", "rank_pattern value for " + mp + " is not an integer");
+                r_cfg = v->get<int>();
+            }
+            if (r != r_cfg)
+                throw Error(a.path, ka, "adapter rank " + std::to_string(r) + " does not match adapter_config.json (r = " +
+                                            std::to_string(r_cfg) + " for " + mp + ")");
+            double alpha = alpha_default;
+            if (const auto* v = pattern_value(a.cfg, "alpha_pattern", mp, a.config_path)) {
+                if (!v->is_number()) throw Error(a.config_path, "", "alpha_pattern value for " + mp + " is not a number");
+                alpha = v->get<double>();
+            }
+            ranks[i] = r;
+            scales[i] = float(rslora ? alpha / std::sqrt(double(r)) : alpha / double(r));
+        }
+    for (const auto& t : a.file->tensors())
+        if (!a.used.count(t.name))
+            throw Error(a.path, t.name, "adapts a module other than the q/k/v/o/gate/up/down projections (not supported)");
+}
+
+}  // namespace
+
+LlamaConfig llama_config_from(const ModelConfig& m) {
+    LlamaConfig c;
+    c.dim = m.hidden;
+    c.hidden = m.intermediate;
+    c.n_layers = m.n_layers;
+    c.n_heads = m.n_heads;
+    c.n_kv_heads = m.n_kv_heads > 0 ? m.n_kv_heads : m.n_heads;
+    c.vocab = m.vocab;
+    c.max_seq = m.max_position > 0 ? m.max_position : 2048;
+    c.rope_theta = float(m.rope_theta);
+    c.norm_eps = float(m.rms_norm_eps);
+    c.tied_embeddings = m.tie_word_embeddings;
+    c.qkv_bias = m.model_type == "qwen2";
+    if (m.raw.is_object()) {
+        auto ab = m.raw.find("attention_bias");
+        if (ab != m.raw.end() && ab->is_boolean() && ab->get<bool>()) c.qkv_bias = true;
+        auto rs = m.raw.find("rope_scaling");
+        if (rs != m.raw.end() && rs->is_object()) {
+            std::string type = json_string(*rs, "rope_type", json_string(*rs, "type", ""));
+            c.rope_scaling = type == "default" ? "" : type;
+            c.rope_factor = json_number(*rs, "factor", 1.0);
+            c.rope_low_freq_factor = json_number(*rs, "low_freq_factor", 1.0);
+            c.rope_high_freq_factor = json_number(*rs, "high_freq_factor", 4.0);
+            c.rope_original_max = int(json_number(*rs, "original_max_position_embeddings", 8192));
+        }
+    }
+    return c;
+}
+
+std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
+    auto ck = Checkpoint::open(opt.model);
+    const LlamaConfig cfg = checked_config(*ck);
+    check_no_extra_tensors(*ck, cfg);
+    const int L = cfg.n_layers;
+    const int64_t C = cfg.dim, KV = cfg.kv_dim(), V = cfg.vocab;
+
+    if (opt.rank < 0) throw Error("load: LoRA rank must be >= 0, got " + std::to_string(opt.rank));
+    if (opt.lora_alpha < 0) throw Error("load: lora_alpha must be >= 0 (0 = rank)");
+    std::optional<QuantKind> quant;
+    if (opt.init == InitKind::Loftq || opt.init == InitKind::Qlora) {
+        quant = quant_kind_from_name(opt.quant);
+        if (!quant) throw Error("load: unknown quantizer '" + opt.quant + "' (nf4, nf3, nf2, int2, int3, int4, int8)");
+        if (opt.block <= 0) throw Error("load: quantizer block must be positive, got " + std::to_string(opt.block));
+        if (opt.iters < 0) throw Error("load: LoftQ steps must be >= 0, got " + std::to_string(opt.iters));
+    }
+
+    // Ranks and scales per site.
+    std::unique_ptr<ExportAdapter> adapter;
+    if (opt.init == InitKind::Export) adapter = open_export_adapter(ck->dir());
+    std::vector<int> ranks(size_t(L) * kLoraSites, 0);
+    std::vector<float> scales(ranks.size(), 0.f);
+    if (adapter) {
+        ranks_from_adapter(*adapter, cfg, ranks, scales);
+    } else {
+        for (int l = 0; l < L; ++l)
+            for (int s = 0; s < kLoraSites; ++s) {
+                const size_t i = size_t(l) * kLoraSites + size_t(s);
+                const int64_t in = lora_site_in(cfg, LoraSite(s)), out = lora_site_out(cfg, LoraSite(s));
+                const int r = int(std::min<int64_t>(opt.rank, std::min(in, out)));
+                const double alpha = opt.lora_alpha > 0 ? opt.lora_alpha : double(r);
+                ranks[i] = r;
+                scales[i] = r ? float(alpha / double(r)) : 0.f;
+            }
+    }
+    auto m = std::make_unique<LlamaCpu>(cfg, ranks, scales, opt.threads);
+
+    // Reads one tensor into dst after checking presence and shape; read_f32 rejects NaN/Inf
+    // naming the tensor.
+    auto load = [&](const std::string& name, float* dst, const std::vector<int64_t>& shape) {
+        const TensorEntry* t = ck->find(name);
+        if (!t) throw Error(ck->path(), name, "missing from the checkpoint");
+        if (t->shape != shape)
+            throw Error(ck->files()[size_t(t->file)], name,
+                        "shape " + shape_str(t->shape) + " does not match the config (expected " + shape_str(shape) + ")");
+        ck->read_f32(*t, dst, true);
+        ck->release(*t);
+    };
+    load("model.embed_tokens.weight", m->embed(), {V, C});
+    for (int l = 0; l < L; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        LlamaLayerWeights& w = m->layer(l);
+        load(p + "input_layernorm.weight", w.attn_norm, {C});
+        load(p + "post_attention_layernorm.weight", w.ffn_norm, {C});
+        if (cfg.qkv_bias) {
+            load(p + "self_attn.q_proj.bias", w.bq, {C});
+            load(p + "self_attn.k_proj.bias", w.bk, {KV});
+            load(p + "self_attn.v_proj.bias", w.bv, {KV});
+        }
+    }
+    load("model.norm.weight", m->final_norm(), {C});
+    if (!cfg.tied_embeddings) load("lm_head.weight", m->lm_head(), {V, C});
+
+    // The seven targets of every layer.
+    auto load_target = [&](int l, LoraSite s) {
+        load(weight_name(l, s), m->site_weight(l, s), {lora_site_out(cfg, s), lora_site_in(cfg, s)});
+    };
+    const int K = L * kLoraSites;
+    switch (opt.init) {
+        case InitKind::Export:
+        case InitKind::Lora16:
+            for (int i = 0; i < K; ++i) {
+                const int l = i / kLoraSites;
+                const LoraSite s = LoraSite(i % kLoraSites);
+                load_target(l, s);
+                LoraSlot& sl = m->slot(l, s);
+                if (!sl.rank) continue;
+                if (adapter) {
+                    const std::string mp = lora_module_path(l, s);
+                    adapter->read(*adapter->file->find(peft_lora_key(mp, 'A')), sl.A);
+                    adapter->read(*adapter->file->find(peft_lora_key(mp, 'B')), sl.B);
+                } else {
+                    qlora_init(sl, weight_name(l, s), opt.seed);
+                }
+            }
+            break;
+        case InitKind::Qlora: {
+            const QuantFormat& f = quant_format(*quant);
+            std::vector<float> tmp;
+            for (int i = 0; i < K; ++i) {
+                const int l = i / kLoraSites;
+                const LoraSite s = LoraSite(i % kLoraSites);
+                load_target(l, s);
+                LoraSlot& sl = m->slot(l, s);
+                const size_t n = size_t(sl.in * sl.out);
+                tmp.resize(n);
+                quantize_dequantize(f, m->site_weight(l, s), n, opt.block, tmp.data(), nullptr, nullptr, m->threads());
+                std::memcpy(m->site_weight(l, s), tmp.data(), n * sizeof(float));
+                qlora_init(sl, weight_name(l, s), opt.seed);
+            }
+            break;
+        }
+        case InitKind::Loftq: {
+            // As loftq/job.cpp: min(threads, K) workers, one weight each at a time; BLAS at one
+            // thread so results are bit-identical for any thread count.
+            const int threads = m->threads();
+            const int workers = std::max(1, std::min(threads, K));
+            const int inner = std::max(1, threads / workers);
+            const int saved_blas = blas_threads();
+            set_blas_threads(1);
+            struct BlasRestore { int n; ~BlasRestore() { set_blas_threads(n); } } restore{saved_blas};
+            std::atomic<int> next{0};
+            std::atomic<bool> failed{false};
+            std::exception_ptr first_error;
+            std::mutex mu;
+            auto worker = [&] {
+                for (;;) {
+                    const int i = next.fetch_add(1);
+                    if (i >= K || failed.load()) return;
+                    try {
+                        const int l = i / kLoraSites;
+                        const LoraSite s = LoraSite(i % kLoraSites);
+                        load_target(l, s);
+                        LoraSlot& sl = m->slot(l, s);
+                        float* W = m->site_weight(l, s);
+                        const std::string name = weight_name(l, s);
+                        WeightSettings ws;
+                        ws.quant = *quant;
+                        ws.block = opt.block;
+                        ws.rank = opt.rank;
+                        ws.iters = sl.rank ? opt.iters : 0;  // rank 0: quantization only
+                        ws.svd = SvdMethod::Randomized;
+                        SvdOptions so;
+                        so.method = SvdMethod::Randomized;
+                        so.seed = weight_seed(opt.seed, name, 0);
+                        so.threads = inner;
+                        Decomposition d = loftq_decompose(W, sl.out, sl.in, ws, so, inner);
+                        std::memcpy(W, d.Q.data(), d.Q.size() * sizeof(float));
+                        if (!sl.rank) continue;
+                        if (d.lr.B.cols == 0) {  // T = 0: QLoRA's start
+                            qlora_init(sl, name, opt.seed);
+                        } else if (d.lr.B.cols == sl.rank && d.lr.A.rows == sl.rank) {
+                            // scale s = alpha / r: store B, A times 1/sqrt(s) so that s B' A' = B A.
+                            const float k = float(1.0 / std::sqrt(double(sl.scale)));
+                            for (size_t j = 0; j < d.lr.A.size(); ++j) sl.A[j] = d.lr.A.buf[j] * k;
+                            for (size_t j = 0; j < d.lr.B.size(); ++j) sl.B[j] = d.lr.B.buf[j] * k;
+                        } else {
+                            throw Error("", name, "LoftQ returned rank " + std::to_string(d.lr.B.cols) + ", expected " +
+                                                      std::to_string(sl.rank));
+                        }
+                    } catch (...) {
+                        std::lock_guard<std::mutex> lock(mu);
+                        if (!first_error) first_error = std::current_exception();
+                        failed.store(true);
+                        return;
+                    }
+                }
+            };
+            std::vector<std::thread> pool;
+            for (int w = 1; w < workers; ++w) pool.emplace_back(worker);
+            worker();
+            for (auto& t : pool) t.join();
+            if (first_error) std::rethrow_exception(first_error);
+            break;
+        }
+    }
+    m->set_threads(opt.threads);
+    return m;
+}
+
+}  // namespace loftq

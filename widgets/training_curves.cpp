@@ -1,0 +1,135 @@
+// training_curves.cpp: see training_curves.h.
+#include "training_curves.h"
+
+#include <QMenu>
+#include <QTimer>
+#include <QVBoxLayout>
+#include <cmath>
+#include <qcustomplot.h>
+
+#include "plot_style.h"
+
+namespace studio {
+
+struct TrainingCurves::Impl {
+    QCustomPlot* plot = nullptr;
+    QTimer timer;
+    struct Run {
+        QString name;
+        QVector<QPointF> train, eval;
+        bool alive = true;
+    };
+    QVector<Run> runs;
+};
+
+TrainingCurves::TrainingCurves(QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
+    auto* lay = new QVBoxLayout(this);
+    lay->setContentsMargins(0, 0, 0, 0);
+    d->plot = new QCustomPlot(this);
+    lay->addWidget(d->plot);
+    QCustomPlot* p = d->plot;
+    p->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+    p->xAxis->setLabel(tr("step"));
+    p->yAxis->setLabel(tr("loss (nats / token)"));
+    p->legend->setVisible(true);
+    p->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+    p->setContextMenuPolicy(Qt::CustomContextMenu);
+    connect(p, &QCustomPlot::mouseDoubleClick, this, [this] { replotNow(); });
+    connect(p, &QCustomPlot::customContextMenuRequested, this, [this](const QPoint& pos) {
+        QMenu menu(this);
+        connect(menu.addAction(tr("Reset view")), &QAction::triggered, this, &TrainingCurves::replotNow);
+        menu.addSeparator();
+        add_export_actions(&menu, this, tr("Export training curves"), QStringLiteral("loftq-training"),
+                           [this](const QString& path, QString* err) { return save(path, 0, 0, err); });
+        menu.exec(d->plot->mapToGlobal(pos));
+    });
+    d->timer.setSingleShot(true);
+    d->timer.setInterval(40);
+    connect(&d->timer, &QTimer::timeout, this, &TrainingCurves::replotNow);
+    apply_plot_style(p, this);
+    replotNow();
+}
+
+TrainingCurves::~TrainingCurves() = default;
+
+int TrainingCurves::addRun(const QString& name) {
+    d->runs.push_back({name, {}, {}, true});
+    d->timer.start();
+    return int(d->runs.size()) - 1;
+}
+
+void TrainingCurves::addTrainPoint(int run, int step, double loss) {
+    if (run < 0 || run >= d->runs.size()) return;
+    d->runs[run].train.push_back(QPointF(step, loss));
+    if (!d->timer.isActive()) d->timer.start();
+}
+
+void TrainingCurves::addEvalPoint(int run, int step, double loss) {
+    if (run < 0 || run >= d->runs.size()) return;
+    d->runs[run].eval.push_back(QPointF(step, loss));
+    if (!d->timer.isActive()) d->timer.start();
+}
+
+void TrainingCurves::removeRun(int run) {
+    if (run < 0 || run >= d->runs.size()) return;
+    d->runs[run].alive = false;  // indices stay valid for the runs after it
+    replotNow();
+}
+
+void TrainingCurves::clear() {
+    d->runs.clear();
+    replotNow();
+}
+
+int TrainingCurves::runCount() const { return int(d->runs.size()); }
+QString TrainingCurves::runName(int run) const { return run >= 0 && run < d->runs.size() ? d->runs[run].name : QString(); }
+QVector<QPointF> TrainingCurves::trainPoints(int run) const { return run >= 0 && run < d->runs.size() ? d->runs[run].train : QVector<QPointF>(); }
+QVector<QPointF> TrainingCurves::evalPoints(int run) const { return run >= 0 && run < d->runs.size() ? d->runs[run].eval : QVector<QPointF>(); }
+
+void TrainingCurves::replotNow() {
+    d->timer.stop();
+    QCustomPlot* p = d->plot;
+    p->clearGraphs();
+    double xmax = 1, ymin = INFINITY, ymax = -INFINITY;
+    auto add = [&](const QVector<QPointF>& pts, const QString& name, QPen pen, bool markers) {
+        QCPGraph* g = p->addGraph();
+        g->setName(name);
+        g->setPen(pen);
+        if (markers) g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, pen.color(), pen.color(), 6));
+        QVector<double> x, y;
+        for (const QPointF& q : pts) {
+            if (!std::isfinite(q.y())) continue;
+            x << q.x();
+            y << q.y();
+            xmax = std::max(xmax, q.x());
+            ymin = std::min(ymin, q.y());
+            ymax = std::max(ymax, q.y());
+        }
+        g->setData(x, y, true);
+    };
+    int colour = 0;
+    for (const auto& r : d->runs) {
+        const QColor c = series_color(colour++);
+        if (!r.alive) continue;
+        QColor light = c;
+        light.setAlphaF(0.55);
+        add(r.train, r.name + tr(" (train)"), QPen(light, 1.2), false);
+        add(r.eval, r.name + tr(" (held-out)"), QPen(c, 2.4), true);
+    }
+    if (!std::isfinite(ymin)) {
+        ymin = 0;
+        ymax = 1;
+    }
+    const double pad = std::max(1e-3, 0.06 * (ymax - ymin));
+    p->xAxis->setRange(0, xmax);
+    p->yAxis->setRange(ymin - pad, ymax + pad);
+    p->legend->setVisible(p->graphCount() > 0);
+    p->replot();
+}
+
+bool TrainingCurves::save(const QString& path, int width, int height, QString* error) {
+    replotNow();
+    return save_plot(d->plot, path, width, height, error);
+}
+
+}  // namespace studio
