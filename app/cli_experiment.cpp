@@ -14,6 +14,7 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "cli_common.h"
 #include "core/error.h"
@@ -56,8 +57,45 @@ Plan plan_for(const std::string& config, int layers, int rank, int iters, uint64
     return p;
 }
 
-void run_experiment(const ExperimentArgs& a) {
+// Without --eval-data, a text file is split once, here, into OUT/train.txt and OUT/eval.txt
+// (every 5th document to eval; documents = blank-line paragraphs, or lines when there are no
+// blank lines), so that every run and the full-precision reference see the same held-out text.
+std::pair<std::string, std::string> split_text(const std::string& data, const std::string& out) {
+    const std::string text = read_text_file(data);
+    std::vector<std::string> docs;
+    const bool paragraphs = text.find("\n\n") != std::string::npos;
+    std::string cur;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (paragraphs) {
+            if (line.empty()) {
+                if (!cur.empty()) docs.push_back(cur);
+                cur.clear();
+            } else {
+                cur += line + "\n";
+            }
+        } else if (!line.empty()) {
+            docs.push_back(line + "\n");
+        }
+    }
+    if (!cur.empty()) docs.push_back(cur);
+    if (docs.size() < 5) throw Error(data, "", "too few documents to hold out an evaluation split (give --eval-data)");
+    std::string train, eval;
+    for (size_t i = 0; i < docs.size(); ++i) (i % 5 == 4 ? eval : train) += docs[i] + (paragraphs ? "\n" : "");
+    std::filesystem::create_directories(out);
+    const std::string tp = out + "/train.txt", ep = out + "/eval.txt";
+    write_file_atomic(tp, train);
+    write_file_atomic(ep, eval);
+    return {tp, ep};
+}
+
+void run_experiment(ExperimentArgs a) {
     namespace fs = std::filesystem;
+    if (a.eval_data.empty()) {
+        const bool jsonl = a.data.size() > 6 && a.data.compare(a.data.size() - 6, 6, ".jsonl") == 0;
+        if (jsonl) throw Error(a.data, "", "give --eval-data for JSONL data (e.g. GSM8K's test.jsonl)");
+        std::tie(a.data, a.eval_data) = split_text(a.data, a.out);
+    }
     const int layers = Checkpoint::open(a.model)->config().n_layers;
     std::vector<Row> rows;
     CancelToken cancel;
@@ -72,7 +110,7 @@ void run_experiment(const ExperimentArgs& a) {
     EvalOptions ev;
     ev.load.model = a.model;
     ev.load.init = InitKind::Lora16;  // B = 0: the original model
-    ev.data = a.eval_data.empty() ? a.data : a.eval_data;
+    ev.data = a.eval_data;
     ev.tokenizer = a.tokenizer;
     ev.batch = a.batch;
     ev.seq = a.seq;
@@ -108,6 +146,7 @@ void run_experiment(const ExperimentArgs& a) {
             t.load.seed = a.seed;
             t.data = a.data;
             t.eval_data = a.eval_data;
+            t.eval_fraction = 0;
             t.tokenizer = a.tokenizer;
             t.out_dir = dir + "/finetune";
             t.steps = a.steps;
@@ -136,7 +175,7 @@ void run_experiment(const ExperimentArgs& a) {
                       r.loss_before, r.loss_after, r.seconds);
         md << buf;
     }
-    std::snprintf(buf, sizeof buf, "\nFull-precision model: held-out loss %.4f (perplexity %.2f) on the same evaluation examples' first %lld tokens.\n",
+    std::snprintf(buf, sizeof buf, "\nFull-precision model: held-out loss %.4f (perplexity %.2f) on the same held-out examples (%lld scored tokens).\n",
                   full.loss, full.ppl, (long long)full.tokens);
     md << buf;
     std::printf("%s", md.str().c_str());

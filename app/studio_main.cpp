@@ -9,6 +9,7 @@
 #include <QEventLoop>
 #include <QFileInfo>
 #include <QIcon>
+#include <QTabWidget>
 #include <QTimer>
 #include <cstdio>
 
@@ -19,6 +20,8 @@
 #include "plan_document.h"
 #include "plan_grid_view.h"
 #include "rules_panel.h"
+#include "studio_finetune.h"
+#include "training_curves.h"
 
 namespace {
 
@@ -68,7 +71,8 @@ int main(int argc, char** argv) {
     QCommandLineOption size("size", "Window size for --screenshot (default 1500x940).", "WxH", "1500x940");
     QCommandLineOption threads("threads", "Engine threads (0 = all cores).", "n", "0");
     QCommandLineOption rule("show-rule", "With --screenshot: show the Rules dock with rule N selected (its cells outlined).", "n");
-    p.addOptions({demo, plan, run, shot, size, threads, rule});
+    QCommandLineOption finetune("finetune", "With --screenshot: fine-tune the open model N steps (LoftQ, then QLoRA, same settings) on the Fine-tune tab before rendering.", "n");
+    p.addOptions({demo, plan, run, shot, size, threads, rule, finetune});
     p.process(app);
 
     studio::MainWindow w;
@@ -112,6 +116,27 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "loftq-studio: the run did not finish\n");
             return 1;
         }
+    }
+    if (p.isSet(finetune) && opened) {
+        studio::FinetunePanel* ft = w.finetune();
+        w.centralTabs()->setCurrentWidget(ft);
+        for (auto init : {loftq::InitKind::Loftq, loftq::InitKind::Qlora}) {
+            loftq::TrainOptions o = ft->options();
+            o.steps = p.value(finetune).toInt();
+            o.batch = 8;
+            o.seq = 64;
+            o.eval_every = std::max(1, o.steps / 8);
+            o.load.init = init;
+            o.load.quant = "nf2";
+            o.load.rank = 8;
+            o.threads = p.value(threads).toInt();
+            ft->setOptions(o);
+            if (!ft->start() || !wait_for(ft, &studio::FinetunePanel::runFinished, 1800000)) {
+                std::fprintf(stderr, "loftq-studio: the fine-tune did not finish\n");
+                return 1;
+            }
+        }
+        ft->curves()->replotNow();
     }
     if (p.isSet(rule)) {
         if (auto* d = w.findChild<QDockWidget*>("RulesDock")) d->raise();

@@ -200,6 +200,9 @@ std::unique_ptr<ExportAdapter> open_export_adapter(const std::string& model_dir)
 void ranks_from_adapter(ExportAdapter& a, const LlamaConfig& c, std::vector<int>& ranks, std::vector<float>& scales) {
     const int r_default = a.cfg["r"].get<int>();
     const double alpha_default = json_number(a.cfg, "lora_alpha", double(r_default));
+    for (const char* unsupported : {"use_dora"})
+        if (a.cfg.contains(unsupported) && a.cfg[unsupported].is_boolean() && a.cfg[unsupported].get<bool>())
+            throw Error(a.config_path, "", std::string(unsupported) + " adapters are not supported");
     const bool rslora = a.cfg.contains("use_rslora") && a.cfg["use_rslora"].is_boolean() && a.cfg["use_rslora"].get<bool>();
     for (int l = 0; l < c.n_layers; ++l)
         for (int s = 0; s < kLoraSites; ++s) {

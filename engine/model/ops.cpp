@@ -15,6 +15,12 @@
 
 namespace loftq::ops {
 
+namespace {
+// Rows per thread so that each task has at least ~32K elements: below that, starting a thread
+// costs more than the work.
+int64_t rows_per_task(int64_t row_len) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(row_len, 1)); }
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // embedding
 
@@ -40,7 +46,7 @@ void embedding_backward(float* dtable, const float* dout, const int* tokens, int
 // RMSNorm
 
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int C, float eps, int threads) {
-    parallel_for(N, threads, 32, [&](int64_t n0, int64_t n1) {
+    parallel_for(N, threads, rows_per_task(C), [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             const float* xr = x + n * C;
             double ss = 0;
@@ -57,7 +63,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
 // g = dout * w, xhat = x r.
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                       int64_t N, int C, int threads) {
-    parallel_for(N, threads, 32, [&](int64_t n0, int64_t n1) {
+    parallel_for(N, threads, rows_per_task(C), [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             const float* xr = x + n * C;
             const float* gr = dout + n * C;
@@ -79,7 +85,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
 
 void rope_forward(float* x, int B, int T, int heads, int d, const float* cos, const float* sin, int threads) {
     const int half = d / 2;
-    parallel_for(int64_t(B) * T, threads, 64, [&](int64_t n0, int64_t n1) {
+    parallel_for(int64_t(B) * T, threads, rows_per_task(int64_t(heads) * d), [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             const int64_t t = n % T;
             const float* cr = cos + t * half;
@@ -98,7 +104,7 @@ void rope_forward(float* x, int B, int T, int heads, int d, const float* cos, co
 
 void rope_backward(float* dx, int B, int T, int heads, int d, const float* cos, const float* sin, int threads) {
     const int half = d / 2;
-    parallel_for(int64_t(B) * T, threads, 64, [&](int64_t n0, int64_t n1) {
+    parallel_for(int64_t(B) * T, threads, rows_per_task(int64_t(heads) * d), [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             const int64_t t = n % T;
             const float* cr = cos + t * half;
@@ -311,14 +317,14 @@ double cross_entropy_forward(float* lse, const float* logits, const int* targets
         if (targets[n] >= 0) ++count;
     }
     std::vector<double> row_loss(size_t(N), 0.0);
-    parallel_for(N, threads, 8, [&](int64_t n0, int64_t n1) {
+    parallel_for(N, threads, rows_per_task(V), [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             if (targets[n] < 0) { lse[n] = 0.f; continue; }
             const float* l = logits + n * V;
             float mx = l[0];
             for (int j = 1; j < V; ++j) mx = std::max(mx, l[j]);
             double s = 0;
-            for (int j = 0; j < V; ++j) s += std::exp(double(l[j] - mx));
+            for (int j = 0; j < V; ++j) s += double(std::exp(l[j] - mx));  // fp32 exp, fp64 sum
             const double z = double(mx) + std::log(s);
             lse[n] = float(z);
             row_loss[size_t(n)] = z - double(l[targets[n]]);
@@ -332,7 +338,7 @@ double cross_entropy_forward(float* lse, const float* logits, const int* targets
 
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int* targets, int64_t N,
                             int V, float dloss, int threads) {
-    parallel_for(N, threads, 4, [&](int64_t n0, int64_t n1) {
+    parallel_for(N, threads, rows_per_task(V), [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             float* d = dlogits + n * V;
             if (targets[n] < 0) { std::memset(d, 0, size_t(V) * sizeof(float)); continue; }
