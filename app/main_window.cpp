@@ -158,6 +158,19 @@ void MainWindow::buildDocks() {
     log_ = new LogPanel(this);
     log_->setObjectName("LogPanel");
     auto* dLog = dock(tr("Log"), "LogDock", log_, Qt::BottomDockWidgetArea);
+    // The Fine-tune tab is a perspective of its own: the LoftQ plots make room for its curves
+    // while it is shown, and come back (if they were open) with the Plan tab.
+    connect(centralTabs_, &QTabWidget::currentChanged, this, [this, dChart, dResults](int index) {
+        const bool plan = centralTabs_->widget(index) != finetune_;
+        if (!plan) {
+            planDocksOpen_ = {dChart->isVisible(), dResults->isVisible()};
+            dChart->hide();
+            dResults->hide();
+        } else {
+            dChart->setVisible(planDocksOpen_.first);
+            dResults->setVisible(planDocksOpen_.second);
+        }
+    });
     // Default proportions (in font heights, so they scale with DPI and font): applied once the
     // window has its size; a saved layout replaces them.
     QTimer::singleShot(0, this, [this, dModel, dChart, dResults, dLog] {

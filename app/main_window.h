@@ -149,7 +149,8 @@ private:
     QString exportingDir_, last_export_dir_;
     bool exporting_ = false, exportPlots_ = false;
     bool interactive_ = true;
-    bool layoutRestored_ = false;   // a saved dock layout was restored (else defaults apply)
+    bool layoutRestored_ = false;
+    std::pair<bool, bool> planDocksOpen_{true, true};   // chart and results docks, while on Fine-tune   // a saved dock layout was restored (else defaults apply)
     int threads_ = 0;
     std::shared_ptr<const loftq::QuantizeResult> last_result_;
     QByteArray defaultState_;

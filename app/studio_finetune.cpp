@@ -140,7 +140,10 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     curves_ = new TrainingCurves(this);
     curves_->setObjectName("TrainingCurves");
     runs_ = new QTableWidget(0, 5, this);
-    runs_->setHorizontalHeaderLabels({tr("Run"), tr("Steps"), tr("Held-out loss: start"), tr("end"), tr("Tokens/s")});
+    runs_->setHorizontalHeaderLabels({tr("Run"), tr("Steps"), tr("Loss start"), tr("Loss end"), tr("Tokens/s")});
+    runs_->horizontalHeaderItem(2)->setToolTip(tr("Held-out loss before fine-tuning (nats per token)"));
+    runs_->horizontalHeaderItem(3)->setToolTip(tr("Held-out loss at the last evaluation"));
+    runs_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
     runs_->horizontalHeader()->setStretchLastSection(true);
     runs_->verticalHeader()->hide();
     runs_->setEditTriggers(QAbstractItemView::NoEditTriggers);
@@ -148,21 +151,23 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     sample_->setReadOnly(true);
     sample_->setPlaceholderText(tr("The greedy sample of the last run appears here."));
 
-    auto* left = new QWidget(this);
-    auto* ll = new QVBoxLayout(left);
-    ll->setContentsMargins(0, 0, 0, 0);
-    ll->addWidget(formBox);
-    ll->addWidget(runs_, 1);
-    auto* right = new QSplitter(Qt::Vertical, this);
-    right->addWidget(curves_);
-    right->addWidget(sample_);
-    right->setStretchFactor(0, 4);
-    right->setStretchFactor(1, 1);
+    // Left: the form, then the runs and the last sample; right: the curves, which get the room.
+    auto* left = new QSplitter(Qt::Vertical, this);
+    left->addWidget(formBox);
+    left->addWidget(runs_);
+    left->addWidget(sample_);
+    left->setStretchFactor(0, 0);
+    left->setStretchFactor(1, 1);
+    left->setStretchFactor(2, 1);
+    sample_->setLineWrapMode(QPlainTextEdit::WidgetWidth);
     auto* split = new QSplitter(Qt::Horizontal, this);
     split->addWidget(left);
-    split->addWidget(right);
-    split->setStretchFactor(0, 2);
-    split->setStretchFactor(1, 3);
+    split->addWidget(curves_);
+    split->setStretchFactor(0, 0);
+    split->setStretchFactor(1, 1);
+    const int em = fontMetrics().height();
+    split->setSizes({30 * em, 40 * em});
+    formBox->setMinimumWidth(24 * em);
     auto* lay = new QVBoxLayout(this);
     lay->setContentsMargins(4, 4, 4, 4);
     lay->addWidget(split);
