@@ -42,8 +42,8 @@ struct InitFlags {
     int block = 64, rank = 16, iters = 5;
     double lora_alpha = 0;
     uint64_t seed = 0;
-    void add_to(CLI::App* sub) {
-        sub->add_option("--init", init, "loftq (LoftQ in memory), qlora, lora16 or export (default: export when MODEL holds loftq_init/, else loftq)")
+    void add_to(CLI::App* sub, const char* default_text) {
+        sub->add_option("--init", init, std::string("loftq (LoftQ in memory), qlora, lora16 or export (default: ") + default_text + ")")
             ->check(CLI::IsMember({"loftq", "qlora", "lora16", "export"}));
         sub->add_option("--quant", quant, "Quantizer for --init loftq/qlora: nf4 (default), nf3, nf2, int2, int3, int4, int8");
         sub->add_option("--block", block, "Elements per scale block (default 64)")->check(CLI::Range(1, 1 << 20));
@@ -234,7 +234,7 @@ void add_finetune(CLI::App& app) {
     sub->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
     sub->add_flag("--resume", o.resume, "Continue from OUT/checkpoint");
     sub->add_flag("-q,--quiet", a->quiet, "No progress output");
-    a->init.add_to(sub);
+    a->init.add_to(sub, "export when MODEL holds loftq_init/, else loftq");
     sub->callback([a] {
         a->opt.seed = a->init.seed;
         run_finetune_cmd(*a);
@@ -253,7 +253,7 @@ void add_eval(CLI::App& app) {
     sub->add_option("--max-examples", o.max_examples, "Evaluate the first N examples only (default: all)")->check(CLI::Range(int64_t(0), INT64_MAX));
     sub->add_option("--tokenizer", o.tokenizer, "Tokenizer file (default: beside MODEL)")->check(CLI::ExistingFile);
     sub->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
-    a->init.add_to(sub);
+    a->init.add_to(sub, "export: the model as stored, with its loftq_init adapter when it has one; with --adapter, the base that adapter was trained on");
     sub->callback([a] { run_eval_cmd(*a); });
 }
 
