@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "core/cancel.h"
 #include "loftq/plan.h"
 
 namespace loftq::cli {
@@ -32,6 +33,19 @@ void add_finetune(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
+
+// Routes the first Ctrl-C to `token` while it lives (a second one kills the process as usual);
+// restores the previous handler on any exit. One at a time.
+class SigintGuard {
+public:
+    explicit SigintGuard(CancelToken& token);
+    ~SigintGuard();
+    SigintGuard(const SigintGuard&) = delete;
+    SigintGuard& operator=(const SigintGuard&) = delete;
+
+private:
+    void (*old_)(int);
+};
 
 std::string human_bytes(double bytes);        // "12.6 GiB"
 std::string human_seconds(double seconds);    // "1m05s"

@@ -23,11 +23,6 @@ namespace fs = std::filesystem;
 namespace loftq::cli {
 
 namespace {
-CancelToken* g_cancel = nullptr;
-extern "C" void on_sigint_convert(int) {
-    if (g_cancel) g_cancel->cancel();
-    std::signal(SIGINT, SIG_DFL);
-}
 
 struct ConvertArgs {
     std::string model, out;
@@ -108,12 +103,7 @@ void add_convert(CLI::App& app) {
     sub->add_flag("--force", a->force, "Write into a non-empty output folder");
     sub->callback([a] {
         CancelToken cancel;
-        g_cancel = &cancel;
-        auto old = std::signal(SIGINT, on_sigint_convert);
-        struct Restore {
-            void (*old)(int);
-            ~Restore() { std::signal(SIGINT, old); g_cancel = nullptr; }
-        } restore{old};
+        SigintGuard sigint(cancel);
         run_convert(*a, cancel);
     });
 }

@@ -24,16 +24,6 @@ namespace fs = std::filesystem;
 namespace loftq::cli {
 
 namespace {
-CancelToken* g_cancel = nullptr;
-extern "C" void on_sigint_train(int) {
-    if (g_cancel) g_cancel->cancel();
-    std::signal(SIGINT, SIG_DFL);
-}
-struct SigintScope {  // routes Ctrl-C to the token while the job runs; restores on any exit
-    void (*old)(int);
-    explicit SigintScope(CancelToken& c) { g_cancel = &c; old = std::signal(SIGINT, on_sigint_train); }
-    ~SigintScope() { std::signal(SIGINT, old); g_cancel = nullptr; }
-};
 
 // Model/init flags shared by finetune and eval.
 struct InitFlags {
@@ -152,7 +142,7 @@ void run_finetune_cmd(FinetuneArgs& a) {
     TrainPrinter printer(a.quiet);
     TrainResult r;
     {
-        SigintScope scope(cancel);
+        SigintGuard sigint(cancel);
         try {
             r = run_finetune(opt, [&](const TrainEvent& e) { printer(e); }, cancel);
         } catch (const Cancelled&) {
@@ -196,7 +186,7 @@ void run_eval_cmd(EvalArgs& a) {
     CancelToken cancel;
     EvalResult r;
     {
-        SigintScope scope(cancel);
+        SigintGuard sigint(cancel);
         r = run_eval(opt, cancel);
     }
     std::printf("loss %.4f  perplexity %.3f  (%lld scored tokens in %lld examples of %d, %s)\n", r.loss, r.ppl,

@@ -12,12 +12,6 @@
 namespace loftq::cli {
 
 namespace {
-CancelToken* g_cancel = nullptr;
-extern "C" void on_sigint(int) {
-    if (g_cancel) g_cancel->cancel();
-    std::signal(SIGINT, SIG_DFL);
-}
-
 struct QuantizeArgs {
     std::string model, out, max_shard = "5GB";
     int threads = 0;
@@ -36,15 +30,14 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     opt.max_shard_bytes = parse_size(a.max_shard);
     CancelToken cancel;
     ProgressPrinter printer(a.quiet);
-    struct SigintScope {  // routes Ctrl-C to the token while the job runs; restores on any exit
+    struct FinishLine {  // ends the progress line on any exit (a cancel or an error too)
         ProgressPrinter& printer;
-        void (*old)(int);
-        SigintScope(CancelToken& c, ProgressPrinter& p) : printer(p) { g_cancel = &c; old = std::signal(SIGINT, on_sigint); }
-        ~SigintScope() { printer.finish(); std::signal(SIGINT, old); g_cancel = nullptr; }
+        ~FinishLine() { printer.finish(); }
     };
     QuantizeResult r;
     {
-        SigintScope scope(cancel, printer);
+        SigintGuard sigint(cancel);
+        FinishLine finish{printer};
         r = run_quantize(opt, [&](const JobEvent& e) { printer(e); }, cancel);
     }
 

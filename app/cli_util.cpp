@@ -3,10 +3,30 @@
 #include <cmath>
 #include <cstdio>
 
+#include <csignal>
+
 #include "cli_common.h"
 #include "core/error.h"
 
 namespace loftq::cli {
+
+namespace {
+CancelToken* g_sigint_token = nullptr;
+extern "C" void on_sigint(int) {
+    if (g_sigint_token) g_sigint_token->cancel();
+    std::signal(SIGINT, SIG_DFL);
+}
+}  // namespace
+
+SigintGuard::SigintGuard(CancelToken& token) {
+    g_sigint_token = &token;
+    old_ = std::signal(SIGINT, on_sigint);
+}
+
+SigintGuard::~SigintGuard() {
+    std::signal(SIGINT, old_);
+    g_sigint_token = nullptr;
+}
 
 void PlanFlags::add_to(CLI::App* app) {
     app->add_option("--plan", plan_file, "Plan file (*.loftq.json); flags below override its defaults")->check(CLI::ExistingFile);

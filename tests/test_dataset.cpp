@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "expect_error.h"
 #include "test_support.h"
 #include "train/dataset.h"
 
@@ -25,29 +26,6 @@ void write_file(const std::string& path, const std::string& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(bytes.data(), std::streamsize(bytes.size()));
 }
-
-bool throws_error(const std::function<void()>& fn, const std::vector<std::string>& needles, std::string& msg) {
-    try {
-        fn();
-        msg = "(no exception)";
-        return false;
-    } catch (const Error& e) {
-        msg = e.what();
-        for (const auto& n : needles)
-            if (msg.find(n) == std::string::npos) return false;
-        return true;
-    } catch (const std::exception& e) {
-        msg = std::string("(not a loftq::Error) ") + e.what();
-        return false;
-    }
-}
-
-#define EXPECT_ERROR(expr, ...)                                                                 \
-    do {                                                                                        \
-        std::string msg_;                                                                       \
-        bool ok_ = throws_error([&] { expr; }, {__VA_ARGS__}, msg_);                            \
-        QVERIFY2(ok_, (std::string(#expr) + " -> " + msg_).c_str());                           \
-    } while (0)
 
 // One token per byte: id = byte + 3; BOS 1, EOS 2 (bos = -1 when `no_bos`).
 class CharTok : public Tokenizer {

@@ -19,6 +19,7 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "expect_error.h"
 #include "test_support.h"
 
 using namespace loftq;
@@ -46,31 +47,6 @@ std::string le64(uint64_t n) {
 std::string raw_st(const std::string& json, const std::string& data, int64_t header_len = -1) {
     return le64(header_len < 0 ? json.size() : uint64_t(header_len)) + json + data;
 }
-
-// Runs fn; true when it throws loftq::Error whose message contains every needle. The message is
-// put in `msg` for diagnostics.
-bool throws_error(const std::function<void()>& fn, const std::vector<std::string>& needles, std::string& msg) {
-    try {
-        fn();
-        msg = "(no exception)";
-        return false;
-    } catch (const Error& e) {
-        msg = e.what();
-        for (const auto& n : needles)
-            if (msg.find(n) == std::string::npos) return false;
-        return true;
-    } catch (const std::exception& e) {
-        msg = std::string("(not a loftq::Error) ") + e.what();
-        return false;
-    }
-}
-
-#define EXPECT_ERROR(expr, ...)                                                                 \
-    do {                                                                                        \
-        std::string msg_;                                                                       \
-        bool ok_ = throws_error([&] { expr; }, {__VA_ARGS__}, msg_);                            \
-        QVERIFY2(ok_, (std::string(#expr) + " -> " + msg_).c_str());                           \
-    } while (0)
 
 // ---- float64 references for the narrow float types (round to nearest, ties to even) ----
 
@@ -577,9 +553,9 @@ private slots:
             write_file(p, bytes);
             needles.push_back(p);
             std::string msg;
-            bool ok = throws_error([&] { SafetensorsFile::open(p); }, needles, msg);
+            bool ok = test::throws_error([&] { SafetensorsFile::open(p); }, needles, msg);
             if (!ok) qWarning("file %s: %s", p.c_str(), msg.c_str());
-            bool ok2 = throws_error([&] { Checkpoint::open(p); }, needles, msg);
+            bool ok2 = test::throws_error([&] { Checkpoint::open(p); }, needles, msg);
             if (!ok2) qWarning("checkpoint %s: %s", p.c_str(), msg.c_str());
             return ok && ok2;
         };

@@ -34,6 +34,7 @@
 #include "model/llama_cpu.h"
 #include "model/ops.h"
 #include "quant/quantizer.h"
+#include "expect_error.h"
 #include "test_support.h"
 
 using namespace loftq;
@@ -85,30 +86,6 @@ double dot(const dvec& a, const dvec& b) {
     for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
     return s;
 }
-
-bool throws_error(const std::function<void()>& fn, const std::vector<std::string>& needles, std::string& msg) {
-    try {
-        fn();
-        msg = "(no exception)";
-        return false;
-    } catch (const Error& e) {
-        msg = e.what();
-        for (const auto& n : needles)
-            if (msg.find(n) == std::string::npos) return false;
-        return true;
-    } catch (const std::exception& e) {
-        msg = std::string("(not a loftq::Error) ") + e.what();
-        return false;
-    }
-}
-
-#define EXPECT_ERROR(expr, ...)                                                       \
-    do {                                                                              \
-        std::string msg_;                                                             \
-        bool ok_ = throws_error([&] { expr; }, {__VA_ARGS__}, msg_);                  \
-        qInfo("  %s -> %s", #expr, msg_.c_str());                                     \
-        QVERIFY2(ok_, (std::string(#expr) + " -> " + msg_).c_str());                  \
-    } while (0)
 
 // ---------------------------------------------------------------------------------------------
 // float64 reference ops, written from the definitions (not from engine/model)

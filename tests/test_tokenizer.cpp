@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "expect_error.h"
 #include "test_support.h"
 #include "train/tokenizer.h"
 
@@ -49,29 +50,6 @@ std::vector<std::string> read_lines(const std::string& path, size_t max_lines) {
     }
     return out;
 }
-
-bool throws_error(const std::function<void()>& fn, const std::vector<std::string>& needles, std::string& msg) {
-    try {
-        fn();
-        msg = "(no exception)";
-        return false;
-    } catch (const Error& e) {
-        msg = e.what();
-        for (const auto& n : needles)
-            if (msg.find(n) == std::string::npos) return false;
-        return true;
-    } catch (const std::exception& e) {
-        msg = std::string("(not a loftq::Error) ") + e.what();
-        return false;
-    }
-}
-
-#define EXPECT_ERROR(expr, ...)                                                                 \
-    do {                                                                                        \
-        std::string msg_;                                                                       \
-        bool ok_ = throws_error([&] { expr; }, {__VA_ARGS__}, msg_);                            \
-        QVERIFY2(ok_, (std::string(#expr) + " -> " + msg_).c_str());                           \
-    } while (0)
 
 std::string ids_str(const std::vector<int>& ids) {
     std::string s = "[";
