@@ -128,9 +128,16 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     progress_->setRange(0, 1000);
     status_ = new QLabel(this);
     status_->setWordWrap(true);
+    auto* openRunButton = new QPushButton(tr("Open Run…"), this);
+    openRunButton->setToolTip(tr("Overlay an earlier run's curves from its folder (metrics.jsonl), e.g. one made by loftq finetune"));
+    connect(openRunButton, &QPushButton::clicked, this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("A fine-tuning run's folder"), lastOut_);
+        if (!dir.isEmpty()) openRun(dir);
+    });
     auto* brow = new QHBoxLayout;
     brow->addWidget(startButton_);
     brow->addWidget(stopButton_);
+    brow->addWidget(openRunButton);
     brow->addWidget(progress_, 1);
     form->addRow(brow);
     form->addRow(status_);
@@ -229,6 +236,36 @@ void FinetunePanel::setOptions(const loftq::TrainOptions& o) {
 }
 
 bool FinetunePanel::running() const { return job_->running(); }
+
+bool FinetunePanel::openRun(const QString& dir) {
+    std::vector<loftq::MetricsRecord> recs;
+    try {
+        recs = loftq::read_metrics(dir.toStdString());
+    } catch (const std::exception& e) {
+        emit message(QString::fromStdString(e.what()), true);
+        return false;
+    }
+    const int run = curves_->addRun(QFileInfo(dir).fileName());
+    const int row = runs_->rowCount();
+    runs_->insertRow(row);
+    runs_->setItem(row, 0, new QTableWidgetItem(QFileInfo(dir).fileName()));
+    bool first_eval = true;
+    for (const auto& r : recs) {
+        if (r.kind == "train" && std::isfinite(r.train_loss)) {
+            curves_->addTrainPoint(run, r.step, r.train_loss);
+            runs_->setItem(row, 1, new QTableWidgetItem(QString::number(r.step)));
+            if (std::isfinite(r.tokens_per_s)) runs_->setItem(row, 4, new QTableWidgetItem(QString::number(r.tokens_per_s, 'f', 0)));
+        } else if (r.kind == "eval" && std::isfinite(r.eval_loss)) {
+            curves_->addEvalPoint(run, r.step, r.eval_loss);
+            if (first_eval) runs_->setItem(row, 2, new QTableWidgetItem(QString::number(r.eval_loss, 'f', 4)));
+            runs_->setItem(row, 3, new QTableWidgetItem(QString::number(r.eval_loss, 'f', 4)));
+            first_eval = false;
+        }
+    }
+    curves_->replotNow();
+    emit message(tr("opened run %1 (%2 metrics lines)").arg(dir).arg(recs.size()), false);
+    return true;
+}
 
 bool FinetunePanel::start() {
     if (job_->running()) return false;

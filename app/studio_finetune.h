@@ -37,6 +37,8 @@ public:
     void setOptions(const loftq::TrainOptions& o);
     bool start();
     void stop();
+    // Overlays a run from its folder's metrics.jsonl (a CLI run, or an earlier session's).
+    bool openRun(const QString& dir);
     bool running() const;
     TrainingCurves* curves() const { return curves_; }
     QString lastOutDir() const { return lastOut_; }

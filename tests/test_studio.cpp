@@ -228,13 +228,19 @@ private slots:
         QVERIFY(done.wait(300000));
         QVERIFY(done.takeFirst().at(0).toBool());
         QCOMPARE(c->runCount(), 2);
+        // The same run read back from its metrics.jsonl (what the CLI writes) overlays identically.
+        QVERIFY(ft->openRun(QString::fromStdString(dir + "/loftq")));
+        QCOMPARE(c->runCount(), 3);
+        QCOMPARE(c->trainPoints(2).size(), c->trainPoints(0).size());
+        for (int i = 0; i < c->trainPoints(0).size(); ++i) QCOMPARE(float(c->trainPoints(2)[i].y()), float(c->trainPoints(0)[i].y()));
+        QCOMPARE(c->evalPoints(2).size(), c->evalPoints(0).size());
         qInfo("demo fine-tune, 8 steps, NF2 r4: held-out loss LoftQ %.4f, QLoRA %.4f", loftq_final, ft->lastResult().final_eval_loss);
 
         o.steps = 100000;
         o.out_dir = dir + "/long";
         ft->setOptions(o);
         QVERIFY(ft->start());
-        QTRY_VERIFY_WITH_TIMEOUT(c->trainPoints(2).size() >= 1 || !ft->running(), 120000);
+        QTRY_VERIFY_WITH_TIMEOUT(c->trainPoints(3).size() >= 1 || !ft->running(), 120000);
         QElapsedTimer t;
         t.start();
         ft->stop();

@@ -58,6 +58,17 @@ struct TrainResult {
 
 TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel);
 
+// One line of OUT/metrics.jsonl as the GUI (and any reader) sees it: "train" lines carry the
+// train loss, "eval" lines the held-out loss; other fields are NaN / 0 when absent.
+struct MetricsRecord {
+    std::string kind;                 // "train" or "eval"
+    int step = 0;
+    double train_loss = 0, eval_loss = 0, lr = 0, tokens_per_s = 0;
+};
+// Reads OUT/metrics.jsonl (or the file itself); skips an unterminated last line (a run still
+// writing). Throws loftq::Error naming the file and line for malformed JSON.
+std::vector<MetricsRecord> read_metrics(const std::string& run_dir_or_file);
+
 struct EvalOptions {
     LoadOptions load;
     std::string data, tokenizer;
