@@ -91,6 +91,9 @@ std::pair<std::string, std::string> split_text(const std::string& data, const st
 
 void run_experiment(ExperimentArgs a) {
     namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(a.out, ec) && !fs::is_empty(a.out, ec))
+        throw Error(a.out, "", "--out is not empty (an earlier experiment's runs?): choose a new folder");
     if (a.eval_data.empty()) {
         const bool jsonl = a.data.size() > 6 && a.data.compare(a.data.size() - 6, 6, ".jsonl") == 0;
         if (jsonl) throw Error(a.data, "", "give --eval-data for JSONL data (e.g. GSM8K's test.jsonl)");

@@ -43,6 +43,31 @@ private slots:
         QVERIFY2(r.code == 0, qPrintable(r.err));
     }
 
+    // The paper in miniature end to end on a tiny demo (with its tokenizer and stories): six runs,
+    // a table with one row each, appended to the report; a second call into the same --out is
+    // refused up front.
+    void experimentWritesItsTable() {
+        const QString dir = tmp("cli-exp");
+        const QString m = dir + "/demo";
+        Run r = run({"make-demo", m, "--layers", "2", "--hidden", "64", "--intermediate", "160", "--heads", "4", "--kv-heads", "2",
+                     "--vocab", "512"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        const QString report = dir + "/EXPERIMENTS.md";
+        const QStringList args = {"experiment", m, "--data", m + "/demo-stories.txt", "--out", dir + "/runs", "--steps", "2",
+                                  "--batch", "2", "--seq", "32", "--rank", "4", "--iters", "1", "--eval-batches", "1",
+                                  "--threads", "2", "--report", report};
+        r = run(args, 300000);
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        const QString md = QString::fromStdString(loftq::read_text_file(report.toStdString()));
+        for (const char* row : {"| 2-bit | QLoRA |", "| 2-bit | LoftQ |", "| mixed 2/4-bit | QLoRA |", "| mixed 2/4-bit | LoftQ |",
+                                "| 4-bit | QLoRA |", "| 4-bit | LoftQ |"})
+            QVERIFY2(md.contains(row), row);
+        QVERIFY(md.contains("Command: `loftq experiment"));
+        r = run(args, 60000);
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("not empty"), qPrintable(r.err));
+    }
+
     void usageErrors() {
         QCOMPARE(run({}).code, 106);  // CLI11: a subcommand is required
         Run r = run({"quantize", model});
