@@ -23,11 +23,7 @@ using namespace loftq;
 
 namespace {
 
-uint32_t bits_of(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
+uint32_t bits_of(float f) { return loftq::test::float_bits(f); }
 
 // Equal bits, or both NaN (a NaN's payload may differ between the CPU and the GPU: e.g.
 // 0 * inf in a block whose scale is inf).

@@ -25,11 +25,7 @@ using namespace loftq;
 
 namespace {
 
-uint32_t bits_of(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
+uint32_t bits_of(float f) { return loftq::test::float_bits(f); }
 
 // The literals exactly as printed in LOFTQ-FACTS.md ("Code tables"), parsed at run time with
 // strtof so that the comparison does not rest on the compiler reading the same literal twice.

@@ -2,6 +2,7 @@
 // folders, deterministic random data and matrices with controlled spectra.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,13 @@ std::vector<float> gaussian(size_t n, uint64_t seed, double sigma = 1.0);
 // An m x n matrix with a decaying spectrum plus heavy-ish tails, like a trained weight:
 // sum_k s_k u_k v_k^T with s_k = decay^k, plus `noise` * Gaussian, plus a few outliers.
 Matrix structured_matrix(int64_t m, int64_t n, uint64_t seed, double decay = 0.9, double noise = 0.02);
+
+// The bit pattern of f (exact comparisons, NaN payloads).
+inline uint32_t float_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
 
 // ||A - B||_F / ||A||_F in float64.
 double rel_err(const float* a, const float* b, size_t n);
