@@ -22,22 +22,23 @@
 #include <nlohmann/json.hpp>
 
 #include "io/checkpoint.h"
+#include "loftq/exporter.h"
 #include "loftq/job.h"
 
 namespace loftq {
 
-class HfExport {
+class HfExport : public Exporter {
 public:
     // Opens the writers (partial files). Throws loftq::Error if out_dir is the input's folder or
     // holds the input, or is non-empty without `force`.
     HfExport(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan);
-    ~HfExport();
+    ~HfExport() override;
     // Thread-safe writers, called as results finish.
-    void write_copy(const TensorEntry& t);  // a non-target tensor, bit-exact
-    void write_target(size_t weight_index, const Decomposition& d);
+    void write_copy(const TensorEntry& t) override;  // a non-target tensor, bit-exact
+    void write_target(size_t weight_index, const Decomposition& d) override;
     // Writes config, tokenizer files, adapter config and metrics, then renames everything into
     // place (metrics last). Returns the final file paths.
-    std::vector<std::string> commit(const QuantizeResult& result, const nlohmann::ordered_json& manifest);
+    std::vector<std::string> commit(const QuantizeResult& result, const nlohmann::ordered_json& manifest) override;
 
     static bool is_conv1d(const ModelConfig& cfg, const std::string& module);
     static std::string task_type(const ModelConfig& cfg);

@@ -91,8 +91,8 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     set_blas_threads(1);  // LAPACK steps single-threaded: identical results for any thread count
     struct BlasRestore { int n; ~BlasRestore() { set_blas_threads(n); } } blas_restore{saved_blas};
 
-    std::unique_ptr<HfExport> exporter;
-    if (!opt.out_dir.empty()) exporter = std::make_unique<HfExport>(*ck, opt, res.plan);
+    std::unique_ptr<Exporter> exporter;
+    if (!opt.out_dir.empty()) exporter = make_exporter(*ck, opt, res.plan);
 
     // Tasks: targets (largest first), then non-target copies when exporting.
     std::vector<int> target_of_tensor(ck->tensors().size(), -1);

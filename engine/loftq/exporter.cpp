@@ -1,0 +1,15 @@
+// exporter.cpp: make_exporter (exporter.h), the one place that maps a format name to a writer.
+#include "loftq/exporter.h"
+
+#include "core/error.h"
+#include "loftq/export_hf.h"
+#include "loftq/job.h"
+
+namespace loftq {
+
+std::unique_ptr<Exporter> make_exporter(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan) {
+    if (opt.format == "hf" || opt.format.empty()) return std::make_unique<HfExport>(ck, opt, plan);
+    throw Error(opt.out_dir, "", "unknown export format '" + opt.format + "' (expected hf)");
+}
+
+}  // namespace loftq
