@@ -29,14 +29,16 @@ namespace {
 std::unique_ptr<float[]> alloc_floats(size_t n) { return std::unique_ptr<float[]>(new float[std::max<size_t>(n, 1)]); }
 }  // namespace
 
-LlamaCpu::LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const std::vector<float>& scales, int threads)
-    : cfg_(c) {
+LlamaCpu::LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const std::vector<float>& scales, int threads,
+                   bool packed_sites)
+    : cfg_(c), packed_sites_(packed_sites) {
     const int64_t C = c.dim, KV = c.kv_dim(), F = c.hidden, V = c.vocab, L = c.n_layers;
     if (int64_t(ranks.size()) != L * kLoraSites || int64_t(scales.size()) != L * kLoraSites)
         throw Error("LlamaCpu: ranks and scales need n_layers x 7 entries");
 
     // Base block.
-    const int64_t per_layer = 2 * C + 2 * C * C + 2 * KV * C + 3 * F * C + (c.qkv_bias ? C + 2 * KV : 0);
+    const int64_t site_floats = packed_sites ? 0 : 2 * C * C + 2 * KV * C + 3 * F * C;
+    const int64_t per_layer = 2 * C + site_floats + (c.qkv_bias ? C + 2 * KV : 0);
     base_n_ = size_t(V * C + L * per_layer + C + (c.tied_embeddings ? 0 : V * C));
     base_ = alloc_floats(base_n_);
     float* p = base_.get();
@@ -44,19 +46,27 @@ LlamaCpu::LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const st
     embed_ = take(V * C);
     layers_.resize(size_t(L));
     for (auto& w : layers_) {
+        auto site = [&](int64_t n) { return packed_sites ? nullptr : take(n); };
         w.attn_norm = take(C);
-        w.wq = take(C * C);
-        w.wk = take(KV * C);
-        w.wv = take(KV * C);
+        w.wq = site(C * C);
+        w.wk = site(KV * C);
+        w.wv = site(KV * C);
         if (c.qkv_bias) { w.bq = take(C); w.bk = take(KV); w.bv = take(KV); }
-        w.wo = take(C * C);
+        w.wo = site(C * C);
         w.ffn_norm = take(C);
-        w.wg = take(F * C);
-        w.wu = take(F * C);
-        w.wd = take(C * F);
+        w.wg = site(F * C);
+        w.wu = site(F * C);
+        w.wd = site(C * F);
     }
     final_norm_ = take(C);
     lm_head_ = c.tied_embeddings ? embed_ : take(V * C);
+    if (packed_sites) {
+        packed_.resize(size_t(L) * kLoraSites);
+        site_scratch_.resize(kLoraSites);
+        for (int s = 0; s < kLoraSites; ++s)
+            site_scratch_[size_t(s)].resize(size_t(lora_site_out(c, LoraSite(s)) * lora_site_in(c, LoraSite(s))));
+        code_scratch_.resize(size_t(std::max({C * C, F * C, KV * C})));
+    }
 
     // LoRA blocks: per site A then B, in (layer, site) order — also the trainable() order.
     slots_.resize(size_t(L) * kLoraSites);
@@ -119,10 +129,40 @@ float* LlamaCpu::site_bias(int l, LoraSite s) {
     return s == LoraSite::Q ? w.bq : s == LoraSite::K ? w.bk : s == LoraSite::V ? w.bv : nullptr;
 }
 
+void LlamaCpu::set_packed_site(int l, LoraSite s, PackedSite p) {
+    if (!packed_sites_) throw Error("LlamaCpu: set_packed_site on a model built with fp32 sites");
+    const QuantFormat& f = quant_format(p.kind);
+    const size_t n = size_t(lora_site_out(cfg_, s) * lora_site_in(cfg_, s));
+    const std::string name = lora_module_path(l, s) + ".weight";
+    if (p.block <= 0 || p.codes.size() != packed_size(n, f.bits) || p.scales.size() != num_blocks(n, p.block))
+        throw Error("", name, "packed weight has " + std::to_string(p.codes.size()) + " code bytes and " +
+                                  std::to_string(p.scales.size()) + " scales; expected " + std::to_string(packed_size(n, f.bits)) +
+                                  " and " + std::to_string(p.block > 0 ? num_blocks(n, p.block) : 0));
+    packed_[size_t(l) * kLoraSites + size_t(s)] = std::move(p);
+}
+
+uint64_t LlamaCpu::base_bytes() const {
+    uint64_t b = uint64_t(base_n_) * 4;
+    for (const auto& p : packed_) b += p.codes.size() + 4 * p.scales.size();
+    for (const auto& v : site_scratch_) b += 4 * v.size();
+    return b + code_scratch_.size();
+}
+
 ops::LoraLinear LlamaCpu::linear(int l, LoraSite s) const {
     const LoraSlot& sl = slot(l, s);
     auto* self = const_cast<LlamaCpu*>(this);
-    return {self->site_weight(l, s), self->site_bias(l, s), sl.A, sl.B, sl.in, sl.out, sl.rank, sl.scale};
+    const float* W = self->site_weight(l, s);
+    if (packed_sites_) {
+        // Each site kind has its own scratch: q, k and v (or gate and up) can be live at once.
+        const PackedSite& p = packed_[size_t(l) * kLoraSites + size_t(s)];
+        const QuantFormat& f = quant_format(p.kind);
+        const size_t n = size_t(sl.out * sl.in);
+        float* out = site_scratch_[size_t(s)].data();
+        unpack_codes(p.codes.data(), n, f.bits, code_scratch_.data());
+        dequantize(f, code_scratch_.data(), p.scales.data(), n, p.block, out, threads_);
+        W = out;
+    }
+    return {W, self->site_bias(l, s), sl.A, sl.B, sl.in, sl.out, sl.rank, sl.scale};
 }
 
 float* LlamaCpu::xa(int l, LoraSite s) const {

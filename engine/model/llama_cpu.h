@@ -24,6 +24,7 @@
 
 #include "model/llama.h"
 #include "model/ops.h"
+#include "quant/quantizer.h"
 
 namespace loftq {
 
@@ -38,6 +39,16 @@ struct LlamaLayerWeights {
     float* wg = nullptr;                                 // F x C
     float* wu = nullptr;                                 // F x C
     float* wd = nullptr;                                 // C x F
+};
+
+// A frozen site weight kept in its low-bit form (a packed export): k-bit codes packed LSB-first
+// and one fp32 scale per block; dequantized into a per-site-kind scratch each time the site is
+// used, so the base costs k bits per weight (+ 32 / block) instead of 32.
+struct PackedSite {
+    QuantKind kind = QuantKind::NF4;
+    int block = 64;
+    std::vector<uint8_t> codes;   // packed_size(out * in, bits)
+    std::vector<float> scales;    // num_blocks(out * in, block)
 };
 
 // One adapted site: y += scale * (x A^T) B^T. rank 0: A, B, dA, dB are null.
@@ -59,7 +70,10 @@ class LlamaCpu final : public LlamaModel {
 public:
     // ranks, scales: n_layers x kLoraSites, row-major (layer, site); rank 0 = not adapted.
     // Base weights and LoRA values are left uninitialized for the loader to fill.
-    LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const std::vector<float>& scales, int threads);
+    // packed_sites: the seven projection weights of every layer are held as PackedSite (filled
+    // by the loader through set_packed_site) instead of fp32 in the base block.
+    LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const std::vector<float>& scales, int threads,
+             bool packed_sites = false);
 
     const LlamaConfig& config() const override { return cfg_; }
     float forward(const int* tokens, const int* targets, int B, int T) override;
@@ -77,18 +91,20 @@ public:
     float* final_norm() { return final_norm_; }
     float* lm_head() { return lm_head_; }            // == embed() when tied
     LlamaLayerWeights& layer(int l) { return layers_[size_t(l)]; }
-    float* site_weight(int l, LoraSite s);           // the frozen base W of a site (out x in)
+    float* site_weight(int l, LoraSite s);           // the frozen base W of a site (out x in); null when packed
+    bool packed_sites() const { return packed_sites_; }
+    void set_packed_site(int l, LoraSite s, PackedSite p);   // checks sizes; throws loftq::Error
     float* site_bias(int l, LoraSite s);             // q/k/v bias or null
     LoraSlot& slot(int l, LoraSite s) { return slots_[size_t(l) * kLoraSites + size_t(s)]; }
     const LoraSlot& slot(int l, LoraSite s) const { return slots_[size_t(l) * kLoraSites + size_t(s)]; }
     int threads() const { return threads_; }
     // Bytes held: base weights, LoRA values + grads, activations + backward scratch.
-    uint64_t base_bytes() const { return uint64_t(base_n_) * 4; }
+    uint64_t base_bytes() const;   // fp32 block + packed sites + their dequantization scratch
     uint64_t lora_bytes() const { return uint64_t(lora_n_) * 8; }
     uint64_t activation_bytes() const { return uint64_t(act_cap_ + grad_cap_) * 4; }
 
 private:
-    ops::LoraLinear linear(int l, LoraSite s) const;
+    ops::LoraLinear linear(int l, LoraSite s) const;   // dequantizes a packed site into its scratch
     float* xa(int l, LoraSite s) const;  // N x rank slice of the activation block
     void ensure_activations(int B, int T);
     void ensure_backward_scratch();
@@ -102,6 +118,10 @@ private:
     float* final_norm_ = nullptr;
     float* lm_head_ = nullptr;
     std::vector<LlamaLayerWeights> layers_;
+    bool packed_sites_ = false;
+    std::vector<PackedSite> packed_;                  // n_layers x 7 when packed_sites_
+    mutable std::vector<std::vector<float>> site_scratch_;   // one per site kind (out x in)
+    mutable std::vector<uint8_t> code_scratch_;       // unpacked codes of one site
 
     std::vector<float> lora_, lora_grad_;
     size_t lora_n_ = 0;

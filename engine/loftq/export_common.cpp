@@ -1,0 +1,139 @@
+// export_common.cpp: see export_common.h.
+#include "loftq/export_common.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <regex>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/peft_adapter.h"
+#include "loftq/export_hf.h"
+
+namespace fs = std::filesystem;
+
+namespace loftq {
+
+std::string module_path(const std::string& tensor_name) {
+    const std::string suf = ".weight";
+    if (tensor_name.size() > suf.size() && tensor_name.compare(tensor_name.size() - suf.size(), suf.size(), suf) == 0)
+        return tensor_name.substr(0, tensor_name.size() - suf.size());
+    return tensor_name;
+}
+
+std::string prepare_output_dir(const std::string& out_dir, const std::string& input_dir,
+                               const std::vector<std::string>& input_files, bool force) {
+    const std::string out = fs::absolute(out_dir).lexically_normal().string();
+    // Never write over the input.
+    if (path_within(out, input_dir) || same_file(out, input_dir))
+        throw Error(out, "", "refusing to write into the input model's folder " + input_dir + ": choose another --out");
+    for (auto& f : input_files)
+        if (path_within(f, out)) throw Error(out, "", "the output folder holds the input file " + f);
+    std::error_code ec;
+    if (fs::exists(out, ec) && !fs::is_directory(out, ec)) throw Error(out, "", "exists and is not a folder");
+    if (fs::is_directory(out, ec) && !fs::is_empty(out, ec) && !force)
+        throw Error(out, "", "output folder is not empty (use --force to replace the files it will write)");
+    fs::create_directories(out, ec);
+    if (ec) throw Error(out, "", "cannot create output folder: " + ec.message());
+    return out;
+}
+
+std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck, bool force) {
+    return prepare_output_dir(out_dir, ck.dir(), ck.files(), force);
+}
+
+void remove_stale_weights(const std::string& dir, const std::vector<std::string>& written, bool sharded,
+                          const std::string& base) {
+    const std::regex weight_re("^" + base + R"((-\d{5}-of-\d{5})?\.safetensors$)");
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+        std::string name = e.path().filename().string();
+        bool stale = std::regex_match(name, weight_re) && std::find(written.begin(), written.end(), name) == written.end();
+        stale |= !sharded && name == base + ".safetensors.index.json";
+        if (stale) fs::remove(e.path(), ec);
+    }
+}
+
+AdapterPlan::AdapterPlan(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan) {
+    const ModelConfig& cfg = ck.config();
+    for (const auto& w : plan.weights) {
+        int r = int(std::min<int64_t>(w.s.rank, std::min(w.rows, w.cols)));
+        bool c1 = HfExport::is_conv1d(cfg, w.module);
+        int64_t in = c1 ? w.rows : w.cols, outf = c1 ? w.cols : w.rows;
+        ranks.push_back(r);
+        alphas.push_back(opt.plan.lora_alpha ? *opt.plan.lora_alpha : double(std::max(r, 1)));
+        conv1d.push_back(c1);
+        if (r == 0) continue;
+        std::string mp = module_path(w.name);
+        layout.push_back({peft_lora_key(mp, 'A'), DType::F32, "", {r, in}, uint64_t(r) * uint64_t(in) * 4});
+        layout.push_back({peft_lora_key(mp, 'B'), DType::F32, "", {outf, r}, uint64_t(outf) * uint64_t(r) * 4});
+    }
+}
+
+PeftFactors peft_factors(const AdapterPlan& ap, const QuantizeOptions& opt, const WeightPlan& w, size_t wi,
+                         const Decomposition& d) {
+    const int r = ap.ranks[wi];
+    const int64_t m = w.rows, n = w.cols;
+    // A (r x n), B (m x r) in the stored orientation.
+    Matrix A(r, n), B(m, r);
+    if (d.lr.B.cols == r) {
+        // PEFT scale s = alpha / r; store sqrt(1/s) B and sqrt(1/s) A so that s B' A' = B A.
+        float k = float(std::sqrt(double(r) / ap.alphas[wi]));
+        for (size_t i = 0; i < A.size(); ++i) A.buf[i] = d.lr.A.buf[i] * k;
+        for (size_t i = 0; i < B.size(); ++i) B.buf[i] = d.lr.B.buf[i] * k;
+    } else {
+        // QLoRA init (T = 0): A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0.
+        uint64_t seed = weight_seed(opt.plan.seed, w.name, 0);
+        Rng rng(seed);
+        bool c1 = ap.conv1d[wi];
+        double bound = 1.0 / std::sqrt(double(c1 ? m : n));
+        for (auto& x : (c1 ? B : A).buf) x = float((2.0 * rng.uniform() - 1.0) * bound);
+    }
+    if (!ap.conv1d[wi]) return {std::move(A), std::move(B)};
+    // Stored delta (in x out) = B_s A_s; PEFT's fan_in_fan_out delta = (B A)^T = A^T B^T,
+    // so PEFT A = B_s^T (r x in), PEFT B = A_s^T (out x r).
+    Matrix At(r, m), Bt(n, r);
+    for (int64_t i = 0; i < m; ++i)
+        for (int j = 0; j < r; ++j) At.at(j, i) = B.at(i, j);
+    for (int j = 0; j < r; ++j)
+        for (int64_t i = 0; i < n; ++i) Bt.at(i, j) = A.at(j, i);
+    return {std::move(At), std::move(Bt)};
+}
+
+void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan,
+                        const AdapterPlan& ap, const std::string& out, const QuantizeResult& result,
+                        const nlohmann::ordered_json& manifest,
+                        const std::function<void(nlohmann::ordered_json&)>& amend_metrics) {
+    staged.write("config.json", ck.hf_config_json().dump(2) + "\n");
+    for (const auto& f : ck.aux_files()) staged.copy_from(fs::path(f).filename().string(), f);
+
+    std::vector<AdapterModule> mods;
+    bool any_conv1d = false;
+    for (size_t i = 0; i < plan.weights.size(); ++i) {
+        if (ap.ranks[i] == 0) continue;
+        const auto& w = plan.weights[i];
+        std::string mp = module_path(w.name);
+        auto d = mp.rfind('.');
+        mods.push_back({mp, d == std::string::npos ? mp : mp.substr(d + 1), ap.ranks[i], ap.alphas[i]});
+        any_conv1d |= ap.conv1d[i];
+    }
+    std::vector<std::string> linear;
+    for (const auto& t : ck.tensors())
+        if (t.is_matrix() && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0)
+            linear.push_back(module_path(t.name));
+    auto acfg = peft_adapter_config(mods, linear, out, HfExport::task_type(ck.config()), any_conv1d);
+    staged.write("loftq_init/adapter_config.json", acfg.dump(2) + "\n");
+    if (opt.extra_files)
+        for (const auto& [rel, bytes] : opt.extra_files(result)) {
+            if (rel.empty() || fs::path(rel).is_absolute() || rel.find("..") != std::string::npos)
+                throw Error(out, "", "extra export file name '" + rel + "' must be a plain relative path");
+            staged.write(rel, bytes);
+        }
+    staged.write("loftq_metrics.csv", metrics_csv(result));
+    nlohmann::ordered_json mj = metrics_json(result, manifest);
+    if (amend_metrics) amend_metrics(mj);
+    staged.write("loftq_metrics.json", mj.dump(2) + "\n");  // last: marks the export done
+}
+
+}  // namespace loftq

@@ -1,0 +1,67 @@
+// export_common.h: what every export format shares (export_hf, export_packed, unpack): the
+// output-folder checks, the PEFT adapter (ranks, alphas, GPT-2 Conv1D orientation, the
+// factors exactly as loftq_init stores them), the trailing files of an export (config,
+// tokenizer, adapter config, extra files, metrics last) and removal of stale weight files after
+// a --force export. Formats keep only their own weight layout.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/fsutil.h"
+#include "core/matrix.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "loftq/decompose.h"
+#include "loftq/job.h"
+
+namespace loftq {
+
+// "model.layers.0.mlp.up_proj.weight" -> "model.layers.0.mlp.up_proj" (names without ".weight"
+// are returned as they are).
+std::string module_path(const std::string& tensor_name);
+
+// The absolute, normalized output folder, created. Throws loftq::Error when it is (or holds) the
+// input, is a file, or is non-empty without `force`.
+std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck, bool force);
+// The same checks for a folder that must not be, or lie inside / around, `input_dir`.
+std::string prepare_output_dir(const std::string& out_dir, const std::string& input_dir,
+                               const std::vector<std::string>& input_files, bool force);
+
+// After a --force export into a folder that held an earlier one: `<base>.safetensors`,
+// `<base>-XXXXX-of-XXXXX.safetensors` not in `written`, and (when not sharded) a stale
+// `<base>.safetensors.index.json` are removed. Only names of that layout are touched.
+void remove_stale_weights(const std::string& dir, const std::vector<std::string>& written, bool sharded,
+                          const std::string& base);
+
+// The loftq_init adapter of a plan: per weight its exported rank (clamped to min(m, n); 0 = no
+// factors), lora_alpha and Conv1D flag, and the adapter file's layout (PEFT keys, fp32).
+struct AdapterPlan {
+    std::vector<int> ranks;
+    std::vector<double> alphas;
+    std::vector<bool> conv1d;
+    std::vector<OutTensor> layout;
+    AdapterPlan(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan);
+};
+
+// Weight wi's factors in PEFT orientation, exactly as loftq_init stores them: A (r x in),
+// B (out x r), fp32, scaled by sqrt(r / alpha); QLoRA's init when the weight ran T = 0;
+// transposed for Conv1D (see export_hf.h). Requires ranks[wi] > 0.
+struct PeftFactors {
+    Matrix A, B;
+};
+PeftFactors peft_factors(const AdapterPlan& ap, const QuantizeOptions& opt, const WeightPlan& w, size_t wi,
+                         const Decomposition& d);
+
+// Stages config.json, the tokenizer/generation files, loftq_init/adapter_config.json (base
+// model = `out`), the options' extra files, loftq_metrics.csv and loftq_metrics.json (last; the
+// marker of a finished export). `amend_metrics` may add format-specific fields to the JSON.
+void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan,
+                        const AdapterPlan& ap, const std::string& out, const QuantizeResult& result,
+                        const nlohmann::ordered_json& manifest,
+                        const std::function<void(nlohmann::ordered_json&)>& amend_metrics = {});
+
+}  // namespace loftq
