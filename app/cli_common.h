@@ -33,6 +33,7 @@ void add_finetune(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
+void add_unpack(CLI::App& app);
 
 // Routes the first Ctrl-C to `token` while it lives (a second one kills the process as usual);
 // restores the previous handler on any exit. One at a time.

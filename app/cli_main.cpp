@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
     loftq::cli::add_eval(app);
     loftq::cli::add_convert(app);
     loftq::cli::add_experiment(app);
+    loftq::cli::add_unpack(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -13,9 +13,9 @@ namespace loftq::cli {
 
 namespace {
 struct QuantizeArgs {
-    std::string model, out, max_shard = "5GB";
+    std::string model, out, max_shard = "5GB", format = "hf";
     int threads = 0;
-    bool force = false, dry_run = false, no_checksums = false, quiet = false;
+    bool force = false, dry_run = false, no_checksums = false, quiet = false, double_quant = false;
     PlanFlags flags;
 };
 
@@ -28,6 +28,8 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     opt.force = a.force;
     opt.checksums = !a.no_checksums;
     opt.max_shard_bytes = parse_size(a.max_shard);
+    opt.format = a.format;
+    opt.double_quant = a.double_quant;
     CancelToken cancel;
     ProgressPrinter printer(a.quiet);
     struct FinishLine {  // ends the progress line on any exit (a cancel or an error too)
@@ -67,6 +69,9 @@ void add_quantize(CLI::App& app) {
     sub->add_option("--threads", args->threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
     sub->add_option("--max-shard-size", args->max_shard, "Largest output shard, e.g. 5GB (default), 500MB");
     sub->add_flag("--force", args->force, "Write into a non-empty output folder");
+    sub->add_option("--format", args->format, "Output format: hf (default), packed (docs/FORMAT.md) or bnb-nf4")
+        ->check(CLI::IsMember({"hf", "packed", "bnb-nf4"}));
+    sub->add_flag("--double-quant", args->double_quant, "packed: store block scales as 8-bit codes (QLoRA-style double quantization)");
     sub->add_flag("--no-checksums", args->no_checksums, "Skip input checksums in the manifest");
     sub->add_flag("-q,--quiet", args->quiet, "No progress output");
 }

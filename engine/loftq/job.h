@@ -65,6 +65,7 @@ struct QuantizeOptions {
     bool checksums = true;        // input checksums in the manifest
     std::vector<std::string> only;  // restrict to these target names (GUI "run selected"); empty = all
     std::string format = "hf";      // output format: "hf", "packed" or "bnb-nf4" (exporter.h)
+    bool double_quant = false;      // packed: 8-bit block scales (QLoRA-style double quantization)
     // Extra files for the export (e.g. the GUI's plots as PNG), asked for once every weight is
     // done and written into the same atomic commit: (path relative to out_dir, bytes). Called on
     // a job thread; it may throw loftq::Cancelled to abandon the export.

@@ -1,0 +1,20 @@
+// unpack.h: a packed LoftQ export (export_packed.h) back into the Hugging Face LoftQ layout
+// (export_hf.h): the backbone with every quantized weight dequantized (table[code] * scale, the
+// engine's Q when the scales are not double-quantized) in the source dtype recorded in the
+// metadata, all other tensors copied bit-exactly, in the source order and shard limit the
+// export recorded; config, tokenizer files, loftq_init/ (adapter_config's
+// base_model_name_or_path pointed at the new folder) and the metrics copied. Written atomically
+// (nothing in place until everything is), metrics last. For an export without double
+// quantization the result equals `loftq quantize --format hf` byte for byte (model weights and
+// adapter tensors).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace loftq {
+
+// Throws loftq::Error for a corrupt export (see packed_reader.h), an output folder that is or
+// holds the input, or a non-empty output folder without `force`. Returns the files written.
+std::vector<std::string> unpack_packed(const std::string& packed_dir, const std::string& out_dir, bool force);
+
+}  // namespace loftq
