@@ -13,7 +13,7 @@ std::unique_ptr<Exporter> make_exporter(const Checkpoint& ck, const QuantizeOpti
     if (opt.format == "hf" || opt.format.empty()) return std::make_unique<HfExport>(ck, opt, plan);
     if (opt.format == "packed") return std::make_unique<PackedExport>(ck, opt, plan);
     if (opt.format == "bnb-nf4") return std::make_unique<BnbExport>(ck, opt, plan);
-    throw Error(opt.out_dir, "", "unknown export format '" + opt.format + "' (expected hf)");
+    throw Error(opt.out_dir, "", "unknown export format '" + opt.format + "' (expected hf, packed or bnb-nf4)");
 }
 
 }  // namespace loftq
