@@ -29,6 +29,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/packed_reader.h"
 #include "io/peft_adapter.h"
 #include "io/safetensors.h"
 #include "linalg/blas.h"
@@ -123,7 +124,22 @@ LlamaConfig checked_config(const Checkpoint& ck) {
 
 // Every tensor of the checkpoint must be one this model uses: an ignored tensor (an o_proj bias,
 // q_norm, an extra layer) would silently compute a different model.
-void check_no_extra_tensors(const Checkpoint& ck, const LlamaConfig& c) {
+// A packed export (docs/FORMAT.md) stores each quantized site as <name>.qcodes / .qscales* and
+// its LoRA factors as <module>.lora_A/B.weight beside the copied tensors.
+bool is_packed_part(const std::string& n) {
+    for (const char* suf : {".qcodes", ".qscales", ".qscales_q", ".qscales_absmax", ".qscales_offset", ".lora_A.weight", ".lora_B.weight"}) {
+        const size_t k = std::strlen(suf);
+        if (n.size() > k && n.compare(n.size() - k, k, suf) == 0) return true;
+    }
+    return false;
+}
+bool is_packed_export(const Checkpoint& ck) {
+    for (const auto& t : ck.tensors())
+        if (t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".qcodes") == 0) return true;
+    return false;
+}
+
+void check_no_extra_tensors(const Checkpoint& ck, const LlamaConfig& c, bool packed) {
     std::set<std::string> known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
     for (int l = 0; l < c.n_layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -135,6 +151,7 @@ void check_no_extra_tensors(const Checkpoint& ck, const LlamaConfig& c) {
     }
     for (const auto& t : ck.tensors()) {
         if (known.count(t.name)) continue;
+        if (packed && is_packed_part(t.name)) continue;
         if (t.name.size() >= 19 && t.name.compare(t.name.size() - 19, 19, "rotary_emb.inv_freq") == 0) continue;
         throw Error(ck.files()[size_t(t.file)], t.name,
                     "not part of a LLaMA-family decoder with " + std::to_string(c.n_layers) +
@@ -277,7 +294,11 @@ LlamaConfig llama_config_from(const ModelConfig& m) {
 std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
     auto ck = Checkpoint::open(opt.model);
     const LlamaConfig cfg = checked_config(*ck);
-    check_no_extra_tensors(*ck, cfg);
+    const bool packed = is_packed_export(*ck);
+    if (packed && opt.init != InitKind::Export)
+        throw Error(ck->path(), "", "a packed LoftQ export is already quantized: load it as an export (--init export), or "
+                                    "start --init loftq/qlora/lora16 from the original checkpoint");
+    check_no_extra_tensors(*ck, cfg, packed);
     const int L = cfg.n_layers;
     const int64_t C = cfg.dim, KV = cfg.kv_dim(), V = cfg.vocab;
 
@@ -309,7 +330,18 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
                 scales[i] = r ? float(alpha / double(r)) : 0.f;
             }
     }
-    auto m = std::make_unique<LlamaCpu>(cfg, ranks, scales, opt.threads);
+    // A packed export whose seven projections are all quantized keeps them packed in memory
+    // (k bits + 32/block per weight, dequantized per use); otherwise every site is fp32.
+    std::unique_ptr<PackedReader> preader;
+    bool keep_packed = false;
+    if (packed) {
+        preader = PackedReader::open(ck->dir());
+        keep_packed = true;
+        for (int l = 0; l < L && keep_packed; ++l)
+            for (int s = 0; s < kLoraSites; ++s)
+                if (!preader->weight(weight_name(l, LoraSite(s)))) keep_packed = false;
+    }
+    auto m = std::make_unique<LlamaCpu>(cfg, ranks, scales, opt.threads, keep_packed);
 
     // Reads one tensor into dst after checking presence and shape; read_f32 rejects NaN/Inf
     // naming the tensor.
@@ -339,7 +371,25 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
 
     // The seven targets of every layer.
     auto load_target = [&](int l, LoraSite s) {
-        load(weight_name(l, s), m->site_weight(l, s), {lora_site_out(cfg, s), lora_site_in(cfg, s)});
+        const std::string name = weight_name(l, s);
+        const PackedWeight* pw = preader ? preader->weight(name) : nullptr;
+        if (pw && (pw->rows != lora_site_out(cfg, s) || pw->cols != lora_site_in(cfg, s)))
+            throw Error(preader->dir(), name, "packed shape does not match the config");
+        if (pw && keep_packed) {
+            PackedSite ps;
+            ps.kind = pw->quant;
+            ps.block = pw->block;
+            const std::vector<uint8_t> codes = preader->codes(*pw);   // validated: each below the level count
+            ps.codes.resize(packed_size(codes.size(), pw->bits));
+            pack_codes(codes.data(), codes.size(), pw->bits, ps.codes.data());
+            ps.scales = preader->scales(*pw);                          // double-quantized ones decoded
+            m->set_packed_site(l, s, std::move(ps));
+        } else if (pw) {
+            const std::vector<float> q = preader->dequantize(*pw);
+            std::memcpy(m->site_weight(l, s), q.data(), q.size() * sizeof(float));
+        } else {
+            load(name, m->site_weight(l, s), {lora_site_out(cfg, s), lora_site_in(cfg, s)});
+        }
     };
     const int K = L * kLoraSites;
     switch (opt.init) {
