@@ -8,6 +8,7 @@
 #include "cli_common.h"
 #include "io/checkpoint.h"
 #include "loftq/budget.h"
+#include "loftq/export_summary.h"
 #include "loftq/job.h"
 
 namespace loftq::cli {
@@ -34,7 +35,50 @@ std::string shape_str(const std::vector<int64_t>& s) {
     return o + "]";
 }
 
+// A packed export: its per-weight quantizers, stored bytes and recorded errors.
+void inspect_packed(const InspectArgs& a) {
+    const ExportSummary s = read_packed_export(a.model);
+    const ResolvedPlan rp = resolve_plan(s.plan, s.tensors);
+    const PlanSize sz = plan_size(rp, s.tensors);
+    if (a.json) {
+        nlohmann::ordered_json j;
+        j["path"] = s.dir;
+        j["kind"] = "loftq-packed";
+        nlohmann::ordered_json ws = nlohmann::ordered_json::array();
+        for (size_t i = 0; i < rp.weights.size(); ++i) {
+            const WeightPlan& w = rp.weights[i];
+            nlohmann::ordered_json e = {{"name", w.name}, {"quant", quant_format(w.s.quant).name}, {"block", w.s.block},
+                                        {"rank", w.s.rank}, {"shape", {w.rows, w.cols}},
+                                        {"bytes", quantized_weight_bytes(w.rows, w.cols, w.s)}};
+            if (s.has_metrics) {
+                e["qlora_error"] = s.result.weights[i].baseline;
+                e["final_error"] = s.result.weights[i].final_error;
+            }
+            ws.push_back(e);
+        }
+        j["weights"] = ws;
+        j["quantized_bytes"] = s.stored_quantized_bytes;
+        j["plan_size"] = {{"total_bytes", sz.total_bytes}, {"bits_per_param", sz.bits_per_param()}};
+        std::printf("%s\n", j.dump(2).c_str());
+        return;
+    }
+    std::printf("%s  (packed LoftQ export, %zu tensors, %zu quantized)\n", s.dir.c_str(), s.tensors.size(), rp.weights.size());
+    std::printf("%-52s %-5s %5s %5s %13s %10s %8s %8s\n", "weight", "quant", "block", "rank", "shape", "bytes", "QLoRA", "LoftQ");
+    for (size_t i = 0; i < rp.weights.size(); ++i) {
+        const WeightPlan& w = rp.weights[i];
+        char shape[32];
+        std::snprintf(shape, sizeof shape, "%lldx%lld", (long long)w.rows, (long long)w.cols);
+        std::printf("%-52s %-5s %5d %5d %13s %10llu", w.name.c_str(), quant_format(w.s.quant).name, w.s.block, w.s.rank, shape,
+                    (unsigned long long)quantized_weight_bytes(w.rows, w.cols, w.s));
+        if (s.has_metrics) std::printf(" %8.5f %8.5f", s.result.weights[i].baseline, s.result.weights[i].final_error);
+        std::printf("\n");
+    }
+    std::printf("quantized weights: %s stored (codes + scales); whole export as planned: %s, %.3f bits per param\n",
+                human_bytes(double(s.stored_quantized_bytes)).c_str(), human_bytes(double(sz.total_bytes)).c_str(), sz.bits_per_param());
+}
+
 void run_inspect(const InspectArgs& a) {
+    if (is_packed_export(a.model)) return inspect_packed(a);
     auto ck = Checkpoint::open(a.model);
     Plan plan = a.flags.make_plan();
     const std::vector<TensorMeta> metas = tensor_metas(*ck);

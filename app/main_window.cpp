@@ -291,14 +291,15 @@ void MainWindow::updateTitle() {
 
 void MainWindow::updateActions() {
     const bool model = doc_->hasModel(), busy = job_->running() || openWatcher_->isRunning();
+    const bool source = model && !openedExport_;   // runs and exports need source weights
     actOpen_->setEnabled(!busy);
     actDemo_->setEnabled(!busy);
     actLoadPlan_->setEnabled(model && !busy);
     actSavePlan_->setEnabled(model);
     actSavePlanAs_->setEnabled(model);
-    actExport_->setEnabled(model && !busy);
-    actRunAll_->setEnabled(model && !busy && !doc_->resolved().weights.empty());
-    actRunSel_->setEnabled(model && !busy && !doc_->weightsOfCells(grid_->selectedCells()).empty());
+    actExport_->setEnabled(source && !busy);
+    actRunAll_->setEnabled(source && !busy && !doc_->resolved().weights.empty());
+    actRunSel_->setEnabled(source && !busy && !doc_->weightsOfCells(grid_->selectedCells()).empty());
     actCancel_->setEnabled(job_->running());
     cancelButton_->setVisible(job_->running());
     progress_->setVisible(job_->running());

@@ -77,6 +77,7 @@ public:
     QTabWidget* centralTabs() const { return centralTabs_; }
     std::shared_ptr<const loftq::QuantizeResult> lastResult() const { return last_result_; }
     QString lastExportDir() const { return last_export_dir_; }
+    bool openedExport() const { return openedExport_; }
     void setThreads(int n) { threads_ = n; }
 
 signals:
@@ -150,6 +151,7 @@ private:
     bool exporting_ = false, exportPlots_ = false;
     bool interactive_ = true;
     bool layoutRestored_ = false;
+    bool openedExport_ = false;     // a packed export is open: shown, not re-quantized
     std::pair<bool, bool> planDocksOpen_{true, true};   // chart and results docks, while on Fine-tune   // a saved dock layout was restored (else defaults apply)
     int threads_ = 0;
     std::shared_ptr<const loftq::QuantizeResult> last_result_;

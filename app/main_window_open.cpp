@@ -62,16 +62,25 @@ void MainWindow::onOpened(const OpenedModel& m) {
         emit openFinished(false);
         return;
     }
-    loftq::Plan plan;
+    loftq::Plan plan = m.packed ? m.plan : loftq::Plan{};
     plan.model = m.path.toStdString();
     results_->clear();
     last_result_.reset();
     planPath_.clear();
+    openedExport_ = m.packed;
     doc_->setModel(m.path, m.tensors, plan);
+    if (m.recorded) {  // the export's own run: heatmap, curves and grid errors as recorded
+        results_->start(m.recorded->plan);
+        results_->finish(*m.recorded);
+        last_result_ = m.recorded;
+    }
     overview_->setFacts(m.facts);
     finetune_->setModelPath(m.path);
     addRecent(m.path);
-    statusLabel_->setText(tr("%1: %2 tensors, %3 quantization targets").arg(m.title).arg(m.tensors.size()).arg(doc_->resolved().weights.size()));
+    statusLabel_->setText(m.packed ? tr("%1: packed LoftQ export, %2 quantized weights (read-only: fine-tune it in the Fine-tune tab, or loftq unpack)")
+                                         .arg(m.title)
+                                         .arg(doc_->resolved().weights.size())
+                                   : tr("%1: %2 tensors, %3 quantization targets").arg(m.title).arg(m.tensors.size()).arg(doc_->resolved().weights.size()));
     log_->append(LogPanel::Level::Info, tr("opened %1 (%2 layers x %3 modules on the grid)").arg(m.path).arg(doc_->layers()).arg(doc_->columns().size()));
     updateTitle();
     updateActions();

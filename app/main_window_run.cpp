@@ -48,6 +48,11 @@ void MainWindow::cancelRun() {
 
 bool MainWindow::startRun(const std::vector<std::string>& only, const QString& out_dir, bool plots, bool force) {
     if (!doc_->hasModel() || job_->running() || openWatcher_->isRunning()) return false;
+    if (openedExport_) {
+        showError(tr("Run"), tr("This is a packed LoftQ export: its weights are already quantized. Open the original "
+                                "checkpoint to run a plan, or fine-tune the export in the Fine-tune tab."));
+        return false;
+    }
     loftq::QuantizeOptions opt;
     opt.model = doc_->modelPath().toStdString();
     opt.out_dir = out_dir.toStdString();

@@ -11,6 +11,7 @@
 #include "core/fsutil.h"
 #include "io/synthetic_model.h"
 #include "train/demo_data.h"
+#include "loftq/export_summary.h"
 #include "loftq/job.h"
 
 namespace studio {
@@ -49,12 +50,19 @@ OpenedModel open_model(const QString& path) {
     QFileInfo fi(m.path);
     m.title = fi.isDir() ? fi.fileName() : fi.dir().dirName() + "/" + fi.fileName();
     m.tensors = loftq::tensor_metas(*ck);
+    if (loftq::is_packed_export(m.path.toStdString())) {
+        loftq::ExportSummary es = loftq::read_packed_export(m.path.toStdString());
+        m.packed = true;
+        m.tensors = es.tensors;
+        m.plan = es.plan;
+        if (es.has_metrics) m.recorded = std::make_shared<const loftq::QuantizeResult>(std::move(es.result));
+    }
     const loftq::ModelConfig& c = ck->config();
     uint64_t params = 0;
     for (const auto& t : ck->tensors()) params += t.numel();
     auto add = [&](const QString& k, const QString& v) { m.facts.append({k, v}); };
     add("Path", m.path);
-    add("Format", kind_text(ck->kind()));
+    add("Format", m.packed ? QString("packed LoftQ export (read-only: fine-tune it, or loftq unpack)") : QString(kind_text(ck->kind())));
     add("Model type", c.model_type.empty() ? QString("(unknown)") : QString::fromStdString(c.model_type));
     add("Layers", QString::number(c.n_layers));
     add("Hidden size", QString::number(c.hidden));

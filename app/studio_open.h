@@ -7,6 +7,9 @@
 #include <QString>
 #include <vector>
 
+#include <memory>
+
+#include "loftq/job.h"
 #include "loftq/plan.h"
 
 namespace studio {
@@ -17,6 +20,11 @@ struct OpenedModel {
     std::vector<loftq::TensorMeta> tensors;
     QList<QPair<QString, QString>> facts;          // label, value: for the overview
     QString error;                                 // set instead of the above when opening failed
+    // A packed LoftQ export: its logical tensors (above), the plan it was made with (every
+    // weight explicit) and, when it has loftq_metrics.json, the recorded run.
+    bool packed = false;
+    loftq::Plan plan;
+    std::shared_ptr<const loftq::QuantizeResult> recorded;
 };
 
 // Throws loftq::Error naming the file on any problem. Safe to call from any thread.

@@ -68,6 +68,30 @@ private slots:
         QVERIFY2(r.err.contains("not empty"), qPrintable(r.err));
     }
 
+    // Packed export from the command line: quantize --format packed, inspect shows its weights
+    // with quantizer and recorded errors, unpack writes the HF layout; bnb-nf4 refuses NF2.
+    void packedFormatRoundTrip() {
+        const QString out = tmp("cli-packed") + "/p";
+        Run r = run({"quantize", model, "--out", out, "--format", "packed", "--quant", "nf3", "--rank", "4", "--iters", "1", "-q"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        r = run({"inspect", out, "--json"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        const json j = json::parse(r.out.toStdString());
+        QCOMPARE(QString::fromStdString(j["kind"].get<std::string>()), QString("loftq-packed"));
+        QCOMPARE(int(j["weights"].size()), 14);
+        for (const auto& w : j["weights"]) {
+            QCOMPARE(QString::fromStdString(w["quant"].get<std::string>()), QString("nf3"));
+            QVERIFY(w["final_error"].get<double>() < w["qlora_error"].get<double>());
+        }
+        const QString hf = tmp("cli-unpacked") + "/hf";
+        r = run({"unpack", out, "--out", hf});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        QVERIFY(QFile::exists(hf + "/model.safetensors") && QFile::exists(hf + "/loftq_init/adapter_model.safetensors"));
+        r = run({"quantize", model, "--out", tmp("cli-bnb") + "/b", "--format", "bnb-nf4", "--quant", "nf2"});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("nf4"), qPrintable(r.err));
+    }
+
     void usageErrors() {
         QCOMPARE(run({}).code, 106);  // CLI11: a subcommand is required
         Run r = run({"quantize", model});

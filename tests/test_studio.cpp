@@ -15,6 +15,10 @@
 #include "error_chart.h"
 #include "error_heatmap.h"
 #include "log_panel.h"
+#include "core/cancel.h"
+#include "budget_bar.h"
+#include "loftq/export_summary.h"
+#include "loftq/job.h"
 #include "main_window.h"
 #include "plan_document.h"
 #include "plan_grid_view.h"
@@ -267,6 +271,50 @@ private slots:
         QVERIFY(!wait_for(w.get(), &MainWindow::exportFinished, 60000));
         QVERIFY(w->log()->plainText().contains("Export failed"));
         QVERIFY(QFileInfo::exists(out + "/loftq_metrics.json"));  // the earlier export is intact
+    }
+
+    // Reload: a packed export opens read-only with its per-weight quantizers on the grid and its
+    // recorded errors in the heatmap; runs are refused (it is already quantized); the Fine-tune
+    // tab takes it as an export.
+    void opensAPackedExport() {
+        const std::string dir = loftq::test::make_temp_dir("studio-packed");
+        loftq::QuantizeOptions q;
+        q.model = w->document()->modelPath().toStdString();
+        q.out_dir = dir + "/packed";
+        q.format = "packed";
+        q.plan.defaults.quant = loftq::QuantKind::NF2;
+        q.plan.defaults.rank = 4;
+        q.plan.defaults.iters = 2;
+        loftq::SettingsPatch nf4;
+        nf4.quant = loftq::QuantKind::NF4;
+        q.plan.overrides["model.layers.0.self_attn.q_proj.weight"] = nf4;
+        q.threads = 2;
+        // The budget bar, shown this plan on the source model, predicts the export's stored
+        // codes + scales to the byte.
+        PlanDocument* src = w->document();
+        src->replacePlan(q.plan, "plan of the packed export");
+        const uint64_t predicted = w->budgetBar()->size().quantized_bytes;
+        src->undoStack()->undo();
+        const loftq::QuantizeResult r = loftq::run_quantize(q, {}, loftq::CancelToken{});
+        QCOMPARE(loftq::read_packed_export(q.out_dir).stored_quantized_bytes, predicted);
+        w->openModel(QString::fromStdString(q.out_dir));
+        QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
+        QVERIFY(w->openedExport());
+        PlanDocument* doc = w->document();
+        QCOMPARE(doc->resolved().weights.size(), r.weights.size());
+        for (size_t i = 0; i < r.weights.size(); ++i) {
+            QCOMPARE(QString::fromStdString(doc->resolved().weights[i].name), QString::fromStdString(r.weights[i].plan.name));
+            QVERIFY(doc->resolved().weights[i].s.quant == r.weights[i].plan.s.quant);
+        }
+        ErrorHeatmap* hm = w->heatmap();
+        hm->replotNow();
+        RunResults* res = w->results();
+        for (const auto& e : r.weights) {
+            const int col = int(res->modules().indexOf(QString::fromStdString(e.plan.module)));
+            QCOMPARE(hm->valueAt(e.plan.layer, col), e.final_error);
+        }
+        QVERIFY(!w->runAll());
+        QCOMPARE(w->finetune()->options().load.init, loftq::InitKind::Export);
     }
 };
 
