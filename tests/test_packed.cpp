@@ -380,6 +380,15 @@ private slots:
             });
             EXPECT_ERROR(PackedReader::open(d), "model.safetensors", q + ".qcodes", "expected 981");
         }
+        {  // a stored code table that is not this engine's
+            std::string d = fresh();
+            rewrite(d + "/model.safetensors", [&](Edit& e) {
+                json b = json::parse(e.meta["loftq.codebooks"]);
+                for (auto& [k, v] : b.items()) v[1] = v[1].get<double>() + 0.001;
+                e.meta["loftq.codebooks"] = b.dump();
+            });
+            EXPECT_ERROR(PackedReader::open(d), "model.safetensors", "loftq.codebooks", "differs");
+        }
         {  // scales tensor missing
             std::string d = fresh();
             rewrite(d + "/model.safetensors", [&](Edit& e) {

@@ -189,6 +189,21 @@ std::unique_ptr<PackedReader> PackedReader::open(const std::string& path) {
     if (!by_name.empty())
         throw Error(f0.path(), kMeta, "'loftq.weights' names '" + by_name.begin()->first + "', which 'loftq.tensors' does not list");
     for (auto& w : r->weights_) r->validate_weight(w);
+    // The stored code tables (when present) must be this engine's, value for value.
+    json books = parse_meta(f0, "loftq.codebooks", false);
+    if (!books.is_null()) {
+        if (!books.is_object()) throw Error(f0.path(), kMeta, "'loftq.codebooks' must be a JSON object {quantizer: [values]}");
+        for (const auto& w : r->weights_) {
+            const QuantFormat& f = quant_format(w.quant);
+            auto it = books.find(f.name);
+            if (it == books.end() || !it->is_array() || int(it->size()) != f.levels)
+                throw Error(f0.path(), kMeta, std::string("'loftq.codebooks' lacks the ") + std::to_string(f.levels) + " values of " + f.name);
+            for (int i = 0; i < f.levels; ++i)
+                if (!(*it)[size_t(i)].is_number() || float((*it)[size_t(i)].get<double>()) != f.table[i])
+                    throw Error(f0.path(), kMeta, std::string("'loftq.codebooks' ") + f.name + " value " + std::to_string(i) +
+                                                      " differs from this engine's table");
+        }
+    }
     return r;
 }
 

@@ -83,8 +83,19 @@ PackedExport::PackedExport(const Checkpoint& ck, const QuantizeOptions& opt, con
         e["lora_alpha"] = p.ap.alphas[wi];
         weights[w.name] = e;
     }
+    // The code table of every quantizer used, exact (each fp32 value printed so it parses back
+    // to the same float): a reader needs nothing of ours to dequantize.
+    nlohmann::ordered_json books = nlohmann::ordered_json::object();
+    for (const auto& w : plan.weights) {
+        const QuantFormat& f = quant_format(w.s.quant);
+        if (books.contains(f.name)) continue;
+        nlohmann::ordered_json t = nlohmann::ordered_json::array();
+        for (int i = 0; i < f.levels; ++i) t.push_back(double(f.table[i]));
+        books[f.name] = t;
+    }
     const std::map<std::string, std::string> meta = {
         {"format", packed::kFormat},
+        {"loftq.codebooks", books.dump()},
         {"format_version", packed::kVersion},
         {"loftq.weights", weights.dump()},
         {"loftq.tensors", order.dump()},
