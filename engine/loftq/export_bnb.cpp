@@ -109,17 +109,12 @@ BnbExport::BnbExport(const Checkpoint& ck, const QuantizeOptions& opt, const Res
     p_->model = std::make_unique<ShardedWriter>(out, "model", layout, opt.max_shard_bytes,
                                                 std::map<std::string, std::string>{{"format", "pt"}});
     p_->ap = std::make_unique<AdapterPlan>(ck, opt, plan);
-    p_->adapter = std::make_unique<ShardedWriter>((fs::path(out) / "loftq_init").string(), "adapter_model", p_->ap->layout,
-                                                  0, std::map<std::string, std::string>{{"format", "pt"}});
+    p_->adapter = open_adapter_writer(out, p_->ap->layout);
 }
 
 BnbExport::~BnbExport() = default;
 
-void BnbExport::write_copy(const TensorEntry& t) {
-    std::vector<uint8_t> bytes = p_->ck.read_bytes(t);
-    p_->ck.release(t);
-    p_->model->write(t.name, bytes.data(), bytes.size());
-}
+void BnbExport::write_copy(const TensorEntry& t) { copy_tensor(p_->ck, t, *p_->model); }
 
 void BnbExport::write_target(size_t wi, const Decomposition& d) {
     const WeightPlan& w = p_->plan.weights[wi];

@@ -15,6 +15,17 @@ namespace fs = std::filesystem;
 
 namespace loftq {
 
+void copy_tensor(const Checkpoint& ck, const TensorEntry& t, ShardedWriter& out) {
+    std::vector<uint8_t> bytes = ck.read_bytes(t);
+    ck.release(t);
+    out.write(t.name, bytes.data(), bytes.size());
+}
+
+std::unique_ptr<ShardedWriter> open_adapter_writer(const std::string& out_dir, const std::vector<OutTensor>& layout) {
+    return std::make_unique<ShardedWriter>((std::filesystem::path(out_dir) / "loftq_init").string(), "adapter_model", layout, 0,
+                                           std::map<std::string, std::string>{{"format", "pt"}});
+}
+
 std::string module_path(const std::string& tensor_name) {
     const std::string suf = ".weight";
     if (tensor_name.size() > suf.size() && tensor_name.compare(tensor_name.size() - suf.size(), suf.size(), suf) == 0)

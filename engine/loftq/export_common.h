@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "core/matrix.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "io/sharded_writer.h"
 #include "loftq/decompose.h"
 #include "loftq/job.h"
 
@@ -23,6 +25,11 @@ namespace loftq {
 // "model.layers.0.mlp.up_proj.weight" -> "model.layers.0.mlp.up_proj" (names without ".weight"
 // are returned as they are).
 std::string module_path(const std::string& tensor_name);
+
+// A non-target tensor copied as it was (bytes in HF layout), its mapped pages released after.
+void copy_tensor(const Checkpoint& ck, const TensorEntry& t, ShardedWriter& out);
+// The writer of OUT/loftq_init/adapter_model.safetensors for an adapter layout.
+std::unique_ptr<ShardedWriter> open_adapter_writer(const std::string& out_dir, const std::vector<OutTensor>& layout);
 
 // The absolute, normalized output folder, created. Throws loftq::Error when it is (or holds) the
 // input, is a file, or is non-empty without `force`.

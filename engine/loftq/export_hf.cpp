@@ -49,17 +49,12 @@ HfExport::HfExport(const Checkpoint& ck, const QuantizeOptions& opt, const Resol
     std::vector<OutTensor> layout;
     for (const auto& t : ck.tensors()) layout.push_back({t.name, t.dtype, t.dtype_str, t.shape, t.nbytes});
     p_->model = std::make_unique<ShardedWriter>(out, "model", layout, opt.max_shard_bytes, std::map<std::string, std::string>{{"format", "pt"}});
-    p_->adapter = std::make_unique<ShardedWriter>((fs::path(out) / "loftq_init").string(), "adapter_model", p_->ap.layout, 0,
-                                                  std::map<std::string, std::string>{{"format", "pt"}});
+    p_->adapter = open_adapter_writer(out, p_->ap.layout);
 }
 
 HfExport::~HfExport() = default;
 
-void HfExport::write_copy(const TensorEntry& t) {
-    std::vector<uint8_t> bytes = p_->ck.read_bytes(t);
-    p_->ck.release(t);
-    p_->model->write(t.name, bytes.data(), bytes.size());
-}
+void HfExport::write_copy(const TensorEntry& t) { copy_tensor(p_->ck, t, *p_->model); }
 
 void HfExport::write_target(size_t wi, const Decomposition& d) {
     const WeightPlan& w = p_->plan.weights[wi];

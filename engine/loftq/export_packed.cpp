@@ -103,17 +103,12 @@ PackedExport::PackedExport(const Checkpoint& ck, const QuantizeOptions& opt, con
         {"loftq.max_shard_bytes", std::to_string(opt.max_shard_bytes)},
     };
     p.model = std::make_unique<ShardedWriter>(p.out, "model", layout, opt.max_shard_bytes, meta);
-    p.adapter = std::make_unique<ShardedWriter>((fs::path(p.out) / "loftq_init").string(), "adapter_model", p.ap.layout, 0,
-                                                std::map<std::string, std::string>{{"format", "pt"}});
+    p.adapter = open_adapter_writer(p.out, p.ap.layout);
 }
 
 PackedExport::~PackedExport() = default;
 
-void PackedExport::write_copy(const TensorEntry& t) {
-    std::vector<uint8_t> bytes = p_->ck.read_bytes(t);
-    p_->ck.release(t);
-    p_->model->write(t.name, bytes.data(), bytes.size());
-}
+void PackedExport::write_copy(const TensorEntry& t) { copy_tensor(p_->ck, t, *p_->model); }
 
 void PackedExport::write_target(size_t wi, const Decomposition& d) {
     Impl& p = *p_;
