@@ -61,8 +61,10 @@ public:
     bool runSelected();
     void cancelRun();
     bool isRunning() const;
-    // Export the current plan to `dir` (HF LoftQ layout + metrics + plots as PNG when `plots`).
-    bool exportTo(const QString& dir, bool plots, bool force);
+    // Export the current plan to `dir`: format "hf" (HF LoftQ layout), "packed" (low-bit codes +
+    // scales, docs/FORMAT.md; double_quant for 8-bit scales) or "bnb-nf4"; metrics, and plots as
+    // PNG when `plots`.
+    bool exportTo(const QString& dir, bool plots, bool force, const QString& format = "hf", bool double_quant = false);
 
     PlanDocument* document() const { return doc_; }
     RunResults* results() const { return results_; }
@@ -111,7 +113,8 @@ private:
     bool savePlanDialog();
     bool maybeSavePlan();
     // main_window_run.cpp
-    bool startRun(const std::vector<std::string>& only, const QString& out_dir, bool plots, bool force);
+    struct ExportSpec { QString dir, format = "hf"; bool plots = false, force = false, double_quant = false; };
+    bool startRun(const std::vector<std::string>& only, const ExportSpec& out);
     void onJobEvent(const loftq::JobEvent& e);
     void onJobFinished();   // last_result_ holds the result
     void onJobEnded(bool ok, const QString& why);

@@ -3,6 +3,7 @@
 // rendered on the GUI thread when the job asks for them (StudioJob::setExtraFiles) and land in
 // the same commit under plots/, so the folder is complete or untouched.
 #include <QCheckBox>
+#include <QComboBox>
 #include <QDialog>
 #include <QDialogButtonBox>
 #include <QDir>
@@ -26,9 +27,9 @@
 
 namespace studio {
 
-bool MainWindow::exportTo(const QString& dir, bool plots, bool force) {
+bool MainWindow::exportTo(const QString& dir, bool plots, bool force, const QString& format, bool double_quant) {
     if (dir.isEmpty()) return false;
-    return startRun({}, QDir(dir).absolutePath(), plots, force);
+    return startRun({}, {QDir(dir).absolutePath(), format, plots, force, double_quant});
 }
 
 std::vector<std::pair<std::string, std::string>> MainWindow::renderPlots(const loftq::QuantizeResult& r) {
@@ -67,9 +68,9 @@ void MainWindow::exportDialog() {
     QDialog dlg(this);
     dlg.setWindowTitle(tr("Export LoftQ checkpoint"));
     auto* form = new QFormLayout(&dlg);
-    auto* info = new QLabel(tr("Writes the Hugging Face LoftQ layout: the backbone with each target's "
-                               "dequantized Q in the source dtype, the <code>loftq_init</code> PEFT adapter, "
-                               "per-weight metrics (JSON + CSV) and, optionally, the plots as PNG. "
+    auto* info = new QLabel(tr("Writes the chosen layout (the Hugging Face LoftQ layout stores each target's "
+                               "dequantized Q; the packed and bitsandbytes formats store the low-bit codes), the "
+                               "<code>loftq_init</code> PEFT adapter, per-weight metrics (JSON + CSV) and, optionally, the plots as PNG. "
                                "The plan is run again (results are deterministic); the folder is written "
                                "atomically, never left half written."),
                             &dlg);
@@ -85,6 +86,16 @@ void MainWindow::exportDialog() {
         QString d = QFileDialog::getExistingDirectory(&dlg, tr("Output folder"), dirEdit->text());
         if (!d.isEmpty()) dirEdit->setText(d);
     });
+    auto* format = new QComboBox(&dlg);
+    format->addItem(tr("Hugging Face LoftQ layout (backbone dequantized, loftq_init adapter)"), "hf");
+    format->addItem(tr("Packed low-bit safetensors (k-bit codes + block scales; docs/FORMAT.md)"), "packed");
+    format->addItem(tr("bitsandbytes NF4 (transformers loads it pre-quantized; NF4 block 64 only)"), "bnb-nf4");
+    format->setCurrentIndex(std::max(0, format->findData(s.value("export/format", "hf").toString())));
+    form->addRow(tr("Format:"), format);
+    auto* dq = new QCheckBox(tr("Double-quantize the block scales (8-bit, blocks of 256)"), &dlg);
+    dq->setEnabled(format->currentData().toString() == "packed");
+    connect(format, &QComboBox::currentIndexChanged, &dlg, [format, dq] { dq->setEnabled(format->currentData().toString() == "packed"); });
+    form->addRow(dq);
     auto* plots = new QCheckBox(tr("Plots as PNG (plots/)"), &dlg);
     plots->setChecked(s.value("export/plots", true).toBool());
     auto* force = new QCheckBox(tr("Allow a non-empty folder (replaces an earlier export)"), &dlg);
@@ -98,7 +109,9 @@ void MainWindow::exportDialog() {
     if (dlg.exec() != QDialog::Accepted || dirEdit->text().trimmed().isEmpty()) return;
     s.setValue("paths/export", dirEdit->text().trimmed());
     s.setValue("export/plots", plots->isChecked());
-    exportTo(dirEdit->text().trimmed(), plots->isChecked(), force->isChecked());
+    s.setValue("export/format", format->currentData().toString());
+    exportTo(dirEdit->text().trimmed(), plots->isChecked(), force->isChecked(), format->currentData().toString(),
+             dq->isEnabled() && dq->isChecked());
 }
 
 }  // namespace studio

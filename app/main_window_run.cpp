@@ -27,7 +27,7 @@ QString seconds_text(double s) {
 
 bool MainWindow::isRunning() const { return job_->running(); }
 
-bool MainWindow::runAll() { return startRun({}, QString(), false, false); }
+bool MainWindow::runAll() { return startRun({}, ExportSpec{}); }
 
 bool MainWindow::runSelected() {
     std::vector<std::string> only;
@@ -36,7 +36,7 @@ bool MainWindow::runSelected() {
         showError(tr("Run selected"), tr("No quantized weight is selected in the grid."));
         return false;
     }
-    return startRun(only, QString(), false, false);
+    return startRun(only, ExportSpec{});
 }
 
 void MainWindow::cancelRun() {
@@ -46,7 +46,8 @@ void MainWindow::cancelRun() {
     log_->append(LogPanel::Level::Info, tr("cancel requested"));
 }
 
-bool MainWindow::startRun(const std::vector<std::string>& only, const QString& out_dir, bool plots, bool force) {
+bool MainWindow::startRun(const std::vector<std::string>& only, const ExportSpec& out) {
+    const QString& out_dir = out.dir;
     if (!doc_->hasModel() || job_->running() || openWatcher_->isRunning()) return false;
     if (openedExport_) {
         showError(tr("Run"), tr("This is a packed LoftQ export: its weights are already quantized. Open the original "
@@ -59,7 +60,9 @@ bool MainWindow::startRun(const std::vector<std::string>& only, const QString& o
     opt.plan = doc_->plan();
     opt.plan.model = opt.model;
     opt.threads = threads_;
-    opt.force = force;
+    opt.force = out.force;
+    opt.format = out.format.toStdString();
+    opt.double_quant = out.double_quant;
     opt.only = only;
     // The run's weights, resolved as the job will (same engine call, same subset filter).
     loftq::ResolvedPlan rp = doc_->resolved();
@@ -71,7 +74,7 @@ bool MainWindow::startRun(const std::vector<std::string>& only, const QString& o
     }
     exporting_ = !out_dir.isEmpty();
     exportingDir_ = out_dir;
-    exportPlots_ = plots;
+    exportPlots_ = out.plots;
     results_->start(rp);
     last_result_.reset();
     if (!job_->start(std::move(opt))) return false;

@@ -271,6 +271,13 @@ private slots:
         QVERIFY(!wait_for(w.get(), &MainWindow::exportFinished, 60000));
         QVERIFY(w->log()->plainText().contains("Export failed"));
         QVERIFY(QFileInfo::exists(out + "/loftq_metrics.json"));  // the earlier export is intact
+        // The same plan as a packed low-bit export, chosen in the dialog's format list.
+        const QString packed = QString::fromStdString(dir + "/packed");
+        QVERIFY(w->exportTo(packed, false, false, "packed"));
+        QVERIFY(wait_for(w.get(), &MainWindow::exportFinished, 300000));
+        const loftq::ExportSummary es = loftq::read_packed_export(packed.toStdString());
+        QCOMPARE(loftq::resolve_plan(es.plan, es.tensors).weights.size(), w->document()->resolved().weights.size());
+        QCOMPARE(es.stored_quantized_bytes, w->budgetBar()->size().quantized_bytes);
     }
 
     // Reload: a packed export opens read-only with its per-weight quantizers on the grid and its
