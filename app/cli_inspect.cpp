@@ -7,6 +7,7 @@
 
 #include "cli_common.h"
 #include "io/checkpoint.h"
+#include "io/packed_reader.h"
 #include "loftq/budget.h"
 #include "loftq/export_summary.h"
 #include "loftq/job.h"
@@ -78,8 +79,8 @@ void inspect_packed(const InspectArgs& a) {
 }
 
 void run_inspect(const InspectArgs& a) {
-    if (is_packed_export(a.model)) return inspect_packed(a);
     auto ck = Checkpoint::open(a.model);
+    if (is_packed_checkpoint(*ck)) return inspect_packed(a);
     Plan plan = a.flags.make_plan();
     const std::vector<TensorMeta> metas = tensor_metas(*ck);
     ResolvedPlan rp = resolve_plan(plan, metas);

@@ -59,7 +59,11 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
         budget_->setSize(doc_->size(), doc_->budgetBytes());
         updateTitle();
         updateActions();
-        for (const auto& w : doc_->resolved().warnings) log_->append(LogPanel::Level::Warning, QString::fromStdString(w));
+        // Plan warnings are logged when they change, not again on every edit.
+        if (doc_->resolved().warnings != loggedWarnings_) {
+            loggedWarnings_ = doc_->resolved().warnings;
+            for (const auto& w : loggedWarnings_) log_->append(LogPanel::Level::Warning, QString::fromStdString(w));
+        }
     });
     connect(doc_, &PlanDocument::budgetChanged, this, [this] { budget_->setSize(doc_->size(), doc_->budgetBytes()); });
     connect(doc_->undoStack(), &QUndoStack::cleanChanged, this, &MainWindow::updateTitle);
@@ -67,8 +71,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     // finished() carries the result; succeeded() (after it, once the job is no longer running) ends the run.
     connect(job_, &StudioJob::finished, this, [this](std::shared_ptr<const loftq::QuantizeResult> r) { last_result_ = std::move(r); });
     connect(job_, &JobThread::succeeded, this, &MainWindow::onJobFinished);
-    connect(job_, &JobThread::cancelled, this, [this] { onJobEnded(false, tr("cancelled")); });
-    connect(job_, &JobThread::failed, this, [this](const QString& m) { onJobEnded(false, m); });
+    connect(job_, &JobThread::cancelled, this, [this] { onJobEnded(RunResults::State::Cancelled, tr("cancelled")); });
+    connect(job_, &JobThread::failed, this, [this](const QString& m) { onJobEnded(RunResults::State::Failed, m); });
     job_->setExtraFiles([this](const loftq::QuantizeResult& r) { return renderPlots(r); });
     updateTitle();
     updateActions();

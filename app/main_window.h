@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "loftq/job.h"
+#include "run_results.h"
 #include "studio_open.h"
 
 class QAction;
@@ -117,7 +118,7 @@ private:
     bool startRun(const std::vector<std::string>& only, const ExportSpec& out);
     void onJobEvent(const loftq::JobEvent& e);
     void onJobFinished();   // last_result_ holds the result
-    void onJobEnded(bool ok, const QString& why);
+    void onJobEnded(RunResults::State end, const QString& why);   // Finished, Cancelled or Failed
     void syncChartToSelection();
     // main_window_export.cpp
     void exportDialog();
@@ -154,7 +155,8 @@ private:
     bool exporting_ = false, exportPlots_ = false;
     bool interactive_ = true;
     bool layoutRestored_ = false;
-    bool openedExport_ = false;     // a packed export is open: shown, not re-quantized
+    bool openedExport_ = false;
+    std::vector<std::string> loggedWarnings_;   // the plan warnings last written to the log     // a packed export is open: shown, not re-quantized
     std::pair<bool, bool> planDocksOpen_{true, true};   // chart and results docks, while on Fine-tune   // a saved dock layout was restored (else defaults apply)
     int threads_ = 0;
     std::shared_ptr<const loftq::QuantizeResult> last_result_;

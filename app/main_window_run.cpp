@@ -111,7 +111,7 @@ void MainWindow::onJobEvent(const loftq::JobEvent& e) {
 
 void MainWindow::onJobFinished() {
     const auto r = last_result_;
-    if (!r) return onJobEnded(false, tr("the job ended without a result"));
+    if (!r) return onJobEnded(RunResults::State::Failed, tr("the job ended without a result"));
     results_->finish(*r);
     double sum_base = 0, sum_final = 0;
     for (const auto& w : r->weights) {
@@ -129,20 +129,20 @@ void MainWindow::onJobFinished() {
         summary = tr("Exported to %1: ").arg(exportingDir_) + summary;
     }
     log_->append(LogPanel::Level::Info, summary);
-    onJobEnded(true, summary);
+    onJobEnded(RunResults::State::Finished, summary);
 }
 
-void MainWindow::onJobEnded(bool ok, const QString& why) {
+void MainWindow::onJobEnded(RunResults::State end, const QString& why) {
     const bool was_export = exporting_;
+    const bool ok = end == RunResults::State::Finished;
     exporting_ = false;
-    if (!ok) {
-        results_->fail(why == tr("cancelled") ? RunResults::State::Cancelled : RunResults::State::Failed, why);
-        if (why == tr("cancelled")) {
-            log_->append(LogPanel::Level::Info, was_export ? tr("export cancelled: nothing was written") : tr("run cancelled"));
-            statusLabel_->setText(tr("Cancelled"));
-        } else {
-            showError(was_export ? tr("Export failed") : tr("Run failed"), why);
-        }
+    if (end == RunResults::State::Cancelled) {
+        results_->fail(end, why);
+        log_->append(LogPanel::Level::Info, was_export ? tr("export cancelled: nothing was written") : tr("run cancelled"));
+        statusLabel_->setText(tr("Cancelled"));
+    } else if (!ok) {
+        results_->fail(end, why);
+        showError(was_export ? tr("Export failed") : tr("Run failed"), why);
     } else {
         statusLabel_->setText(why);
     }

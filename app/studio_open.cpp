@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "io/packed_reader.h"
 #include "core/fsutil.h"
 #include "io/synthetic_model.h"
 #include "train/demo_data.h"
@@ -50,7 +51,7 @@ OpenedModel open_model(const QString& path) {
     QFileInfo fi(m.path);
     m.title = fi.isDir() ? fi.fileName() : fi.dir().dirName() + "/" + fi.fileName();
     m.tensors = loftq::tensor_metas(*ck);
-    if (loftq::is_packed_export(m.path.toStdString())) {
+    if (loftq::is_packed_checkpoint(*ck)) {
         loftq::ExportSummary es = loftq::read_packed_export(m.path.toStdString());
         m.packed = true;
         m.tensors = es.tensors;

@@ -74,12 +74,8 @@ ErrorChart::ErrorChart(RunResults* results, QWidget* parent) : QWidget(parent), 
     p->setContextMenuPolicy(Qt::CustomContextMenu);
     apply_plot_style(p, this);
 
-    d->timer.setSingleShot(true);
-    d->timer.setInterval(40);
-    connect(&d->timer, &QTimer::timeout, this, &ErrorChart::replotNow);
-    auto schedule = [this] {
-        if (!d->timer.isActive()) d->timer.start();
-    };
+    coalesce_replots(d->timer, this, [this] { replotNow(); });
+    auto schedule = [this] { request_replot(d->timer); };
     connect(results, &RunResults::reset, this, [this, schedule] {
         d->selected.clear();   // indices change with the run
         d->user_view = false;  // and a new run gets a fitted view
@@ -198,7 +194,7 @@ void ErrorChart::changeEvent(QEvent* e) {
 void ErrorChart::resizeEvent(QResizeEvent* e) {
     QWidget::resizeEvent(e);
     placeLegend(plot_export_size(d->plot, 0, 0));   // now: the plot repaints itself at once
-    if (!d->timer.isActive()) d->timer.start();
+    request_replot(d->timer);
 }
 
 void ErrorChart::placeLegend(const QSize& size) {

@@ -64,20 +64,11 @@ ErrorHeatmap::ErrorHeatmap(RunResults* results, QWidget* parent) : QWidget(paren
     p->axisRect()->setMarginGroup(QCP::msTop | QCP::msBottom, group);
     d->scale->setMarginGroup(QCP::msTop | QCP::msBottom, group);
 
-    d->hint = new QCPItemText(p);
-    d->hint->position->setType(QCPItemPosition::ptAxisRectRatio);
-    d->hint->position->setCoords(0.5, 0.5);
-    d->hint->setPositionAlignment(Qt::AlignCenter);
-    d->hint->setSelectable(false);
+    d->hint = add_centre_hint(p);
 
-    d->timer.setSingleShot(true);
-    d->timer.setInterval(40);
-    connect(&d->timer, &QTimer::timeout, this, &ErrorHeatmap::replotNow);
-    auto schedule = [this] {
-        if (!d->timer.isActive()) d->timer.start();
-    };
-    connect(results, &RunResults::reset, this, schedule);
-    connect(results, &RunResults::weightChanged, this, schedule);
+    coalesce_replots(d->timer, this, [this] { replotNow(); });
+    connect(results, &RunResults::reset, this, [this] { request_replot(d->timer); });
+    connect(results, &RunResults::weightChanged, this, [this] { request_replot(d->timer); });
 
     auto cell_at = [this](const QPointF& pos, int* layer, int* column) {
         if (!d->plot->axisRect()->rect().contains(pos.toPoint())) return false;
@@ -167,7 +158,7 @@ void ErrorHeatmap::changeEvent(QEvent* e) {
 
 void ErrorHeatmap::resizeEvent(QResizeEvent* e) {
     QWidget::resizeEvent(e);
-    if (!d->timer.isActive()) d->timer.start();   // tick label rotation depends on the width
+    request_replot(d->timer);   // tick label rotation depends on the width
 }
 
 bool ErrorHeatmap::save(const QString& path, int width, int height, QString* error) {

@@ -58,20 +58,11 @@ ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidg
     d->gains->setWidth(0.7);
     d->losses->setWidth(0.7);
 
-    d->hint = new QCPItemText(p);
-    d->hint->position->setType(QCPItemPosition::ptAxisRectRatio);
-    d->hint->position->setCoords(0.5, 0.5);
-    d->hint->setPositionAlignment(Qt::AlignCenter);
-    d->hint->setSelectable(false);
+    d->hint = add_centre_hint(p);
 
-    d->timer.setSingleShot(true);
-    d->timer.setInterval(40);
-    connect(&d->timer, &QTimer::timeout, this, &ImprovementChart::replotNow);
-    auto schedule = [this] {
-        if (!d->timer.isActive()) d->timer.start();
-    };
-    connect(results, &RunResults::reset, this, schedule);
-    connect(results, &RunResults::weightChanged, this, schedule);
+    coalesce_replots(d->timer, this, [this] { replotNow(); });
+    connect(results, &RunResults::reset, this, [this] { request_replot(d->timer); });
+    connect(results, &RunResults::weightChanged, this, [this] { request_replot(d->timer); });
 
     connect(p, &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
         const QPointF at = ev->position();

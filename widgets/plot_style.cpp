@@ -215,4 +215,19 @@ void add_export_actions(QMenu* menu, QWidget* owner, const QString& title, const
     }
 }
 
+void coalesce_replots(QTimer& timer, QObject* owner, const std::function<void()>& replot) {
+    timer.setSingleShot(true);
+    timer.setInterval(40);
+    QObject::connect(&timer, &QTimer::timeout, owner, replot);
+}
+
+QCPItemText* add_centre_hint(QCustomPlot* plot) {
+    auto* hint = new QCPItemText(plot);
+    hint->position->setType(QCPItemPosition::ptAxisRectRatio);
+    hint->position->setCoords(0.5, 0.5);
+    hint->setPositionAlignment(Qt::AlignCenter);
+    hint->setSelectable(false);
+    return hint;
+}
+
 }  // namespace studio

@@ -7,11 +7,13 @@
 #include <QColor>
 #include <QSize>
 #include <QString>
+#include <QTimer>
 #include <cstdint>
 #include <functional>
 
 class QCustomPlot;
 class QMenu;
+class QCPItemText;
 class QCPAxis;
 class QCPColorGradient;
 class QWidget;
@@ -46,6 +48,15 @@ bool save_plot(QCustomPlot* plot, const QString& path, int width, int height, QS
 // The size save_plot() uses for width/height (0 = current size; 800 x 500 when the plot is
 // smaller than 120 x 90, e.g. never laid out). Widgets also lay out labels for this size.
 QSize plot_export_size(const QCustomPlot* plot, int width, int height);
+
+// Coalescing of bursts of new data into one replot (STYLE: decouple data rate from paint rate):
+// `timer` becomes a 40 ms single shot calling `replot`; request_replot starts it unless running.
+void coalesce_replots(QTimer& timer, QObject* owner, const std::function<void()>& replot);
+inline void request_replot(QTimer& timer) {
+    if (!timer.isActive()) timer.start();
+}
+// The centred hint text of an empty plot (e.g. "Run the plan to ..."), placed in axis-rect ratios.
+QCPItemText* add_centre_hint(QCustomPlot* plot);
 
 // "Export PNG/SVG/PDF…" entries for a plot's context menu: a save dialog proposing
 // `<stem>.<suffix>`, then `save(path, error)`; a failure shows a message box.

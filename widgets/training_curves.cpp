@@ -43,9 +43,7 @@ TrainingCurves::TrainingCurves(QWidget* parent) : QWidget(parent), d(std::make_u
                            [this](const QString& path, QString* err) { return save(path, 0, 0, err); });
         menu.exec(d->plot->mapToGlobal(pos));
     });
-    d->timer.setSingleShot(true);
-    d->timer.setInterval(40);
-    connect(&d->timer, &QTimer::timeout, this, &TrainingCurves::replotNow);
+    coalesce_replots(d->timer, this, [this] { replotNow(); });
     apply_plot_style(p, this);
     replotNow();
 }
@@ -54,20 +52,20 @@ TrainingCurves::~TrainingCurves() = default;
 
 int TrainingCurves::addRun(const QString& name) {
     d->runs.push_back({name, {}, {}, true});
-    d->timer.start();
+    request_replot(d->timer);
     return int(d->runs.size()) - 1;
 }
 
 void TrainingCurves::addTrainPoint(int run, int step, double loss) {
     if (run < 0 || run >= d->runs.size()) return;
     d->runs[run].train.push_back(QPointF(step, loss));
-    if (!d->timer.isActive()) d->timer.start();
+    request_replot(d->timer);
 }
 
 void TrainingCurves::addEvalPoint(int run, int step, double loss) {
     if (run < 0 || run >= d->runs.size()) return;
     d->runs[run].eval.push_back(QPointF(step, loss));
-    if (!d->timer.isActive()) d->timer.start();
+    request_replot(d->timer);
 }
 
 void TrainingCurves::removeRun(int run) {

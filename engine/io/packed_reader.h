@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/dtype.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "quant/quantizer.h"
 
@@ -50,6 +51,12 @@ void dq_quantize_scales(const float* s, size_t n, uint8_t* q, float* absmax, flo
 // multiply-add; this is the definition readers must reproduce.
 void dq_dequantize_scales(const uint8_t* q, const float* absmax, float offset, size_t n, float* out);
 }  // namespace packed
+
+// True when a checkpoint's tensors are a packed export's (some `<name>.qcodes`): headers only.
+bool is_packed_checkpoint(const Checkpoint& ck);
+// True when tensor `name` is one of a packed export's own (codes, scales, or LoRA factors stored
+// beside them) rather than a tensor of the model.
+bool is_packed_part(const std::string& name);
 
 struct PackedWeight {
     std::string name;                  // source tensor name, e.g. "model.layers.0.mlp.up_proj.weight"

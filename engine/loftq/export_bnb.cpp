@@ -181,40 +181,9 @@ std::vector<std::string> BnbExport::commit(const QuantizeResult& result, const n
                          {"load_in_4bit", true},
                          {"load_in_8bit", false},
                          {"quant_method", "bitsandbytes"}};
-    nlohmann::json config = p.ck.hf_config_json();
-    config["quantization_config"] = qc;
-    p.staged->write("config.json", config.dump(2) + "\n");
-    for (const auto& f : p.ck.aux_files()) p.staged->copy_from(fs::path(f).filename().string(), f);
-
-    std::vector<AdapterModule> mods;
-    for (size_t i = 0; i < p.plan.weights.size(); ++i) {
-        if (p.ap->ranks[i] == 0) continue;
-        std::string mp = module_path(p.plan.weights[i].name);
-        mods.push_back({mp, last_component(mp), p.ap->ranks[i], p.ap->alphas[i]});
-    }
-    std::vector<std::string> linear;
-    for (const auto& t : p.ck.tensors())
-        if (t.is_matrix() && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0)
-            linear.push_back(module_path(t.name));
-    auto acfg = peft_adapter_config(mods, linear, p.out, HfExport::task_type(p.ck.config()), false);
-    p.staged->write("loftq_init/adapter_config.json", acfg.dump(2) + "\n");
-    if (p.opt.extra_files)
-        for (const auto& [rel, bytes] : p.opt.extra_files(result)) {
-            if (rel.empty() || fs::path(rel).is_absolute() || rel.find("..") != std::string::npos)
-                throw Error(p.out, "", "extra export file name '" + rel + "' must be a plain relative path");
-            p.staged->write(rel, bytes);
-        }
-    p.staged->write("loftq_metrics.csv", metrics_csv(result));
-    p.staged->write("loftq_metrics.json", metrics_json(result, manifest).dump(2) + "\n");  // last: marks the export done
-    p.staged->commit();
-
-    std::vector<std::string> files;
-    for (auto& n : p.model->file_names()) files.push_back((fs::path(p.out) / n).string());
-    remove_stale_weights(p.out, p.model->file_names(), p.model->sharded(), "model");
-    remove_stale_weights((fs::path(p.out) / "loftq_init").string(), p.adapter->file_names(), p.adapter->sharded(), "adapter_model");
-    for (auto& n : p.adapter->file_names()) files.push_back((fs::path(p.out) / "loftq_init" / n).string());
-    for (auto& f : p.staged->committed_files()) files.push_back(f);
-    return files;
+    stage_export_files(*p.staged, p.ck, p.opt, p.plan, *p.ap, p.out, result, manifest, {},
+                       [&](nlohmann::json& config) { config["quantization_config"] = qc; });
+    return finish_export(*p.staged, p.out, *p.model, *p.adapter);
 }
 
 }  // namespace loftq

@@ -115,8 +115,11 @@ PeftFactors peft_factors(const AdapterPlan& ap, const QuantizeOptions& opt, cons
 void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan,
                         const AdapterPlan& ap, const std::string& out, const QuantizeResult& result,
                         const nlohmann::ordered_json& manifest,
-                        const std::function<void(nlohmann::ordered_json&)>& amend_metrics) {
-    staged.write("config.json", ck.hf_config_json().dump(2) + "\n");
+                        const std::function<void(nlohmann::ordered_json&)>& amend_metrics,
+                        const std::function<void(nlohmann::json&)>& amend_config) {
+    nlohmann::json config = ck.hf_config_json();
+    if (amend_config) amend_config(config);
+    staged.write("config.json", config.dump(2) + "\n");
     for (const auto& f : ck.aux_files()) staged.copy_from(fs::path(f).filename().string(), f);
 
     std::vector<AdapterModule> mods;
@@ -145,6 +148,19 @@ void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const Quanti
     nlohmann::ordered_json mj = metrics_json(result, manifest);
     if (amend_metrics) amend_metrics(mj);
     staged.write("loftq_metrics.json", mj.dump(2) + "\n");  // last: marks the export done
+}
+
+std::vector<std::string> finish_export(StagedOutput& staged, const std::string& out, const ShardedWriter& model,
+                                       const ShardedWriter& adapter) {
+    staged.commit();
+    const std::string adapter_dir = (fs::path(out) / "loftq_init").string();
+    remove_stale_weights(out, model.file_names(), model.sharded(), "model");
+    remove_stale_weights(adapter_dir, adapter.file_names(), adapter.sharded(), "adapter_model");
+    std::vector<std::string> files;
+    for (auto& n : model.file_names()) files.push_back((fs::path(out) / n).string());
+    for (auto& n : adapter.file_names()) files.push_back((fs::path(adapter_dir) / n).string());
+    for (auto& f : staged.committed_files()) files.push_back(f);
+    return files;
 }
 
 }  // namespace loftq

@@ -69,6 +69,11 @@ PeftFactors peft_factors(const AdapterPlan& ap, const QuantizeOptions& opt, cons
 void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan,
                         const AdapterPlan& ap, const std::string& out, const QuantizeResult& result,
                         const nlohmann::ordered_json& manifest,
-                        const std::function<void(nlohmann::ordered_json&)>& amend_metrics = {});
+                        const std::function<void(nlohmann::ordered_json&)>& amend_metrics = {},
+                        const std::function<void(nlohmann::json&)>& amend_config = {});
+// Renames everything staged into place, removes weight files an earlier export left that this
+// one did not write, and returns the final paths (data files, adapter files, staged files).
+std::vector<std::string> finish_export(StagedOutput& staged, const std::string& out, const ShardedWriter& model,
+                                       const ShardedWriter& adapter);
 
 }  // namespace loftq

@@ -192,15 +192,7 @@ std::vector<std::string> PackedExport::commit(const QuantizeResult& result, cons
         }
         j["packed"] = s;
     });
-    p.staged.commit();
-
-    std::vector<std::string> files;
-    for (auto& n : p.model->file_names()) files.push_back((fs::path(p.out) / n).string());
-    remove_stale_weights(p.out, p.model->file_names(), p.model->sharded(), "model");
-    remove_stale_weights((fs::path(p.out) / "loftq_init").string(), p.adapter->file_names(), p.adapter->sharded(), "adapter_model");
-    for (auto& n : p.adapter->file_names()) files.push_back((fs::path(p.out) / "loftq_init" / n).string());
-    for (auto& f : p.staged.committed_files()) files.push_back(f);
-    return files;
+    return finish_export(p.staged, p.out, *p.model, *p.adapter);
 }
 
 }  // namespace loftq

@@ -13,15 +13,6 @@ namespace loftq {
 
 namespace fs = std::filesystem;
 
-bool is_packed_export(const std::string& path) {
-    try {
-        PackedReader::open(path);
-        return true;
-    } catch (const std::exception&) {
-        return false;
-    }
-}
-
 ExportSummary read_packed_export(const std::string& path) {
     auto r = PackedReader::open(path);
     ExportSummary s;

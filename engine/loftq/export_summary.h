@@ -22,8 +22,6 @@ struct ExportSummary {
     uint64_t stored_quantized_bytes = 0;   // codes + scales tensors of every quantized weight
 };
 
-// True when `path` is (or holds) a packed LoftQ export.
-bool is_packed_export(const std::string& path);
 // Throws loftq::Error naming the file for anything malformed.
 ExportSummary read_packed_export(const std::string& path);
 

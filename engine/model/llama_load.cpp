@@ -124,21 +124,6 @@ LlamaConfig checked_config(const Checkpoint& ck) {
 
 // Every tensor of the checkpoint must be one this model uses: an ignored tensor (an o_proj bias,
 // q_norm, an extra layer) would silently compute a different model.
-// A packed export (docs/FORMAT.md) stores each quantized site as <name>.qcodes / .qscales* and
-// its LoRA factors as <module>.lora_A/B.weight beside the copied tensors.
-bool is_packed_part(const std::string& n) {
-    for (const char* suf : {".qcodes", ".qscales", ".qscales_q", ".qscales_absmax", ".qscales_offset", ".lora_A.weight", ".lora_B.weight"}) {
-        const size_t k = std::strlen(suf);
-        if (n.size() > k && n.compare(n.size() - k, k, suf) == 0) return true;
-    }
-    return false;
-}
-bool is_packed_export(const Checkpoint& ck) {
-    for (const auto& t : ck.tensors())
-        if (t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".qcodes") == 0) return true;
-    return false;
-}
-
 void check_no_extra_tensors(const Checkpoint& ck, const LlamaConfig& c, bool packed) {
     std::set<std::string> known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
     for (int l = 0; l < c.n_layers; ++l) {
@@ -294,7 +279,7 @@ LlamaConfig llama_config_from(const ModelConfig& m) {
 std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
     auto ck = Checkpoint::open(opt.model);
     const LlamaConfig cfg = checked_config(*ck);
-    const bool packed = is_packed_export(*ck);
+    const bool packed = is_packed_checkpoint(*ck);
     if (packed && opt.init != InitKind::Export)
         throw Error(ck->path(), "", "a packed LoftQ export is already quantized: load it as an export (--init export), or "
                                     "start --init loftq/qlora/lora16 from the original checkpoint");
