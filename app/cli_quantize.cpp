@@ -13,8 +13,8 @@ namespace loftq::cli {
 
 namespace {
 struct QuantizeArgs {
-    std::string model, out, max_shard = "5GB", format = "hf";
-    int threads = 0;
+    std::string model, out, max_shard = "5GB", format = "hf", device = "auto", gpu_memory = "0";
+    int threads = 0, gpu_streams = 3;
     bool force = false, dry_run = false, no_checksums = false, quiet = false, double_quant = false;
     PlanFlags flags;
 };
@@ -30,6 +30,9 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     opt.max_shard_bytes = parse_size(a.max_shard);
     opt.format = a.format;
     opt.double_quant = a.double_quant;
+    opt.device = *device_from_name(a.device);  // checked by CLI::IsMember
+    opt.gpu_streams = a.gpu_streams;
+    opt.gpu_memory = parse_size(a.gpu_memory);
     CancelToken cancel;
     ProgressPrinter printer(a.quiet);
     struct FinishLine {  // ends the progress line on any exit (a cancel or an error too)
@@ -46,8 +49,11 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     double sb = 0, sf = 0;
     for (auto& w : r.weights) { sb += w.baseline; sf += w.final_error; }
     size_t n = r.weights.size();
-    std::printf("%zu weights in %s: mean relative error QLoRA %.5f -> LoftQ %.5f\n", n, human_seconds(r.seconds).c_str(),
-                n ? sb / double(n) : 0.0, n ? sf / double(n) : 0.0);
+    std::printf("%zu weights in %s on %s: mean relative error QLoRA %.5f -> LoftQ %.5f\n", n,
+                human_seconds(r.seconds).c_str(), r.device_name.c_str(), n ? sb / double(n) : 0.0, n ? sf / double(n) : 0.0);
+    if (r.device == ComputeDevice::Cuda)
+        std::printf("cuda: %d streams, peak device memory %s, pinned host %s\n", r.streams,
+                    human_bytes(double(r.device_peak_bytes)).c_str(), human_bytes(double(r.pinned_bytes)).c_str());
     std::printf("plan size %s (%.3f bits/weight on targets, %.2f bits per param overall; fp16 model %s)\n",
                 human_bytes(double(r.size.total_bytes)).c_str(), r.size.target_bits_per_weight(), r.size.bits_per_param(),
                 human_bytes(double(r.size.fp16_bytes)).c_str());
@@ -67,6 +73,11 @@ void add_quantize(CLI::App& app) {
     });
     args->flags.add_to(sub);
     sub->add_option("--threads", args->threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
+    sub->add_option("--device", args->device, "auto (default: CUDA when a usable GPU is present), cpu or cuda")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}, CLI::ignore_case));
+    sub->add_option("--gpu-streams", args->gpu_streams, "CUDA: weights in flight at once, one stream each (default 3)")
+        ->check(CLI::Range(1, 64));
+    sub->add_option("--gpu-memory", args->gpu_memory, "CUDA: device memory the job may use, e.g. 20GB (default: 90% of free)");
     sub->add_option("--max-shard-size", args->max_shard, "Largest output shard, e.g. 5GB (default), 500MB");
     sub->add_flag("--force", args->force, "Write into a non-empty output folder");
     sub->add_option("--format", args->format, "Output format: hf (default), packed (docs/FORMAT.md) or bnb-nf4")

@@ -26,6 +26,7 @@
 #include <QVBoxLayout>
 
 #include "budget_bar.h"
+#include "device_combo.h"
 #include "error_chart.h"
 #include "error_heatmap.h"
 #include "improvement_chart.h"
@@ -267,6 +268,9 @@ void MainWindow::buildMenus() {
     tb->addAction(actRunAll_);
     tb->addAction(actRunSel_);
     tb->addAction(actCancel_);
+    device_ = new DeviceCombo(tb);
+    device_->setObjectName("RunDevice");
+    tb->addWidget(device_);
     tb->addSeparator();
     tb->addAction(actExport_);
     rebuildRecentMenu();
@@ -278,6 +282,7 @@ void MainWindow::restoreSettings() {
     layoutRestored_ = restoreState(s.value("window/state").toByteArray());
     doc_->setBudgetBytes(s.value("plan/budget_bytes", 0).toULongLong());
     threads_ = s.value("run/threads", 0).toInt();
+    if (auto d = loftq::device_from_name(s.value("run/device", "auto").toString().toStdString())) device_->setDevice(*d);
 }
 
 void MainWindow::saveSettings() {
@@ -285,6 +290,7 @@ void MainWindow::saveSettings() {
     s.setValue("window/geometry", saveGeometry());
     s.setValue("window/state", saveState());
     s.setValue("plan/budget_bytes", qulonglong(doc_->budgetBytes()));
+    s.setValue("run/device", loftq::device_name(device_->device()));
 }
 
 void MainWindow::updateTitle() {
@@ -302,6 +308,7 @@ void MainWindow::updateActions() {
     actSavePlan_->setEnabled(model);
     actSavePlanAs_->setEnabled(model);
     actExport_->setEnabled(source && !busy);
+    device_->setEnabled(!busy);
     actRunAll_->setEnabled(source && !busy && !doc_->resolved().weights.empty());
     actRunSel_->setEnabled(source && !busy && !doc_->weightsOfCells(grid_->selectedCells()).empty());
     actCancel_->setEnabled(job_->running());

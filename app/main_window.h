@@ -29,6 +29,7 @@ class QTabWidget;
 namespace studio {
 
 class BudgetBar;
+class DeviceCombo;
 class ErrorChart;
 class FinetunePanel;
 class ErrorHeatmap;
@@ -82,6 +83,7 @@ public:
     QString lastExportDir() const { return last_export_dir_; }
     bool openedExport() const { return openedExport_; }
     void setThreads(int n) { threads_ = n; }
+    DeviceCombo* deviceCombo() const { return device_; }
 
 signals:
     void openFinished(bool ok);
@@ -159,6 +161,7 @@ private:
     std::vector<std::string> loggedWarnings_;   // the plan warnings last written to the log     // a packed export is open: shown, not re-quantized
     std::pair<bool, bool> planDocksOpen_{true, true};   // chart and results docks, while on Fine-tune   // a saved dock layout was restored (else defaults apply)
     int threads_ = 0;
+    DeviceCombo* device_ = nullptr;   // toolbar: where runs and exports decompose
     std::shared_ptr<const loftq::QuantizeResult> last_result_;
     QByteArray defaultState_;
 };

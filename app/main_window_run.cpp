@@ -9,6 +9,8 @@
 #include "error_chart.h"
 #include "log_panel.h"
 #include "main_window.h"
+
+#include "device_combo.h"
 #include "plan_document.h"
 #include "plan_grid_view.h"
 #include "run_results.h"
@@ -60,6 +62,7 @@ bool MainWindow::startRun(const std::vector<std::string>& only, const ExportSpec
     opt.plan = doc_->plan();
     opt.plan.model = opt.model;
     opt.threads = threads_;
+    opt.device = device_->device();
     opt.force = out.force;
     opt.format = out.format.toStdString();
     opt.double_quant = out.double_quant;

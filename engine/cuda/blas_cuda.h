@@ -95,6 +95,20 @@ struct DeviceArray {
     }
     DeviceArray(const DeviceArray&) = delete;
     DeviceArray& operator=(const DeviceArray&) = delete;
+    DeviceArray(DeviceArray&& o) noexcept : p(o.p), count(o.count) {
+        o.p = nullptr;
+        o.count = 0;
+    }
+    DeviceArray& operator=(DeviceArray&& o) noexcept {
+        if (this != &o) {
+            if (p) (void)cudaFree(p);
+            p = o.p;
+            count = o.count;
+            o.p = nullptr;
+            o.count = 0;
+        }
+        return *this;
+    }
     void reset(size_t n) {
         if (p) (void)cudaFree(p);
         p = nullptr;

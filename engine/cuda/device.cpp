@@ -20,7 +20,11 @@ bool cuda_available(std::string* why) {
         const cudaError_t e = cudaGetDeviceCount(&count);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();  // clear it, so that it does not surface in a later check
-            return fail(std::string("cudaGetDeviceCount: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+            std::string what = std::string("cudaGetDeviceCount: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+            // Without any NVIDIA driver the runtime reports an "insufficient" driver: say what that means.
+            if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice)
+                what = "no usable NVIDIA GPU or driver found (" + what + ")";
+            return fail(what);
         }
         if (count <= 0) return fail("no CUDA device");
         int dev = 0, major = 0, minor = 0;

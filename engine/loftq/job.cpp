@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "io/checkpoint.h"
 #include "linalg/blas.h"
 #include "loftq/export_hf.h"
+#include "loftq/weight_decomposer.h"
 
 namespace loftq {
 
@@ -30,7 +32,8 @@ std::vector<TensorMeta> tensor_metas(const Checkpoint& ck) {
 namespace {
 using Clock = std::chrono::steady_clock;
 
-nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint& ck, int threads, int workers) {
+nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint& ck, int threads, int workers,
+                                   const QuantizeResult& res) {
     nlohmann::ordered_json m;
     m["tool"] = "loftq";
     m["version"] = LOFTQ_VERSION;
@@ -48,10 +51,43 @@ nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint&
     m["inputs"] = inputs;
     m["threads"] = threads;
     m["workers"] = workers;
+    m["device"] = device_name(res.device);
+    if (res.device == ComputeDevice::Cuda) {
+        m["gpu"] = res.device_name;
+        m["gpu_streams"] = res.streams;
+        m["gpu_peak_bytes"] = res.device_peak_bytes;
+    }
     m["seed"] = opt.plan.seed;
     m["svd"] = {{"oversample", opt.plan.oversample}, {"power_iters", opt.plan.power_iters}};
     m["plan"] = plan_to_json(opt.plan);
     return m;
+}
+std::string gib(double bytes) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2f GiB", bytes / double(1ull << 30));
+    return b;
+}
+
+// CUDA: how many decomposers (streams) fit the memory limit; throws when one weight alone does not.
+int cuda_streams_for(const QuantizeOptions& opt, const ResolvedPlan& plan, size_t K, std::string* note) {
+    size_t est = 0;
+    std::string largest;
+    for (const auto& w : plan.weights) {
+        const size_t e = cuda_decompose_estimate(w.rows, w.cols, w.s, opt.plan.oversample);
+        if (e > est) est = e, largest = w.name;
+    }
+    const size_t free_b = cuda_free_bytes();
+    const uint64_t limit = opt.gpu_memory > 0 ? opt.gpu_memory : uint64_t(0.9 * double(free_b));
+    if (est > limit)
+        throw Error("CUDA LoftQ: weight " + largest + " needs about " + gib(double(est)) + " of device memory, more than the " +
+                    gib(double(limit)) + " allowed (" + gib(double(free_b)) + " free); raise --gpu-memory or use --device cpu");
+    int streams = std::max(1, opt.gpu_streams);
+    streams = int(std::min<size_t>(size_t(streams), std::max<size_t>(1, K)));
+    if (est > 0) streams = int(std::min<uint64_t>(uint64_t(streams), limit / est));
+    streams = std::max(1, streams);
+    *note = std::to_string(streams) + " stream" + (streams == 1 ? "" : "s") + ", up to " + gib(double(est) * streams) +
+            " of device memory (limit " + gib(double(limit)) + ")";
+    return streams;
 }
 }  // namespace
 
@@ -84,9 +120,19 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
 
     const size_t K = res.plan.weights.size();
     res.weights.resize(K);
+    std::string device_note;
+    res.device = resolve_device(opt.device, &device_note);
+    const bool on_gpu = res.device == ComputeDevice::Cuda;
+    res.device_name = on_gpu ? cuda_status().device : "cpu";
     const int threads = opt.threads > 0 ? opt.threads : hardware_threads();
-    const int workers = int(std::max<size_t>(1, std::min<size_t>(size_t(threads), K)));
-    const int inner = std::max(1, threads / workers);
+    int workers = int(std::max<size_t>(1, std::min<size_t>(size_t(threads), K)));
+    if (on_gpu) {
+        std::string streams_note;
+        workers = cuda_streams_for(opt, res.plan, K, &streams_note);
+        device_note += "; " + streams_note;
+    }
+    res.streams = on_gpu ? workers : 0;
+    const int inner = on_gpu ? 1 : std::max(1, threads / workers);
     const int saved_blas = blas_threads();
     set_blas_threads(1);  // LAPACK steps single-threaded: identical results for any thread count
     struct BlasRestore { int n; ~BlasRestore() { set_blas_threads(n); } } blas_restore{saved_blas};
@@ -127,17 +173,33 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
 
     {
         JobEvent e{.kind = EventKind::JobStarted};
-        e.message = std::to_string(K) + " weights, " + std::to_string(workers) + " workers x " + std::to_string(inner) + " threads";
+        e.message = std::to_string(K) + " weights, " +
+                    (on_gpu ? std::to_string(workers) + " CUDA streams"
+                            : std::to_string(workers) + " workers x " + std::to_string(inner) + " threads");
         emit(e);
     }
+    emit({.kind = EventKind::Message, .message = device_note});
 
     std::atomic<size_t> next{0};
     std::atomic<bool> failed{false};
     std::exception_ptr first_error;
     std::mutex err_mu;
 
+    std::mutex dev_mu;
     auto worker = [&] {
-        std::vector<float> W;
+        std::unique_ptr<WeightDecomposer> dec;
+        // Whatever the exit (done, cancelled, failed), record this worker's memory use.
+        struct Record {
+            std::unique_ptr<WeightDecomposer>& dec;
+            std::mutex& mu;
+            QuantizeResult& res;
+            ~Record() {
+                if (!dec) return;
+                std::lock_guard<std::mutex> lock(mu);
+                res.device_peak_bytes += dec->peak_device_bytes();
+                res.pinned_bytes += dec->pinned_bytes();
+            }
+        } record{dec, dev_mu, res};
         for (;;) {
             if (failed.load() || cancel.cancelled()) return;
             size_t ti = next.fetch_add(1);
@@ -155,8 +217,9 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                     e.steps = wp.s.iters;
                                 emit(e);
                 }
-                W.resize(size_t(wp.rows * wp.cols));
-                ck->read_f32(te, W.data(), true);
+                if (!dec) dec = on_gpu ? make_cuda_decomposer() : make_cpu_decomposer(inner);
+                float* W = dec->buffer(size_t(wp.rows * wp.cols));
+                ck->read_f32(te, W, true);
                 ck->release(te);
                 SvdOptions so;
                 so.method = wp.s.svd;
@@ -165,8 +228,8 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                 so.seed = weight_seed(opt.plan.seed, wp.name, 0);
                 so.threads = inner;
                 const double step_units = double(wp.rows * wp.cols);
-                Decomposition d = loftq_decompose(
-                    W.data(), wp.rows, wp.cols, wp.s, so, inner,
+                Decomposition d = dec->run(
+                    W, wp.rows, wp.cols, wp.s, so,
                     [&](const StepReport& s) {
                         add_units(step_units);
                         JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
@@ -209,11 +272,15 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     for (auto& t : pool) t.join();
     if (first_error) std::rethrow_exception(first_error);
     cancel.throw_if_cancelled();
+    if (on_gpu)
+        emit({.kind = EventKind::Message, .message = "cuda: peak device memory " + gib(double(res.device_peak_bytes)) +
+                                                     " over " + std::to_string(res.streams) + " streams, pinned host " +
+                                                     gib(double(res.pinned_bytes))});
 
     res.seconds = elapsed();
     if (exporter) {
         emit({.kind = EventKind::Writing, .message = "writing " + opt.out_dir});
-        res.files = exporter->commit(res, manifest_of(opt, *ck, threads, workers));
+        res.files = exporter->commit(res, manifest_of(opt, *ck, threads, workers, res));
         res.seconds = elapsed();
     }
     stamp = [&](JobEvent& ev) {

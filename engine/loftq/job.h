@@ -13,6 +13,13 @@
 // receiver must only copy what it needs and return quickly (the GUI queues them to its thread).
 // Cancellation: the token is polled before every step and between tensors; a cancelled job
 // throws loftq::Cancelled after its workers stop, leaving no output files in place.
+// Device (QuantizeOptions::device, compute_device.h): on CUDA each worker owns one
+// CudaDecomposer on its own stream (weight_decomposer.h), so `gpu_streams` weights are in flight
+// at once: while one is on the GPU, another is read from the mapped checkpoint into pinned memory
+// and a finished one is exported on its worker's thread. The worker count is cut so that the
+// decomposers' estimated device memory fits `gpu_memory` (default 90% of what is free at start);
+// a weight too large for it alone is refused before anything runs. Events, cancel points and
+// exports are the same as on the CPU; the result records the device and the peak memory.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -22,6 +29,7 @@
 
 #include "core/cancel.h"
 #include "loftq/budget.h"
+#include "loftq/compute_device.h"
 #include "loftq/decompose.h"
 #include "loftq/plan.h"
 
@@ -66,6 +74,11 @@ struct QuantizeOptions {
     std::vector<std::string> only;  // restrict to these target names (GUI "run selected"); empty = all
     std::string format = "hf";      // output format: "hf", "packed" or "bnb-nf4" (exporter.h)
     bool double_quant = false;      // packed: 8-bit block scales (QLoRA-style double quantization)
+    // Where the decompositions run. The engine's default is the CPU (results identical for any
+    // thread count); the CLI and the GUI default to Auto (CUDA when a usable GPU is present).
+    ComputeDevice device = ComputeDevice::Cpu;
+    int gpu_streams = 3;            // CUDA: weights in flight at once (one stream + worker each)
+    uint64_t gpu_memory = 0;        // CUDA: device bytes the job may use; 0 = 90% of the free memory
     // Extra files for the export (e.g. the GUI's plots as PNG), asked for once every weight is
     // done and written into the same atomic commit: (path relative to out_dir, bytes). Called on
     // a job thread; it may throw loftq::Cancelled to abandon the export.
@@ -78,6 +91,11 @@ struct QuantizeResult {
     PlanSize size;
     double seconds = 0;
     std::vector<std::string> files;     // files written (absolute), empty for a dry run
+    ComputeDevice device = ComputeDevice::Cpu;  // where it ran (Auto resolved)
+    std::string device_name;            // "cpu" or the GPU's name
+    int streams = 0;                    // CUDA: decomposers (streams) used
+    uint64_t device_peak_bytes = 0;     // CUDA: sum over streams of each one's peak device memory
+    uint64_t pinned_bytes = 0;          // CUDA: page-locked host staging, all streams
 };
 
 QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel);

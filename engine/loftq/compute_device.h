@@ -1,0 +1,31 @@
+// compute_device.h: where a job runs — the CPU or the CUDA device — chosen per run by the CLI's
+// `--device auto|cpu|cuda` and the GUI's device chooser, in any build: without the CUDA backend
+// (no nvcc at build time) or without a usable GPU at run time, `auto` falls back to the CPU and
+// says why, and `cuda` is refused with that reason.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace loftq {
+
+enum class ComputeDevice : uint8_t { Auto, Cpu, Cuda };
+
+const char* device_name(ComputeDevice d);                                  // "auto", "cpu", "cuda"
+std::optional<ComputeDevice> device_from_name(std::string_view name);      // case-insensitive
+
+struct CudaStatus {
+    bool built = false;      // this build has the CUDA backend (LOFTQ_WITH_CUDA)
+    bool available = false;  // ... and a usable device is present now
+    std::string device;      // "NVIDIA H200 (sm_90, 139.8 GiB)" when available
+    std::string why_not;     // the reason when !available ("built without CUDA (no nvcc)", the driver's error, ...)
+};
+// Queried once per process and cached (device discovery costs ~100 ms with a driver present).
+const CudaStatus& cuda_status();
+
+// Auto -> Cuda when cuda_status().available, else Cpu; Cpu -> Cpu; Cuda -> Cuda when available,
+// else throws loftq::Error("--device cuda: " + why_not). *note (when given) gets one line for
+// the log: "device: cuda, NVIDIA H200 (...)" or "device: cpu (CUDA: <why>)".
+ComputeDevice resolve_device(ComputeDevice requested, std::string* note = nullptr);
+
+}  // namespace loftq
