@@ -4,11 +4,20 @@
 // (1e-6 relative), every step's error (1e-4 relative), the final codes (equal except where a
 // value lies within rounding of a threshold: mismatches counted and printed, at most 1e-3 of
 // them) and the low-rank product B A (printed, loose bound); T = 0 (bit-identical to the CPU);
-// cancellation. GPU tests QSKIP with the reason when cuda_available() is false; the no-device
-// test checks that the call then throws loftq::Error. Leaves out timing (bench/).
+// cancellation. The job on CUDA (QuantizeOptions::device, job.h) against the job on the CPU on a
+// synthetic LLaMA-shaped checkpoint: the same events, errors within 1e-4 relative, a packed
+// export whose codes agree except at ties and whose other tensors are byte-identical; 1 and 3
+// streams bit-identical; a reused CudaDecomposer (several shapes) bit-identical to fresh ones;
+// cancellation mid-job leaves nothing; the device-memory limit refuses a weight that cannot fit
+// and cuts the streams to what fits, and the reported peak stays under it.
+// GPU tests QSKIP with the reason when cuda_available() is false; the no-device test checks that
+// the call then throws loftq::Error. Leaves out timing (bench/).
 #include <QtTest>
 
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -18,6 +27,9 @@
 #include "core/error.h"
 #include "cuda/decompose_cuda.h"
 #include "cuda/device.h"
+#include "io/safetensors.h"
+#include "io/synthetic_model.h"
+#include "loftq/job.h"
 #include "linalg/blas.h"
 #include "loftq/decompose.h"
 #include "test_support.h"
@@ -36,6 +48,46 @@ std::vector<float> product(const LowRank& f) {
     std::vector<float> p(size_t(m * n), 0.f);
     if (r > 0) gemm_ref(false, false, m, n, r, 1.f, f.B.data(), r, f.A.data(), n, 0.f, p.data(), n);
     return p;
+}
+
+std::string synthetic_model(const std::string& tag) {
+    SyntheticSpec sp;
+    sp.layers = 2;
+    sp.hidden = 128;
+    sp.intermediate = 320;
+    sp.heads = 4;
+    sp.kv_heads = 2;
+    sp.vocab = 160;
+    std::string d = test::make_temp_dir(tag) + "/model";
+    write_synthetic_model(d, sp);
+    return d;
+}
+
+QuantizeOptions job_options(const std::string& model, const std::string& out, ComputeDevice dev) {
+    QuantizeOptions o;
+    o.model = model;
+    o.out_dir = out;
+    o.plan.defaults.rank = 8;
+    o.plan.defaults.iters = 3;
+    o.threads = 2;
+    o.device = dev;
+    return o;
+}
+
+struct JobRun {
+    QuantizeResult r;
+    std::map<int, int> kinds;  // EventKind -> count
+    std::vector<std::pair<std::string, int>> steps;  // (weight, step) of every StepDone
+};
+
+JobRun run_job(const QuantizeOptions& o) {
+    JobRun j;
+    j.r = run_quantize(o, [&](const JobEvent& e) {
+        j.kinds[int(e.kind)]++;
+        if (e.kind == EventKind::StepDone) j.steps.push_back({e.name, e.step});
+    }, CancelToken{});
+    std::sort(j.steps.begin(), j.steps.end());
+    return j;
 }
 
 }  // namespace
@@ -170,6 +222,142 @@ private slots:
             tok.cancel();
         }, &tok));
         QCOMPARE(seen, 1);
+    }
+
+    // The whole job on the GPU against the CPU: same events, same errors (1e-4), and a packed
+    // export whose codes agree except at ties while every copied tensor is byte-identical.
+    void jobMatchesCpu() {
+        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        const std::string m = synthetic_model("cuda-job");
+        const std::string base = test::make_temp_dir("cuda-job-out");
+        QuantizeOptions oc = job_options(m, base + "/cpu", ComputeDevice::Cpu), og = job_options(m, base + "/gpu", ComputeDevice::Cuda);
+        oc.format = og.format = "packed";
+        JobRun c = run_job(oc), g = run_job(og);
+        QCOMPARE(g.r.device, ComputeDevice::Cuda);
+        QVERIFY(g.r.streams >= 1 && g.r.device_peak_bytes > 0 && g.r.pinned_bytes > 0);
+        QCOMPARE(g.kinds[int(EventKind::WeightStarted)], c.kinds[int(EventKind::WeightStarted)]);
+        QCOMPARE(g.kinds[int(EventKind::StepDone)], c.kinds[int(EventKind::StepDone)]);
+        QCOMPARE(g.kinds[int(EventKind::WeightDone)], c.kinds[int(EventKind::WeightDone)]);
+        QCOMPARE(g.kinds[int(EventKind::JobDone)], 1);
+        QVERIFY(g.steps == c.steps);
+        QCOMPARE(g.r.weights.size(), c.r.weights.size());
+        double worst = 0;
+        for (size_t i = 0; i < c.r.weights.size(); ++i) {
+            QCOMPARE(g.r.weights[i].plan.name, c.r.weights[i].plan.name);
+            QCOMPARE(g.r.weights[i].rank, c.r.weights[i].rank);
+            QVERIFY(rel_diff(g.r.weights[i].baseline, c.r.weights[i].baseline) < 1e-6);
+            worst = std::max(worst, rel_diff(g.r.weights[i].final_error, c.r.weights[i].final_error));
+        }
+        std::printf("job: worst final-error difference %.2e relative over %zu weights\n", worst, c.r.weights.size());
+        QVERIFY2(worst < 1e-4, std::to_string(worst).c_str());
+        // Packed exports: same tensors; codes within ties, everything else byte-identical.
+        auto fc = SafetensorsFile::open(base + "/cpu/model.safetensors"), fg = SafetensorsFile::open(base + "/gpu/model.safetensors");
+        QCOMPARE(fg->tensors().size(), fc->tensors().size());
+        uint64_t code_bytes = 0, code_diff = 0;
+        for (const auto& tc : fc->tensors()) {
+            const TensorInfo* tg = fg->find(tc.name);
+            QVERIFY2(tg, tc.name.c_str());
+            QCOMPARE(tg->nbytes(), tc.nbytes());
+            const uint8_t *a = fc->data(tc), *b = fg->data(*tg);
+            const bool is_codes = tc.name.size() > 7 && tc.name.compare(tc.name.size() - 7, 7, ".qcodes") == 0;
+            const bool is_numeric = is_codes || tc.name.find(".qscales") != std::string::npos ||
+                                    tc.name.find("lora_") != std::string::npos;
+            if (is_codes) {
+                code_bytes += tc.nbytes();
+                for (uint64_t k = 0; k < tc.nbytes(); ++k) code_diff += a[k] != b[k];
+            } else if (!is_numeric) {
+                QVERIFY2(std::memcmp(a, b, tc.nbytes()) == 0, ("copied tensor differs: " + tc.name).c_str());
+            }
+        }
+        std::printf("job: %llu of %llu packed code bytes differ (ties)\n", (unsigned long long)code_diff, (unsigned long long)code_bytes);
+        QVERIFY(code_bytes > 0);
+        QVERIFY(double(code_diff) <= 1e-3 * double(code_bytes));
+    }
+
+    // Streams do not change numbers: each weight runs whole on one stream with its own handles.
+    void jobStreamsBitIdentical() {
+        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        const std::string m = synthetic_model("cuda-streams");
+        QuantizeOptions o1 = job_options(m, "", ComputeDevice::Cuda), o3 = o1;
+        o1.gpu_streams = 1;
+        o3.gpu_streams = 3;
+        JobRun a = run_job(o1), b = run_job(o3);
+        QCOMPARE(a.r.streams, 1);
+        QCOMPARE(b.r.streams, 3);
+        for (size_t i = 0; i < a.r.weights.size(); ++i) {
+            QCOMPARE(b.r.weights[i].final_error, a.r.weights[i].final_error);
+            for (size_t t = 0; t < a.r.weights[i].steps.size(); ++t)
+                QCOMPARE(b.r.weights[i].steps[t].error, a.r.weights[i].steps[t].error);
+        }
+    }
+
+    // One decomposer through several shapes and settings (buffers grown and reused, solvers
+    // cached and evicted) gives the bits of a fresh decomposer per call.
+    void decomposerReuseBitIdentical() {
+        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        CudaDecomposer dec;
+        struct Case { int64_t m, n; QuantKind q; int r; SvdMethod svd; };
+        const Case cases[] = {{512, 384, QuantKind::NF4, 8, SvdMethod::Randomized}, {128, 320, QuantKind::NF2, 4, SvdMethod::Randomized},
+                              {384, 512, QuantKind::INT3, 16, SvdMethod::Exact}, {512, 384, QuantKind::NF4, 8, SvdMethod::Randomized},
+                              {64, 64, QuantKind::NF3, 2, SvdMethod::Randomized}, {96, 200, QuantKind::INT4, 4, SvdMethod::Randomized},
+                              {512, 384, QuantKind::NF4, 8, SvdMethod::Randomized}};
+        for (const Case& c : cases) {
+            const Matrix W = test::structured_matrix(c.m, c.n, 7 + uint64_t(c.m));
+            WeightSettings s;
+            s.quant = c.q;
+            s.rank = c.r;
+            s.iters = 2;
+            s.svd = c.svd;
+            SvdOptions o;
+            o.seed = 11;
+            float* staged = dec.staging(size_t(c.m * c.n));
+            std::memcpy(staged, W.data(), size_t(c.m * c.n) * sizeof(float));
+            const Decomposition a = dec.run(staged, c.m, c.n, s, o);
+            const Decomposition b = loftq_decompose_cuda(W.data(), c.m, c.n, s, o);
+            QCOMPARE(a.final_error, b.final_error);
+            QVERIFY(a.codes == b.codes);
+            QVERIFY(std::memcmp(a.Q.data(), b.Q.data(), size_t(c.m * c.n) * sizeof(float)) == 0);
+            QVERIFY(std::memcmp(a.lr.B.data(), b.lr.B.data(), size_t(a.lr.B.rows * a.lr.B.cols) * sizeof(float)) == 0);
+        }
+        QVERIFY(dec.peak_device_bytes() >= dec.device_bytes());
+        QVERIFY(dec.device_bytes() <= CudaDecomposer::estimate_bytes(512, 384, WeightSettings{}, 10) * 4);
+    }
+
+    void jobCancelledLeavesNothing() {
+        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        const std::string m = synthetic_model("cuda-cancel");
+        const std::string out = test::make_temp_dir("cuda-cancel-out") + "/out";
+        QuantizeOptions o = job_options(m, out, ComputeDevice::Cuda);
+        o.plan.defaults.iters = 20;
+        CancelToken tok;
+        QVERIFY_THROWS_EXCEPTION(Cancelled, run_quantize(o, [&](const JobEvent& e) {
+            if (e.kind == EventKind::StepDone) tok.cancel();
+        }, tok));
+        QVERIFY(!std::filesystem::exists(out));
+    }
+
+    // The memory limit: a weight that cannot fit is refused by name before anything runs; a
+    // limit that fits one decomposer gives one stream, and the peak stays under the limit.
+    void jobMemoryLimit() {
+        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        const std::string m = synthetic_model("cuda-mem");
+        QuantizeOptions o = job_options(m, "", ComputeDevice::Cuda);
+        o.gpu_memory = 1 << 20;
+        try {
+            run_quantize(o, {}, CancelToken{});
+            QFAIL("a 1 MiB limit was accepted");
+        } catch (const Error& e) {
+            QVERIFY2(std::string(e.what()).find("needs about") != std::string::npos, e.what());
+        }
+        WeightSettings s;
+        s.rank = 8;
+        s.iters = 3;
+        const size_t one = CudaDecomposer::estimate_bytes(320, 128, s, 10);  // the largest weight: gate/up/down
+        o.gpu_memory = one + one / 2;
+        o.gpu_streams = 3;
+        const JobRun j = run_job(o);
+        QCOMPARE(j.r.streams, 1);
+        QVERIFY(j.r.device_peak_bytes <= o.gpu_memory);
     }
 };
 

@@ -6,6 +6,7 @@
 // and the real stories260K (llama2.c) checkpoint from ../shared when present.
 #include <QtTest>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -495,6 +496,59 @@ private slots:
         QVERIFY(!dst->find("lm_head.weight"));
         QVERIFY(dst->find("model.layers.4.mlp.down_proj.weight"));
         QVERIFY(fs::exists(out + "/tok512.bin"));
+    }
+
+    // The device chooser in a build or on a machine without a usable GPU (CI): `cuda` is refused
+    // with the reason before anything is written, `auto` runs on the CPU and says why.
+    void deviceNames() {
+        QCOMPARE(device_from_name("AUTO").value(), ComputeDevice::Auto);
+        QCOMPARE(device_from_name("cpu").value(), ComputeDevice::Cpu);
+        QCOMPARE(device_from_name("Cuda").value(), ComputeDevice::Cuda);
+        QVERIFY(!device_from_name("gpu"));
+        QCOMPARE(std::string(device_name(ComputeDevice::Cuda)), std::string("cuda"));
+        const CudaStatus& st = cuda_status();
+        QVERIFY(st.available || !st.why_not.empty());
+        QVERIFY(!st.available || st.built);
+    }
+
+    void cudaRefusedWithoutAGpu() {
+        if (cuda_status().available) QSKIP("a CUDA device is present (test_cuda_loftq covers the device path)");
+        std::string m = demo("job-nocuda", small());
+        const std::string out = test::make_temp_dir("job-nocuda-out") + "/out";
+        QuantizeOptions o = opts(m, out);
+        o.device = ComputeDevice::Cuda;
+        try {
+            run_quantize(o, {}, CancelToken{});
+            QFAIL("--device cuda ran without a GPU");
+        } catch (const Error& e) {
+            const std::string msg = e.what();
+            QVERIFY2(msg.find("--device cuda") != std::string::npos && msg.find(cuda_status().why_not) != std::string::npos,
+                     msg.c_str());
+        }
+        QVERIFY(!fs::exists(out));
+    }
+
+    void autoFallsBackToTheCpu() {
+        if (cuda_status().available) QSKIP("a CUDA device is present: auto picks it");
+        std::string m = demo("job-auto", small());
+        QuantizeOptions o = opts(m, "", 8, 2);
+        o.device = ComputeDevice::Auto;
+        std::vector<std::string> messages;
+        QuantizeResult r = run_quantize(o, [&](const JobEvent& e) {
+            if (e.kind == EventKind::Message) messages.push_back(e.message);
+        }, CancelToken{});
+        QCOMPARE(r.device, ComputeDevice::Cpu);
+        QCOMPARE(r.device_name, std::string("cpu"));
+        QCOMPARE(r.streams, 0);
+        QCOMPARE(r.device_peak_bytes, uint64_t(0));
+        const bool said = std::any_of(messages.begin(), messages.end(), [](const std::string& x) {
+            return x.rfind("device: cpu (CUDA: ", 0) == 0;
+        });
+        QVERIFY2(said, "auto did not say why it runs on the CPU");
+        // Same numbers as an explicit CPU run.
+        o.device = ComputeDevice::Cpu;
+        QuantizeResult c = run_quantize(o, {}, CancelToken{});
+        for (size_t i = 0; i < r.weights.size(); ++i) QCOMPARE(r.weights[i].final_error, c.weights[i].final_error);
     }
 };
 

@@ -8,6 +8,7 @@
 
 #include <QImage>
 #include <QProcess>
+#include <QStandardItemModel>
 #include <QStandardPaths>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "log_panel.h"
 #include "core/cancel.h"
 #include "budget_bar.h"
+#include "device_combo.h"
 #include "loftq/export_summary.h"
 #include "loftq/job.h"
 #include "main_window.h"
@@ -70,6 +72,8 @@ private slots:
         w = std::make_unique<MainWindow>();
         w->setInteractive(false);
         w->setThreads(2);
+        // The CPU, so that every number below is machine-independent; deviceChooser runs Auto.
+        w->deviceCombo()->setDevice(loftq::ComputeDevice::Cpu);
         w->resize(1400, 900);
         w->show();
     }
@@ -162,7 +166,7 @@ private slots:
         QVERIFY(!w->document()->isModified());
         const QString out = QString::fromStdString(dir + "/cli-out");
         QProcess proc;
-        proc.start(cli, {"quantize", w->document()->modelPath(), "--plan", plan, "--out", out, "--threads", "2", "--quiet"});
+        proc.start(cli, {"quantize", w->document()->modelPath(), "--plan", plan, "--out", out, "--threads", "2", "--device", "cpu", "--quiet"});
         QVERIFY(proc.waitForFinished(300000));
         QVERIFY2(proc.exitCode() == 0, proc.readAllStandardError().constData());
         std::ifstream in((out + "/loftq_metrics.json").toStdString());
@@ -173,6 +177,31 @@ private slots:
             QCOMPARE(QString::fromStdString(j["weights"][i]["name"].get<std::string>()), QString::fromStdString(r->weights[i].plan.name));
             QCOMPARE(j["weights"][i]["final_error"].get<double>(), r->weights[i].final_error);
         }
+    }
+
+    // The toolbar's device chooser: CUDA is listed, disabled with the reason when no GPU can be
+    // used; a run follows the choice (Auto: CUDA when available, else the CPU), and says where
+    // it ran in the log.
+    void deviceChooser() {
+        DeviceCombo* dc = w->deviceCombo();
+        QVERIFY(dc);
+        const loftq::CudaStatus& st = loftq::cuda_status();
+        const int cuda = dc->findData(int(loftq::ComputeDevice::Cuda));
+        QVERIFY(cuda >= 0);
+        auto* model = qobject_cast<QStandardItemModel*>(dc->model());
+        QVERIFY(model);
+        QCOMPARE(model->item(cuda)->isEnabled(), st.available);
+        if (!st.available)
+            QCOMPARE(dc->itemData(cuda, Qt::ToolTipRole).toString(), QString::fromStdString(st.why_not));
+        dc->setDevice(loftq::ComputeDevice::Cuda);  // falls back to Auto without a GPU
+        QCOMPARE(dc->device(), st.available ? loftq::ComputeDevice::Cuda : loftq::ComputeDevice::Auto);
+        dc->setDevice(loftq::ComputeDevice::Auto);
+        w->grid()->selectCells({QPoint(0, 0)});
+        QVERIFY(w->runSelected());
+        QVERIFY(wait_for(w.get(), &MainWindow::runFinished, 300000));
+        QCOMPARE(w->lastResult()->device, st.available ? loftq::ComputeDevice::Cuda : loftq::ComputeDevice::Cpu);
+        QVERIFY(w->log()->plainText().contains(st.available ? "device: cuda" : "device: cpu (CUDA: "));
+        dc->setDevice(loftq::ComputeDevice::Cpu);
     }
 
     void cancelMidRun() {
