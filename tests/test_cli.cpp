@@ -99,6 +99,24 @@ private slots:
         QVERIFY(r.err.contains("--out"));
         QVERIFY(run({"quantize", model, "--out", "x", "--quant", "nf9"}).err.contains("unknown quantizer"));
         QVERIFY(run({"--version"}).out.startsWith("loftq "));
+        QVERIFY(run({"quantize", model, "--dry-run", "--device", "tpu"}).code != 0);
+    }
+
+    // --device: auto says where it ran; cuda without a usable GPU is one clear line and exit 1,
+    // before anything is written (CI has no GPU; with one, the run goes to it).
+    void deviceChoice() {
+        const QString out = tmp("cli-dev") + "/out";
+        Run a = run({"quantize", model, "--dry-run", "--iters", "1", "--device", "auto"});
+        QVERIFY2(a.code == 0, qPrintable(a.err));
+        QVERIFY2(a.err.contains("device: "), qPrintable(a.err));
+        Run c = run({"quantize", model, "--out", out, "--iters", "1", "--device", "cuda", "--quiet"});
+        if (c.code == 0) {
+            QVERIFY(c.out.contains("cuda: ") && c.out.contains("streams"));
+            return;
+        }
+        QCOMPARE(c.code, 1);
+        QVERIFY2(c.err.contains("--device cuda: "), qPrintable(c.err));
+        QVERIFY(!QFileInfo::exists(out));
     }
 
     void inspectTextAndJson() {
