@@ -30,6 +30,7 @@ void add_quantize(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_make_demo(CLI::App& app);
 void add_finetune(CLI::App& app);
+void add_bench_finetune(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);

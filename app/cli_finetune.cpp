@@ -3,6 +3,9 @@
 // memory) and `loftq eval MODEL --data FILE [--adapter DIR]` (loss and perplexity). Both fill the
 // engine's structs and call run_finetune / run_eval, as the GUI does. Ctrl-C cancels a fine-tune
 // between micro-batches; the last checkpoint stays and `--resume` continues from it.
+// --device auto (default: the GPU when this build has CUDA and one is usable, else the CPU, with
+// a line saying why), cpu or cuda (an error naming the reason when unusable); --gemm and
+// --recompute tune the CUDA path (trainer.h).
 #include <unistd.h>
 
 #include <chrono>
@@ -155,7 +158,9 @@ void run_finetune_cmd(FinetuneArgs& a) {
             throw;
         }
     }
-    std::printf("%d steps in %s, %.0f tokens/s\n", r.steps_done, human_seconds(r.seconds).c_str(), r.tokens_per_s);
+    std::printf("%d steps in %s, %.0f tokens/s on %s\n", r.steps_done, human_seconds(r.seconds).c_str(), r.tokens_per_s,
+                r.device.c_str());
+    if (r.device_peak_bytes) std::printf("peak device memory %s (cudaMemGetInfo, context included)\n", human_bytes(double(r.device_peak_bytes)).c_str());
     if (std::isfinite(r.first_eval_loss))
         std::printf("eval loss %.4f -> %.4f (perplexity %.3f -> %.3f); last train loss %.4f\n", r.first_eval_loss,
                     r.final_eval_loss, std::exp(r.first_eval_loss), std::exp(r.final_eval_loss), r.final_train_loss);
@@ -189,8 +194,8 @@ void run_eval_cmd(EvalArgs& a) {
         SigintGuard sigint(cancel);
         r = run_eval(opt, cancel);
     }
-    std::printf("loss %.4f  perplexity %.3f  (%lld scored tokens in %lld examples of %d, %s)\n", r.loss, r.ppl,
-                (long long)r.tokens, (long long)r.examples, opt.seq, human_seconds(r.seconds).c_str());
+    std::printf("loss %.4f  perplexity %.3f  (%lld scored tokens in %lld examples of %d, %s on %s)\n", r.loss, r.ppl,
+                (long long)r.tokens, (long long)r.examples, opt.seq, human_seconds(r.seconds).c_str(), r.device.c_str());
 }
 }  // namespace
 
@@ -219,7 +224,14 @@ void add_finetune(CLI::App& app) {
         ->check(CLI::Range(0, 100000000));
     sub->add_option("--sample-tokens", o.sample_tokens, "Greedy sample length at the end, 0 = none (default 64)")->check(CLI::Range(0, 100000));
     sub->add_option("--prompt", o.sample_prompt, "Prompt for the final sample (default: BOS only)");
-    sub->add_option("--device", o.device, "cpu (default) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+    o.device = "auto";
+    sub->add_option("--device", o.device, "auto (default: CUDA when usable, else the CPU), cpu or cuda")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    sub->add_option("--gemm", o.gemm, "CUDA: frozen-base GEMMs on tf32 tensor cores (default) or exact fp32")
+        ->check(CLI::IsMember({"tf32", "fp32"}));
+    sub->add_option("--recompute", o.recompute,
+                    "CUDA activation checkpointing: auto (default: when the activations would not fit), on or off")
+        ->check(CLI::IsMember({"auto", "on", "off"}));
     sub->add_option("--tokenizer", o.tokenizer, "Tokenizer file (default: beside MODEL)")->check(CLI::ExistingFile);
     sub->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
     sub->add_flag("--resume", o.resume, "Continue from OUT/checkpoint");
@@ -243,6 +255,11 @@ void add_eval(CLI::App& app) {
     sub->add_option("--max-examples", o.max_examples, "Evaluate the first N examples only (default: all)")->check(CLI::Range(int64_t(0), INT64_MAX));
     sub->add_option("--tokenizer", o.tokenizer, "Tokenizer file (default: beside MODEL)")->check(CLI::ExistingFile);
     sub->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
+    o.device = "auto";
+    sub->add_option("--device", o.device, "auto (default: CUDA when usable, else the CPU), cpu or cuda")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    sub->add_option("--gemm", o.gemm, "CUDA: frozen-base GEMMs on tf32 tensor cores (default) or exact fp32")
+        ->check(CLI::IsMember({"tf32", "fp32"}));
     a->init.add_to(sub, "export: the model as stored, with its loftq_init adapter when it has one; with --adapter, the base that adapter was trained on");
     sub->callback([a] { run_eval_cmd(*a); });
 }

@@ -23,6 +23,8 @@
 #include <QVBoxLayout>
 #include <cmath>
 
+#include "device_combo.h"
+#include "loftq/compute_device.h"
 #include "studio_job_thread.h"
 #include "training_curves.h"
 
@@ -108,10 +110,8 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     lrow->addWidget(new QLabel(tr("seed"), this));
     lrow->addWidget(seed_);
     form->addRow(tr("Learning rate:"), lrow);
-    device_ = new QComboBox(this);
-    device_->addItem(tr("CPU"), "cpu");
-    device_->addItem(tr("CUDA (not built)"), "cuda");
-    device_->setItemData(1, false, Qt::UserRole - 1);  // disabled until the CUDA backend exists
+    device_ = new DeviceCombo(this);  // Auto by default; CUDA enabled with the GPU's name, or disabled with the reason
+    device_->setToolTip(tr("Where fine-tuning runs: Auto takes the GPU when one is usable"));
     threads_ = spin(this, 0, 1024, 0);
     threads_->setSpecialValueText(tr("all cores"));
     auto* drow = new QHBoxLayout;
@@ -203,7 +203,7 @@ loftq::TrainOptions FinetunePanel::options() const {
     o.data = data_->text().trimmed().toStdString();
     o.eval_data = evalData_->text().trimmed().toStdString();
     o.out_dir = out_->text().trimmed().toStdString();
-    o.device = device_->currentData().toString().toStdString();
+    o.device = loftq::device_name(device_->device());
     o.steps = steps_->value();
     o.batch = batch_->value();
     o.seq = seq_->value();
@@ -233,6 +233,7 @@ void FinetunePanel::setOptions(const loftq::TrainOptions& o) {
     evalEvery_->setValue(o.eval_every);
     seed_->setValue(int(o.seed));
     threads_->setValue(o.threads);
+    device_->setDevice(loftq::device_from_name(o.device).value_or(loftq::ComputeDevice::Auto));
 }
 
 bool FinetunePanel::running() const { return job_->running(); }

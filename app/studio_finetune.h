@@ -20,6 +20,7 @@ class QTableWidget;
 
 namespace studio {
 
+class DeviceCombo;
 class JobThread;
 class TrainingCurves;
 
@@ -56,7 +57,8 @@ private:
     JobThread* job_ = nullptr;
     TrainingCurves* curves_ = nullptr;
     QLineEdit *model_ = nullptr, *data_ = nullptr, *evalData_ = nullptr, *out_ = nullptr;
-    QComboBox *init_ = nullptr, *quant_ = nullptr, *device_ = nullptr;
+    QComboBox *init_ = nullptr, *quant_ = nullptr;
+    DeviceCombo* device_ = nullptr;   // Auto (default), CPU, CUDA (enabled when a usable GPU is present)
     QSpinBox *rank_ = nullptr, *iters_ = nullptr, *steps_ = nullptr, *batch_ = nullptr, *seq_ = nullptr, *accum_ = nullptr,
              *evalEvery_ = nullptr, *seed_ = nullptr, *threads_ = nullptr;
     QDoubleSpinBox* lr_ = nullptr;

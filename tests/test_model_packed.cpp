@@ -2,8 +2,13 @@
 // block scales, dequantized per use) computes exactly what the fp32 model computes when the fp32
 // base holds the same dequantized values: logits, loss and every LoRA gradient bit for bit,
 // for several quantizers; and the packed base is the size k bits + 32/block per weight.
+// LoadOptions::keep_packed (the CUDA trainer's load): requantizing a dequantized grid gives back
+// the same codes and scales for every quantizer (the claim the export path rests on), and a
+// keep_packed load (qlora, loftq, an F32 HF export) computes bit for bit what the fp32 load does;
+// a bf16 HF export is off the grid and falls back to fp32 sites, with the same results.
 #include <QtTest>
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -17,6 +22,7 @@
 #include "train/trainer.h"
 #include "io/synthetic_model.h"
 #include "model/llama_cpu.h"
+#include "test_support.h"
 #include "quant/quantizer.h"
 #include "test_support.h"
 
@@ -222,6 +228,132 @@ private slots:
         }
         QVERIFY(!adapters[0].empty());
         QVERIFY(adapters[0] == adapters[1]);
+    }
+
+    // q(deq(c, s)) == (c, s): absmax of table[c] * s over a block is s (the element that set s has
+    // code +-1, and |table| <= 1), and (table[c] * s) / s lands back in table[c]'s interval. Every
+    // quantizer, several blocks (a short last block too), scales from 1e-30 to 1e30, zero blocks.
+    void requantizingTheGridIsExact() {
+        for (QuantKind k : all_quant_kinds()) {
+            const QuantFormat& f = quant_format(k);
+            for (int block : {64, 100, 7}) {
+                const size_t n = 64 * 100 + 13;
+                std::vector<float> W = test::gaussian(n, 17 + uint64_t(block));
+                for (size_t i = 0; i < n; ++i) {
+                    const size_t b = i / size_t(block);
+                    const double mag = std::pow(10.0, double(int(b % 61) - 30));  // 1e-30 .. 1e30
+                    W[i] = float(W[i] * mag);
+                    if (b % 17 == 5) W[i] = 0.f;  // all-zero blocks
+                }
+                std::vector<uint8_t> c(n), c2(n);
+                std::vector<float> sc(num_blocks(n, block)), sc2(sc.size()), Q(n), Q2(n);
+                quantize(f, W.data(), n, block, c.data(), sc.data());
+                dequantize(f, c.data(), sc.data(), n, block, Q.data());
+                quantize(f, Q.data(), n, block, c2.data(), sc2.data());
+                dequantize(f, c2.data(), sc2.data(), n, block, Q2.data());
+                size_t bad_codes = 0, bad_scales = 0;
+                for (size_t i = 0; i < n; ++i) bad_codes += c[i] != c2[i];
+                for (size_t i = 0; i < sc.size(); ++i) bad_scales += test::float_bits(sc[i]) != test::float_bits(sc2[i]);
+                QVERIFY2(bad_codes == 0 && bad_scales == 0,
+                         qPrintable(QString("%1 block %2: %3 codes, %4 scales differ").arg(f.name).arg(block).arg(bad_codes).arg(bad_scales)));
+                QVERIFY(std::memcmp(Q.data(), Q2.data(), n * 4) == 0);
+            }
+        }
+    }
+
+    // keep_packed gives the model the fp32 load gives, bit for bit: logits, loss, LoRA values and
+    // gradients; the base is packed for qlora / loftq / an F32 HF export, fp32 for a bf16 export.
+    void keepPackedLoadEqualsFp32Load_data() {
+        QTest::addColumn<QString>("init");
+        QTest::addColumn<QString>("quant");
+        QTest::addColumn<int>("block");
+        QTest::addColumn<bool>("packs");
+        QTest::newRow("qlora nf4/64") << "qlora" << "nf4" << 64 << true;
+        QTest::newRow("qlora nf2/64") << "qlora" << "nf2" << 64 << true;
+        QTest::newRow("qlora int3/100") << "qlora" << "int3" << 100 << true;
+        QTest::newRow("loftq nf3/64") << "loftq" << "nf3" << 64 << true;
+        QTest::newRow("loftq int8/32") << "loftq" << "int8" << 32 << true;
+        QTest::newRow("hf export F32 nf4") << "hf-f32" << "nf4" << 64 << true;
+        QTest::newRow("hf export F32 int2/100, flags say nf4/64") << "hf-f32-other" << "int2" << 100 << true;
+        QTest::newRow("hf export bf16 nf4 (off the grid)") << "hf-bf16" << "nf4" << 64 << false;
+        QTest::newRow("lora16 (never packed)") << "lora16" << "nf4" << 64 << false;
+    }
+    void keepPackedLoadEqualsFp32Load() {
+        QFETCH(QString, init);
+        QFETCH(QString, quant);
+        QFETCH(int, block);
+        QFETCH(bool, packs);
+        LoadOptions lo;
+        lo.threads = 2;
+        lo.rank = 4;
+        lo.iters = 1;
+        lo.seed = 9;
+        lo.quant = quant.toStdString();
+        lo.block = block;
+        lo.model = dir_;
+        if (init == "qlora") lo.init = InitKind::Qlora;
+        else if (init == "loftq") lo.init = InitKind::Loftq;
+        else if (init == "lora16") lo.init = InitKind::Lora16;
+        else {
+            // An HF LoftQ export of the synthetic model (F32 or bf16 source), loaded as an export;
+            // "other": the load flags name another quantizer, the export's loftq_metrics.json wins.
+            std::string src = dir_;
+            if (init == "hf-bf16") {
+                src = test::make_temp_dir("keep-packed-bf16") + "/m";
+                SyntheticSpec sp;
+                sp.layers = 2; sp.hidden = 64; sp.intermediate = 160; sp.heads = 4; sp.kv_heads = 2; sp.vocab = 512;
+                sp.dtype = DType::BF16;
+                write_synthetic_model(src, sp);
+            }
+            QuantizeOptions q;
+            q.model = src;
+            q.plan.defaults.quant = *quant_kind_from_name(lo.quant);
+            q.plan.defaults.block = block;
+            q.plan.defaults.rank = 4;
+            q.plan.defaults.iters = 1;
+            q.threads = 2;
+            q.out_dir = test::make_temp_dir("keep-packed-export") + "/hf";
+            run_quantize(q, {}, CancelToken{});
+            lo.model = q.out_dir;
+            lo.init = InitKind::Export;
+            if (init == "hf-f32-other") { lo.quant = "nf4"; lo.block = 64; }
+        }
+        auto a = load_llama(lo);
+        lo.keep_packed = true;
+        auto b = load_llama(lo);
+        auto* ca = dynamic_cast<LlamaCpu*>(a.get());
+        auto* cb = dynamic_cast<LlamaCpu*>(b.get());
+        QVERIFY(ca && cb);
+        QVERIFY(!ca->packed_sites());
+        QCOMPARE(cb->packed_sites(), packs);
+        if (packs) {
+            QCOMPARE(int(cb->packed_site(1, LoraSite::Down).kind), int(*quant_kind_from_name(quant.toStdString())));
+            QCOMPARE(cb->packed_site(1, LoraSite::Down).block, block);
+            QVERIFY(cb->base_bytes() < ca->base_bytes());
+        }
+        const LlamaConfig& c = a->config();
+        const int B = 2, T = 11;
+        std::vector<int> tok(B * T), tgt(B * T);
+        Rng rng(5);
+        for (int i = 0; i < B * T; ++i) {
+            tok[size_t(i)] = int(rng.next() % uint64_t(c.vocab));
+            tgt[size_t(i)] = i % 4 == 1 ? -1 : int(rng.next() % uint64_t(c.vocab));
+        }
+        a->zero_grad();
+        b->zero_grad();
+        const float la = a->forward(tok.data(), tgt.data(), B, T), lb = b->forward(tok.data(), tgt.data(), B, T);
+        QCOMPARE(test::float_bits(lb), test::float_bits(la));
+        QVERIFY(std::memcmp(a->logits(), b->logits(), sizeof(float) * size_t(B * T) * size_t(c.vocab)) == 0);
+        a->backward();
+        b->backward();
+        auto ta = a->trainable(), tb = b->trainable();
+        QCOMPARE(ta.size(), tb.size());
+        for (size_t i = 0; i < ta.size(); ++i) {
+            QVERIFY2(std::memcmp(ta[i].value, tb[i].value, sizeof(float) * size_t(ta[i].numel())) == 0, ta[i].name.c_str());
+            QVERIFY2(std::memcmp(ta[i].grad, tb[i].grad, sizeof(float) * size_t(ta[i].numel())) == 0, ta[i].name.c_str());
+        }
+        qInfo("%s: base %llu bytes with keep_packed (%s), %llu without", qPrintable(init), (unsigned long long)cb->base_bytes(),
+              packs ? "packed" : "fp32", (unsigned long long)ca->base_bytes());
     }
 
     void wrongSizesAreRefused() {

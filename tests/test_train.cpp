@@ -4,7 +4,10 @@
 // bit-identical to an uninterrupted run, cancel keeping the last checkpoint with no partial files,
 // settings checks); and, with ../shared, run_eval of the real stories260K (llama2.c) against an
 // independent float64 llama2.c forward (interleaved RoPE, raw .bin floats), its published greedy
-// sample, and `loftq convert` to an HF folder giving the same logits and loss.
+// sample, and `loftq convert` to an HF folder giving the same logits and loss. Device choice
+// (CPU-only checks, every build): --device cuda without a usable GPU is a clear error, auto falls
+// back to the CPU and says so, and `loftq bench-finetune` runs on the CPU. The device itself is
+// tested in test_cuda_train.
 #include <QtTest>
 
 #include <cmath>
@@ -20,6 +23,7 @@
 #include "core/fsutil.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
+#include "loftq/compute_device.h"
 #include "model/llama.h"
 #include "train/adamw.h"
 #include "train/adapter_writer.h"
@@ -543,14 +547,43 @@ private slots:
 
     void settingsErrors() {
         TrainOptions o = synth_opts(synth, test::make_temp_dir("train-err") + "/out");
-        o.device = "cuda";
-        try {
-            run_finetune(o, nullptr, CancelToken{});
-            QFAIL("cuda accepted");
-        } catch (const Error& e) {
-            QVERIFY2(std::string(e.what()).find("CUDA backend not built") != std::string::npos, e.what());
+        if (!cuda_status().available) {  // without a usable GPU, --device cuda names the reason
+            o.device = "cuda";
+            try {
+                run_finetune(o, nullptr, CancelToken{});
+                QFAIL("cuda accepted");
+            } catch (const Error& e) {
+                QVERIFY2(std::string(e.what()).find("--device cuda: " + cuda_status().why_not) != std::string::npos, e.what());
+            }
+            EvalOptions eo;
+            eo.load = o.load;
+            eo.data = synth.eval;
+            eo.device = "cuda";
+            try {
+                run_eval(eo, CancelToken{});
+                QFAIL("cuda accepted by run_eval");
+            } catch (const Error& e) {
+                QVERIFY2(std::string(e.what()).find("--device cuda") != std::string::npos, e.what());
+            }
+        }
+        for (const char* bad : {"gpu", "tpu"}) {
+            o.device = bad;
+            try {
+                run_finetune(o, nullptr, CancelToken{});
+                QFAIL("unknown device accepted");
+            } catch (const Error& e) {
+                QVERIFY2(std::string(e.what()).find("unknown device") != std::string::npos, e.what());
+            }
         }
         o.device = "cpu";
+        o.gemm = "bf16";
+        try {
+            run_finetune(o, nullptr, CancelToken{});
+            QFAIL("unknown --gemm accepted");
+        } catch (const Error& e) {
+            QVERIFY2(std::string(e.what()).find("--gemm bf16") != std::string::npos, e.what());
+        }
+        o.gemm = "tf32";
         o.out_dir = synth.root;  // holds the model
         try {
             run_finetune(o, nullptr, CancelToken{});
@@ -584,10 +617,43 @@ private slots:
         QVERIFY2(e.code == 0, qPrintable(e.err));
         QVERIFY2(e.out.contains("perplexity"), qPrintable(e.out));
         QVERIFY2(e.err.contains("init loftq"), qPrintable(e.err));  // base rebuilt from loftq_base.json
-        Run c = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
-                         out + "2", "--device", "cuda"});
-        QCOMPARE(c.code, 1);
-        QVERIFY2(c.err.contains("CUDA backend not built"), qPrintable(c.err));
+        if (!cuda_status().available) {
+            Run c = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
+                             out + "2", "--device", "cuda"});
+            QCOMPARE(c.code, 1);
+            QVERIFY2(c.err.contains("--device cuda: "), qPrintable(c.err));
+            QVERIFY(!QFile::exists(out + "2"));
+        }
+        // bench-finetune: one JSON line on stdout with the step's throughput.
+        Run b = run_cli({"bench-finetune", QString::fromStdString(synth.model), "--device", "cpu", "--batch", "2", "--seq", "16",
+                         "--warmup", "1", "--steps", "2", "--rank", "2", "--threads", "2", "-q"});
+        QVERIFY2(b.code == 0, qPrintable(b.err));
+        json j = json::parse(b.out.trimmed().split('\n').last().toStdString());
+        QCOMPARE(j["device"].get<std::string>(), std::string("cpu"));
+        // rank 2 on the seven projections (in + out: q 128, k 96, v 96, o 128, gate/up/down 224) of 2 layers
+        QCOMPARE(j["trainable"].get<int64_t>(), int64_t(2 * 2 * (128 + 96 + 96 + 128 + 3 * 224)));
+        QVERIFY(j["tokens_per_s"].get<double>() > 0 && std::isfinite(j["last_loss"].get<double>()));
+    }
+
+    // --device auto: the GPU when usable, else the CPU with a message that says why; the device
+    // is reported in the result. (The CPU path is this file's reference; test_cuda_train compares
+    // the device against it.)
+    void deviceAutoSaysWhereItRuns() {
+        TrainOptions o = synth_opts(synth, test::make_temp_dir("train-auto") + "/out");
+        o.device = "auto";
+        o.steps = 2;
+        o.eval_every = 0;
+        o.sample_tokens = 0;
+        std::vector<std::string> messages;
+        TrainResult r = run_finetune(o, [&](const TrainEvent& e) {
+            if (e.kind == TrainEventKind::Message) messages.push_back(e.text);
+        }, CancelToken{});
+        const CudaStatus& st = cuda_status();
+        const std::string expect = st.available ? "device: cuda, " + st.device : "device: cpu (CUDA: " + st.why_not + ")";
+        QVERIFY2(std::find(messages.begin(), messages.end(), expect) != messages.end(), expect.c_str());
+        QCOMPARE(QString::fromStdString(r.device), QString::fromStdString(st.available ? "cuda, " + st.device : "cpu"));
+        QCOMPARE(r.steps_done, 2);
+        if (!st.available) QCOMPARE(r.device_peak_bytes, uint64_t(0));
     }
 
     // ---------------------------------------------------------------- real stories260K

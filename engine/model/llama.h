@@ -89,6 +89,17 @@ struct LoadOptions {
     double lora_alpha = 0;            // 0 = rank (scale 1)
     uint64_t seed = 0;
     int threads = 0;
+    // Keep the quantized projection weights packed in memory (k-bit codes + one fp32 scale per
+    // block, dequantized per use: PackedSite in llama_cpu.h) instead of fp32. Changes memory,
+    // never results: the packed model computes bit for bit what the fp32 one does. Loftq / Qlora:
+    // the codes come straight from the quantizer. Export (HF LoftQ layout): each stored Q is
+    // requantized with its weight's quantizer and block (OUT/loftq_metrics.json, else quant and
+    // block above); the base is kept packed only when dequantizing that gives back every stored
+    // value bit for bit (true for an F32 export; a bf16/fp16 export rounds Q off the grid), else
+    // every site stays fp32. A packed export is always kept packed; Lora16 never is. The CUDA
+    // trainer sets it, so that the device holds k bits per weight. LlamaCpu::packed_sites() says
+    // what the loader did.
+    bool keep_packed = false;
 };
 
 // Throws loftq::Error naming the file/tensor (missing tensors, shapes that disagree with the

@@ -94,6 +94,7 @@ public:
     float* site_weight(int l, LoraSite s);           // the frozen base W of a site (out x in); null when packed
     bool packed_sites() const { return packed_sites_; }
     void set_packed_site(int l, LoraSite s, PackedSite p);   // checks sizes; throws loftq::Error
+    const PackedSite& packed_site(int l, LoraSite s) const { return packed_[size_t(l) * kLoraSites + size_t(s)]; }  // packed only
     float* site_bias(int l, LoraSite s);             // q/k/v bias or null
     LoraSlot& slot(int l, LoraSite s) { return slots_[size_t(l) * kLoraSites + size_t(s)]; }
     const LoraSlot& slot(int l, LoraSite s) const { return slots_[size_t(l) * kLoraSites + size_t(s)]; }

@@ -12,6 +12,13 @@
 //           kaiming_uniform(a = sqrt(5))) from Rng(weight_seed(seed, tensor name, 0)), B = 0 —
 //           the same draw export_hf.cpp writes for T = 0 weights.
 // Weights are read straight into the model's base block (no second copy of the model).
+// LoadOptions::keep_packed keeps the quantized sites as PackedSite (codes + scales) instead:
+// Loftq / Qlora take the codes from the quantizer (the fp32 path stores exactly their
+// dequantization); an HF export is requantized site by site with its weight's quantizer
+// (loftq_metrics.json) and kept packed only if that reproduces every stored value bit for bit:
+// absmax of table[c] * s is s (every nonzero block holds a +-1 code) and (table[c] * s) / s rounds
+// back to table[c]'s interval, so q(deq(c, s)) = (c, s) for an F32 export; the first site off
+// the grid (bf16 rounding, a 16-bit site) restarts the load with fp32 sites.
 // Every failure is a loftq::Error naming the file and tensor.
 #include <algorithm>
 #include <atomic>
@@ -20,6 +27,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <regex>
@@ -245,6 +253,46 @@ void ranks_from_adapter(ExportAdapter& a, const LlamaConfig& c, std::vector<int>
             throw Error(a.path, t.name, "adapts a module other than the q/k/v/o/gate/up/down projections (not supported)");
 }
 
+// keep_packed on an HF export: a stored Q that is not the dequantization of its requantized
+// codes (caught by load_llama, which reloads with fp32 sites).
+struct NotOnGrid {};
+
+// The quantizer and block of each quantized weight of an HF LoftQ export, from
+// DIR/loftq_metrics.json ("weights": [{name, quant, block}, ...]); empty when the file is absent
+// or unreadable (the caller then tries LoadOptions::quant / block).
+std::map<std::string, std::pair<QuantKind, int>> export_quantizers(const std::string& dir) {
+    std::map<std::string, std::pair<QuantKind, int>> r;
+    const fs::path p = fs::path(dir) / "loftq_metrics.json";
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) return r;
+    try {
+        std::ifstream in(p);
+        const nlohmann::json j = nlohmann::json::parse(in);
+        auto ws = j.find("weights");
+        if (ws == j.end() || !ws->is_array()) return r;
+        for (const auto& w : *ws) {
+            const auto k = quant_kind_from_name(json_string(w, "quant", ""));
+            const int block = int(json_number(w, "block", 0));
+            const std::string name = json_string(w, "name", "");
+            if (k && block > 0 && !name.empty()) r[name] = {*k, block};
+        }
+    } catch (const std::exception&) {
+        r.clear();
+    }
+    return r;
+}
+
+PackedSite make_packed_site(QuantKind kind, int block, const uint8_t* codes, size_t n, std::vector<float> scales) {
+    PackedSite ps;
+    ps.kind = kind;
+    ps.block = block;
+    const int bits = quant_format(kind).bits;
+    ps.codes.resize(packed_size(n, bits));
+    pack_codes(codes, n, bits, ps.codes.data());
+    ps.scales = std::move(scales);
+    return ps;
+}
+
 }  // namespace
 
 LlamaConfig llama_config_from(const ModelConfig& m) {
@@ -276,7 +324,10 @@ LlamaConfig llama_config_from(const ModelConfig& m) {
     return c;
 }
 
-std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
+namespace {
+
+// pack_export: with keep_packed on an HF export, try packed sites (NotOnGrid when impossible).
+std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) {
     auto ck = Checkpoint::open(opt.model);
     const LlamaConfig cfg = checked_config(*ck);
     const bool packed = is_packed_checkpoint(*ck);
@@ -325,8 +376,14 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
         for (int l = 0; l < L && keep_packed; ++l)
             for (int s = 0; s < kLoraSites; ++s)
                 if (!preader->weight(weight_name(l, LoraSite(s)))) keep_packed = false;
+    } else if (opt.keep_packed && (opt.init == InitKind::Loftq || opt.init == InitKind::Qlora)) {
+        keep_packed = true;
+    } else if (pack_export && opt.init == InitKind::Export) {
+        keep_packed = true;  // requantized site by site below; NotOnGrid falls back to fp32
     }
     auto m = std::make_unique<LlamaCpu>(cfg, ranks, scales, opt.threads, keep_packed);
+    std::map<std::string, std::pair<QuantKind, int>> export_quant;
+    if (keep_packed && !packed && opt.init == InitKind::Export) export_quant = export_quantizers(ck->dir());
 
     // Reads one tensor into dst after checking presence and shape; read_f32 rejects NaN/Inf
     // naming the tensor.
@@ -354,36 +411,56 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
     load("model.norm.weight", m->final_norm(), {C});
     if (!cfg.tied_embeddings) load("lm_head.weight", m->lm_head(), {V, C});
 
-    // The seven targets of every layer.
-    auto load_target = [&](int l, LoraSite s) {
+    // The seven targets of every layer: into dst (out x in fp32), or, for a packed export kept
+    // packed, straight into the model's PackedSite (then false is returned and dst is untouched).
+    auto load_target = [&](int l, LoraSite s, float* dst) -> bool {
         const std::string name = weight_name(l, s);
         const PackedWeight* pw = preader ? preader->weight(name) : nullptr;
         if (pw && (pw->rows != lora_site_out(cfg, s) || pw->cols != lora_site_in(cfg, s)))
             throw Error(preader->dir(), name, "packed shape does not match the config");
         if (pw && keep_packed) {
-            PackedSite ps;
-            ps.kind = pw->quant;
-            ps.block = pw->block;
             const std::vector<uint8_t> codes = preader->codes(*pw);   // validated: each below the level count
-            ps.codes.resize(packed_size(codes.size(), pw->bits));
-            pack_codes(codes.data(), codes.size(), pw->bits, ps.codes.data());
-            ps.scales = preader->scales(*pw);                          // double-quantized ones decoded
-            m->set_packed_site(l, s, std::move(ps));
+            // scales: double-quantized ones decoded
+            m->set_packed_site(l, s, make_packed_site(pw->quant, pw->block, codes.data(), codes.size(), preader->scales(*pw)));
+            return false;
         } else if (pw) {
             const std::vector<float> q = preader->dequantize(*pw);
-            std::memcpy(m->site_weight(l, s), q.data(), q.size() * sizeof(float));
+            std::memcpy(dst, q.data(), q.size() * sizeof(float));
         } else {
-            load(name, m->site_weight(l, s), {lora_site_out(cfg, s), lora_site_in(cfg, s)});
+            load(name, dst, {lora_site_out(cfg, s), lora_site_in(cfg, s)});
         }
+        return true;
     };
     const int K = L * kLoraSites;
+    const bool packed_sites = m->packed_sites();
     switch (opt.init) {
         case InitKind::Export:
-        case InitKind::Lora16:
+        case InitKind::Lora16: {
+            std::vector<float> tmp, back;
+            std::vector<uint8_t> codes;
             for (int i = 0; i < K; ++i) {
                 const int l = i / kLoraSites;
                 const LoraSite s = LoraSite(i % kLoraSites);
-                load_target(l, s);
+                const size_t n = size_t(lora_site_out(cfg, s) * lora_site_in(cfg, s));
+                if (packed_sites) tmp.resize(n);
+                float* dst = packed_sites ? tmp.data() : m->site_weight(l, s);
+                if (load_target(l, s, dst) && packed_sites) {
+                    // keep_packed on an HF export: requantize and keep the codes only when they
+                    // give back the stored Q bit for bit.
+                    auto it = export_quant.find(weight_name(l, s));
+                    std::optional<QuantKind> kind = quant_kind_from_name(opt.quant);
+                    int block = opt.block;
+                    if (it != export_quant.end()) { kind = it->second.first; block = it->second.second; }
+                    if (!kind || block <= 0) throw NotOnGrid{};
+                    const QuantFormat& f = quant_format(*kind);
+                    std::vector<float> sc(num_blocks(n, block));
+                    codes.resize(n);
+                    back.resize(n);
+                    quantize(f, dst, n, block, codes.data(), sc.data(), m->threads());
+                    dequantize(f, codes.data(), sc.data(), n, block, back.data(), m->threads());
+                    if (std::memcmp(back.data(), dst, n * sizeof(float)) != 0) throw NotOnGrid{};
+                    m->set_packed_site(l, s, make_packed_site(*kind, block, codes.data(), n, std::move(sc)));
+                }
                 LoraSlot& sl = m->slot(l, s);
                 if (!sl.rank) continue;
                 if (adapter) {
@@ -395,18 +472,28 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
                 }
             }
             break;
+        }
         case InitKind::Qlora: {
             const QuantFormat& f = quant_format(*quant);
             std::vector<float> tmp;
+            std::vector<uint8_t> codes;
             for (int i = 0; i < K; ++i) {
                 const int l = i / kLoraSites;
                 const LoraSite s = LoraSite(i % kLoraSites);
-                load_target(l, s);
                 LoraSlot& sl = m->slot(l, s);
                 const size_t n = size_t(sl.in * sl.out);
                 tmp.resize(n);
-                quantize_dequantize(f, m->site_weight(l, s), n, opt.block, tmp.data(), nullptr, nullptr, m->threads());
-                std::memcpy(m->site_weight(l, s), tmp.data(), n * sizeof(float));
+                if (packed_sites) {  // the codes of q(W); their dequantization is the fp32 path's base
+                    load_target(l, s, tmp.data());
+                    std::vector<float> sc(num_blocks(n, opt.block));
+                    codes.resize(n);
+                    quantize(f, tmp.data(), n, opt.block, codes.data(), sc.data(), m->threads());
+                    m->set_packed_site(l, s, make_packed_site(*quant, opt.block, codes.data(), n, std::move(sc)));
+                } else {
+                    load_target(l, s, m->site_weight(l, s));
+                    quantize_dequantize(f, m->site_weight(l, s), n, opt.block, tmp.data(), nullptr, nullptr, m->threads());
+                    std::memcpy(m->site_weight(l, s), tmp.data(), n * sizeof(float));
+                }
                 qlora_init(sl, weight_name(l, s), opt.seed);
             }
             break;
@@ -425,15 +512,17 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
             std::exception_ptr first_error;
             std::mutex mu;
             auto worker = [&] {
+                std::vector<float> own;  // packed sites: this worker's fp32 copy of W
                 for (;;) {
                     const int i = next.fetch_add(1);
                     if (i >= K || failed.load()) return;
                     try {
                         const int l = i / kLoraSites;
                         const LoraSite s = LoraSite(i % kLoraSites);
-                        load_target(l, s);
                         LoraSlot& sl = m->slot(l, s);
-                        float* W = m->site_weight(l, s);
+                        if (packed_sites) own.resize(size_t(sl.out * sl.in));
+                        float* W = packed_sites ? own.data() : m->site_weight(l, s);
+                        load_target(l, s, W);
                         const std::string name = weight_name(l, s);
                         WeightSettings ws;
                         ws.quant = *quant;
@@ -446,7 +535,11 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
                         so.seed = weight_seed(opt.seed, name, 0);
                         so.threads = inner;
                         Decomposition d = loftq_decompose(W, sl.out, sl.in, ws, so, inner);
-                        std::memcpy(W, d.Q.data(), d.Q.size() * sizeof(float));
+                        if (packed_sites)  // Q_T = deq(codes, scales) of the same quantizer call
+                            m->set_packed_site(l, s, make_packed_site(*quant, opt.block, d.codes.data(), d.codes.size(),
+                                                                      std::move(d.scales)));
+                        else
+                            std::memcpy(W, d.Q.data(), d.Q.size() * sizeof(float));
                         if (!sl.rank) continue;
                         if (d.lr.B.cols == 0) {  // T = 0: QLoRA's start
                             qlora_init(sl, name, opt.seed);
@@ -477,6 +570,16 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
     }
     m->set_threads(opt.threads);
     return m;
+}
+
+}  // namespace
+
+std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
+    try {
+        return load_impl(opt, opt.keep_packed);
+    } catch (const NotOnGrid&) {
+        return load_impl(opt, false);  // the export's Q is not on its quantizer's grid: fp32 sites
+    }
 }
 
 }  // namespace loftq

@@ -52,6 +52,8 @@ nlohmann::ordered_json train_options_json(const TrainOptions& o) {
     j["eval_data"] = o.eval_data;
     j["tokenizer"] = o.tokenizer;
     j["device"] = o.device;
+    j["gemm"] = o.gemm;
+    j["recompute"] = o.recompute;
     j["steps"] = o.steps;
     j["batch"] = o.batch;
     j["seq"] = o.seq;
@@ -214,7 +216,10 @@ std::vector<std::string> check_resume_compatible(const std::string& file, const 
         if (differ(field(saved, k), field(cur, k)))
             throw Error(file, "", std::string("the checkpoint was made with ") + k + " = " + field(saved, k).dump() +
                                       ", this run asks for " + field(cur, k).dump() + "; resume with the same settings");
-    static const char* kSoft[] = {"steps", "lr", "min_lr_ratio", "warmup", "weight_decay", "clip", "beta1", "beta2", "eps", "data", "eval_data"};
+    // device / gemm / recompute: a run may resume on another device (the checkpoint is host data);
+    // it continues the same maths up to the device's rounding.
+    static const char* kSoft[] = {"steps", "lr", "min_lr_ratio", "warmup", "weight_decay", "clip", "beta1", "beta2", "eps",
+                                  "data", "eval_data", "device", "gemm", "recompute"};
     for (const char* k : kSoft)
         if (differ(field(saved, k), field(cur, k)))
             notes.push_back(std::string(k) + " changed from " + field(saved, k).dump() + " to " + field(cur, k).dump());

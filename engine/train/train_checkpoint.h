@@ -9,6 +9,9 @@
 // the whole data/RNG state), tokens, seconds, the eval losses so far, n_train, and the run's
 // options. Loading checks format, version, every tensor's presence, shape, dtype and finiteness,
 // and names the file and tensor when something is off.
+// Device: the functions read and write host memory (the model's trainable() and an AdamW's
+// moments); a CUDA run brings its device state to the host first and pushes it back after a load
+// (train/optimizer.h sync_to_host / sync_to_device), so a checkpoint resumes on either device.
 #pragma once
 #include <cstdint>
 #include <limits>

@@ -12,6 +12,10 @@
 // fdatasync'ed (no rewrite per step, so long runs stay cheap); a resumed run first rewrites the
 // file atomically without the lines after its checkpoint's step, and a reader drops a trailing
 // line without '\n' (a crash mid-write).
+// Devices: the model is loaded on the host (LlamaCpu; for CUDA with the quantized sites kept
+// packed) and, for CUDA, uploaded once (LlamaCuda) and the host copy dropped; the update runs
+// behind train/optimizer.h. Everything else (data order, schedule, events, files) is the same
+// code on both; on the device the LoRA values and moments come to the host only at checkpoints.
 #include "train/trainer.h"
 
 #include <fcntl.h>
@@ -30,13 +34,19 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/rng.h"
+#include "loftq/compute_device.h"
 #include "loftq/job.h"
+#include "model/llama_cpu.h"
 #include "train/adamw.h"
 #include "train/adapter_writer.h"
 #include "train/dataset.h"
 #include "train/generate.h"
+#include "train/optimizer.h"
 #include "train/tokenizer.h"
 #include "train/train_checkpoint.h"
+#ifdef LOFTQ_WITH_CUDA
+#include "cuda/train/llama_cuda.h"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -190,17 +200,101 @@ std::string abs_path(const std::string& p) {
 
 int resolve_threads(int n) { return n > 0 ? n : hardware_threads(); }
 
-void check_device(const std::string& device) {
-    if (device == "cpu" || device.empty()) return;
-    if (device == "cuda")
-        throw Error("--device cuda: CUDA backend not built (this build fine-tunes on the CPU; use --device cpu)");
-    throw Error("--device " + device + ": unknown device (expected cpu or cuda)");
+// Where a run goes: the names checked, the device resolved (throws "--device cuda: <why>" when
+// CUDA is asked for and unusable), and resolve_device's line for the log.
+struct DeviceChoice {
+    ComputeDevice device = ComputeDevice::Cpu;
+    std::string note;
+};
+DeviceChoice choose_device(const std::string& device, const std::string& gemm, const std::string& recompute) {
+    const auto d = device_from_name(device.empty() ? "cpu" : device);
+    if (!d) throw Error("--device " + device + ": unknown device (expected auto, cpu or cuda)");
+    if (gemm != "tf32" && gemm != "fp32") throw Error("--gemm " + gemm + ": unknown GEMM mode (expected tf32 or fp32)");
+    if (recompute != "auto" && recompute != "on" && recompute != "off")
+        throw Error("--recompute " + recompute + ": expected auto, on or off");
+    DeviceChoice c;
+    c.device = resolve_device(*d, &c.note);
+    return c;
+}
+
+// The model on its device. CUDA: the quantized base is kept packed (LoadOptions::keep_packed),
+// `prepare` runs on the host model (e.g. to apply an adapter), then the model is uploaded and the
+// host copy dropped. B, T, accum: the shape the run uses (for --recompute auto).
+struct DeviceModel {
+    std::unique_ptr<LlamaModel> model;
+    std::string where = "cpu";   // "cpu" or "cuda, <GPU name>"
+#ifdef LOFTQ_WITH_CUDA
+    LlamaCuda* cuda = nullptr;
+#endif
+    uint64_t device_peak() const {
+#ifdef LOFTQ_WITH_CUDA
+        if (cuda) return cuda->memory().device_peak_used;
+#endif
+        return 0;
+    }
+};
+DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, const std::string& gemm, const std::string& recompute,
+                           int B, int T, int accum, const std::function<void(LlamaModel&)>& prepare,
+                           const std::function<void(const std::string&)>& say) {
+    DeviceModel r;
+    auto note = [&](const std::string& text) {
+        if (say) say(text);
+    };
+    if (dev == ComputeDevice::Cuda) lo.keep_packed = true;
+    std::unique_ptr<LlamaModel> m = load_llama(lo);
+    if (prepare) prepare(*m);
+#ifdef LOFTQ_WITH_CUDA
+    if (dev == ComputeDevice::Cuda) {
+        auto* cpu = dynamic_cast<LlamaCpu*>(m.get());
+        if (!cpu) throw Error("fine-tune: the loader returned no CPU model to upload");
+        if (lo.init != InitKind::Lora16 && !cpu->packed_sites())
+            note("the base goes to the device as fp32 (32 bits per weight): the stored weights are not on their "
+                "quantizer's grid (a bf16/fp16 export or a 16-bit checkpoint); a packed export or --init loftq/qlora "
+                "keeps k bits per weight");
+        CudaTrainOptions co;
+        gemm_math_from_name(gemm, co.math);
+        recompute_from_name(recompute, co.recompute);
+        co.plan_batch = B;
+        co.plan_seq = T;
+        co.accum = accum;
+        std::string base = "fp32";
+        if (cpu->packed_sites()) {
+            const PackedSite& p = cpu->packed_site(0, LoraSite::Q);
+            base = std::string(quant_format(p.kind).name) + " packed (block " + std::to_string(p.block) + ")";
+        }
+        std::unique_ptr<LlamaCuda> dm = LlamaCuda::from_cpu(*cpu, co);
+        m.reset();  // the host copy of the base is no longer needed
+        note("on the device: " + base + " base, " + gemm + " GEMMs, recompute " + (dm->recompute() ? "on" : "off") +
+            "; device memory held: " + dm->memory().summary());
+        r.where = "cuda, " + cuda_status().device;
+        r.cuda = dm.get();
+        r.model = std::move(dm);
+        return r;
+    }
+#else
+    (void)gemm;
+    (void)recompute;
+    (void)B;
+    (void)T;
+    (void)accum;
+    (void)note;
+#endif
+    r.model = std::move(m);
+    return r;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(DeviceModel& dm, const std::vector<TrainableTensor>& params,
+                                          const AdamWParams& ap, bool accumulate) {
+#ifdef LOFTQ_WITH_CUDA
+    if (dm.cuda) return make_cuda_optimizer(*dm.cuda, ap, accumulate);
+#endif
+    return make_cpu_optimizer(params, ap, accumulate);
 }
 }  // namespace
 
 TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel) {
     const auto t0 = Clock::now();
-    check_device(opt.device);
+    const DeviceChoice dev = choose_device(opt.device, opt.gemm, opt.recompute);
     if (opt.out_dir.empty()) throw Error("fine-tune: no output folder given (--out)");
     if (opt.data.empty()) throw Error("fine-tune: no training data given (--data)");
     if (opt.steps < 1 || opt.batch < 1 || opt.seq < 2 || opt.accum < 1)
@@ -259,10 +353,12 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         e.text = s.str();
         emit(e);
     }
+    message(dev.note);
     message(opt.load.init == InitKind::Loftq ? "loading the model and running LoftQ in memory..." : "loading the model...");
     LoadOptions lo = opt.load;
     if (lo.threads == 0) lo.threads = opt.threads;
-    std::unique_ptr<LlamaModel> model = load_llama(lo);
+    DeviceModel dm = load_on_device(lo, dev.device, opt.gemm, opt.recompute, opt.batch, opt.seq, opt.accum, {}, message);
+    LlamaModel* model = dm.model.get();
     const int threads = resolve_threads(opt.threads);
     model->set_threads(threads);
     const LlamaConfig& cfg = model->config();
@@ -281,9 +377,10 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     ap.beta2 = opt.beta2;
     ap.eps = opt.eps;
     ap.weight_decay = opt.weight_decay;
-    AdamW adam(params, ap);
+    std::unique_ptr<Optimizer> optimizer = make_optimizer(dm, params, ap, opt.accum > 1);
     if (opt.resume) {
-        st = load_train_checkpoint(ckdir, params, adam);
+        st = load_train_checkpoint(ckdir, params, optimizer->host_state());  // host values and moments
+        optimizer->sync_to_device();
         if (st.n_train != int64_t(data.train.size()))
             message("resume: the data now has " + std::to_string(data.train.size()) + " train examples, the checkpoint saw " +
                     std::to_string(st.n_train) + ": the batch order differs from an uninterrupted run");
@@ -292,7 +389,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     st.n_train = int64_t(data.train.size());
     st.options = train_options_json(opt);
     message(std::to_string(params.size()) + " LoRA tensors, " + std::to_string(n_params) + " trainable parameters; " +
-            std::to_string(threads) + " threads");
+            (dm.where == "cpu" ? std::to_string(threads) + " threads" : dm.where));
 
     LrSchedule sched;
     sched.lr = opt.lr;
@@ -347,7 +444,8 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     int64_t run_tokens = 0;
     auto checkpoint = [&](int step) {
         st.seconds = prev_seconds + run_train_seconds;
-        add_files(save_train_checkpoint(ckdir, params, adam, st));
+        optimizer->sync_to_host();  // LoRA values (params) and moments current on the host
+        add_files(save_train_checkpoint(ckdir, params, optimizer->host_state(), st));
         add_files(write_peft_adapter((fs::path(out) / "adapter").string(), *model, opt.load));
         last_ckpt_step = step;
         TrainEvent e;
@@ -364,9 +462,6 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     Sampler sampler(int64_t(data.train.size()), opt.seed);
     std::vector<std::vector<int>> tok_mb(size_t(opt.accum)), tgt_mb(size_t(opt.accum));
     std::vector<int64_t> n_mb(size_t(opt.accum));
-    std::vector<std::vector<float>> acc;
-    if (opt.accum > 1)
-        for (const auto& t : params) acc.emplace_back(size_t(t.numel()), 0.f);
     std::vector<const Example*> rows;
     const auto loop_start = Clock::now();
     const int start_step = st.step;
@@ -382,7 +477,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
             N += n_mb[size_t(i)];
         }
         double loss_sum = 0;
-        for (auto& a : acc) std::fill(a.begin(), a.end(), 0.f);
+        if (opt.accum > 1) optimizer->begin_accumulation();
         for (int i = 0; i < opt.accum; ++i) {
             cancel.throw_if_cancelled();
             model->zero_grad();
@@ -390,23 +485,15 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
             const double loss = model->forward(tok_mb[size_t(i)].data(), tgt_mb[size_t(i)].data(), B, T);
             loss_sum += loss * double(n_mb[size_t(i)]);
             model->backward();
-            if (opt.accum > 1) {
-                const float w = float(double(n_mb[size_t(i)]) / double(N));
-                for (size_t k = 0; k < params.size(); ++k) {
-                    float* a = acc[k].data();
-                    const float* g = params[k].grad;
-                    for (int64_t e = 0; e < params[k].numel(); ++e) a[e] += w * g[e];
-                }
-            }
+            if (opt.accum > 1) optimizer->accumulate(float(double(n_mb[size_t(i)]) / double(N)));  // weight n_i / N
         }
-        if (opt.accum > 1)
-            for (size_t k = 0; k < params.size(); ++k) std::copy(acc[k].begin(), acc[k].end(), params[k].grad);
+        if (opt.accum > 1) optimizer->end_accumulation();
         const double train_loss = N > 0 ? loss_sum / double(N) : std::numeric_limits<double>::quiet_NaN();
-        const double gnorm = clip_grad_norm(params, opt.clip);
+        const double gnorm = optimizer->clip_grad_norm(opt.clip);
         if (!std::isfinite(gnorm) || (N > 0 && !std::isfinite(train_loss)))
             throw Error("fine-tune diverged at step " + std::to_string(step + 1) + " (loss " + std::to_string(train_loss) +
                         ", gradient norm " + std::to_string(gnorm) + "); try a lower --lr");
-        adam.step(params, lr);
+        optimizer->step(lr);
 
         st.step = step + 1;
         st.cursor = cursor;
@@ -429,6 +516,9 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         const int done_here = st.step - start_step;
         e.eta = since(loop_start) / done_here * (opt.steps - st.step);
         emit(e);
+#ifdef LOFTQ_WITH_CUDA
+        if (dm.cuda && done_here == 1) message("device memory after the first step: " + dm.cuda->memory().summary());
+#endif
         nlohmann::ordered_json j;
         j["kind"] = "train";
         j["step"] = st.step;
@@ -475,6 +565,11 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     res.seconds = since(t0);
     res.tokens_per_s = run_train_seconds > 0 ? double(run_tokens) / run_train_seconds : 0;
     res.files = files;
+    res.device = dm.where;
+    res.device_peak_bytes = dm.device_peak();
+#ifdef LOFTQ_WITH_CUDA
+    if (dm.cuda) message("device memory at the end: " + dm.cuda->memory().summary());
+#endif
     {
         TrainEvent e;
         e.kind = TrainEventKind::Done;
@@ -493,6 +588,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
 
 EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
     const auto t0 = Clock::now();
+    const DeviceChoice dev = choose_device(opt.device, opt.gemm, "auto");
     if (opt.data.empty()) throw Error("eval: no data given (--data)");
     if (opt.batch < 1 || opt.seq < 2) throw Error("eval: batch must be >= 1 and seq >= 2");
     LoadOptions lo = opt.load;
@@ -512,10 +608,14 @@ EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
     if (ex.empty()) throw Error(opt.data, "", "no examples to evaluate (file too short for --seq " + std::to_string(opt.seq) + "?)");
     cancel.throw_if_cancelled();
 
-    std::unique_ptr<LlamaModel> model = load_llama(lo);
+    // The adapter goes into the host model, before the upload.
+    auto prepare = [&](LlamaModel& m) {
+        check_examples(ex, opt.seq, m.config().vocab, opt.data);
+        if (!opt.adapter.empty()) apply_peft_adapter(opt.adapter, m);
+    };
+    DeviceModel dm = load_on_device(lo, dev.device, opt.gemm, "auto", opt.batch, opt.seq, 1, prepare, {});
+    LlamaModel* model = dm.model.get();
     model->set_threads(resolve_threads(opt.threads));
-    check_examples(ex, opt.seq, model->config().vocab, opt.data);
-    if (!opt.adapter.empty()) apply_peft_adapter(opt.adapter, *model);
     cancel.throw_if_cancelled();
 
     EvalResult r;
@@ -523,6 +623,124 @@ EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
     r.ppl = std::exp(r.loss);
     r.examples = int64_t(ex.size());
     r.seconds = since(t0);
+    r.device = dm.where;
+    return r;
+}
+
+TrainBenchResult run_train_bench(const TrainBenchOptions& opt, const TrainCallback& cb, const CancelToken& cancel) {
+    const auto t0 = Clock::now();
+    const DeviceChoice dev = choose_device(opt.device, opt.gemm, opt.recompute);
+    if (opt.batch < 1 || opt.seq < 2 || opt.steps < 1 || opt.warmup < 0)
+        throw Error("bench: batch and steps must be >= 1, seq >= 2, warmup >= 0");
+    auto message = [&](const std::string& text) {
+        if (!cb) return;
+        TrainEvent e;
+        e.kind = TrainEventKind::Message;
+        e.text = text;
+        e.steps = opt.steps;
+        e.elapsed = since(t0);
+        cb(e);
+    };
+    const int B = opt.batch, T = opt.seq;
+    const size_t BT = size_t(B) * size_t(T);
+
+    // Token ids: a file of int32 (cycled) or uniform draws; checked against the vocabulary below.
+    std::vector<int32_t> ids;
+    if (!opt.tokens_file.empty()) {
+        const std::string bytes = read_text_file(opt.tokens_file);
+        if (bytes.size() < BT * 4 || bytes.size() % 4 != 0)
+            throw Error(opt.tokens_file, "", "holds " + std::to_string(bytes.size()) + " bytes; expected int32 token ids, at least batch x seq = " +
+                                                 std::to_string(BT) + " of them");
+        ids.resize(bytes.size() / 4);
+        std::memcpy(ids.data(), bytes.data(), bytes.size());
+    }
+
+    message(dev.note);
+    message(opt.load.init == InitKind::Loftq ? "loading the model and running LoftQ in memory..." : "loading the model...");
+    LoadOptions lo = opt.load;
+    if (lo.threads == 0) lo.threads = opt.threads;
+    DeviceModel dm = load_on_device(lo, dev.device, opt.gemm, opt.recompute, B, T, 1, {}, message);
+    LlamaModel& model = *dm.model;
+    model.set_threads(resolve_threads(opt.threads));
+    const int V = model.config().vocab;
+    TrainBenchResult r;
+    r.load_seconds = since(t0);
+    r.device = dm.where;
+    for (int32_t id : ids)
+        if (id < 0 || id >= V)
+            throw Error(opt.tokens_file, "", "token id " + std::to_string(id) + " is outside the model's vocabulary of " + std::to_string(V));
+    cancel.throw_if_cancelled();
+
+    std::vector<TrainableTensor> params = model.trainable();
+    for (const auto& t : params) r.trainable += t.numel();
+    std::unique_ptr<Optimizer> optimizer = make_optimizer(dm, params, AdamWParams{}, false);
+    Rng rng(opt.seed ^ hash_name("loftq-bench-tokens"));
+    size_t cursor = 0;
+    std::vector<int> tok(BT), tgt(BT);
+    auto next_batch = [&] {
+        for (size_t i = 0; i < BT; ++i) {
+            if (ids.empty()) {
+                tok[i] = int(rng.next() % uint64_t(V));
+            } else {
+                tok[i] = ids[cursor];
+                cursor = (cursor + 1) % ids.size();
+            }
+        }
+        for (size_t i = 0; i < BT; ++i) tgt[i] = (i + 1) % size_t(T) == 0 ? -1 : tok[i + 1];
+    };
+    auto sync = [&] {
+#ifdef LOFTQ_WITH_CUDA
+        if (dm.cuda) dm.cuda->synchronize();
+#endif
+    };
+    Clock::time_point start = Clock::now();
+    for (int s = 0; s < opt.warmup + opt.steps; ++s) {
+        cancel.throw_if_cancelled();
+        if (s == opt.warmup) {
+            sync();
+            start = Clock::now();
+        }
+        next_batch();
+        model.zero_grad();
+        const double loss = model.forward(tok.data(), tgt.data(), B, T);
+        model.backward();
+        optimizer->clip_grad_norm(1.0);
+        optimizer->step(opt.lr);
+        if (s == 0) r.first_loss = loss;
+        r.last_loss = loss;
+        if (!std::isfinite(loss)) throw Error("bench: the loss is not finite at step " + std::to_string(s + 1));
+        TrainEvent e;
+        e.kind = TrainEventKind::Step;
+        e.step = s + 1;
+        e.steps = opt.warmup + opt.steps;
+        e.train_loss = loss;
+        e.lr = opt.lr;
+        e.fraction = double(s + 1) / double(opt.warmup + opt.steps);
+        e.elapsed = since(t0);
+        if (cb) cb(e);
+    }
+    sync();
+    r.seconds = since(start);
+    r.ms_per_step = 1e3 * r.seconds / opt.steps;
+    r.tokens_per_s = double(BT) * opt.steps / r.seconds;
+    r.gemm = dev.device == ComputeDevice::Cuda ? opt.gemm : "";
+    r.base = "fp32";
+#ifdef LOFTQ_WITH_CUDA
+    if (dm.cuda) {
+        const CudaMemory m = dm.cuda->memory();
+        r.recompute = dm.cuda->recompute();
+        r.peak_bytes = m.peak;
+        r.device_peak_used = m.device_peak_used;
+        r.memory = m.summary();
+        if (dm.cuda->packed_base()) r.base = "packed";
+    }
+#endif
+    if (auto* cpu = dynamic_cast<LlamaCpu*>(&model)) {
+        r.peak_bytes = cpu->base_bytes() + cpu->lora_bytes() + cpu->activation_bytes();
+        if (cpu->packed_sites()) r.base = "packed";
+        r.memory = "host: base " + std::to_string(cpu->base_bytes()) + " bytes, LoRA " + std::to_string(cpu->lora_bytes()) +
+                   ", activations " + std::to_string(cpu->activation_bytes());
+    }
     return r;
 }
 

@@ -7,6 +7,10 @@
 // OUT/checkpoint/ (adapters + AdamW moments + step + options, resumable), OUT/metrics.jsonl
 // (one JSON object per step / eval: step, train_loss, eval_loss, eval_ppl, lr, tokens_per_s),
 // each written atomically. Cancelling keeps the last checkpoint.
+// Device: "cpu" (the reference), "cuda" (LlamaCuda + CudaAdamW, engine/cuda/train/; the base
+// stays packed on the device for quantized starts), or "auto" (CUDA when usable, else the CPU,
+// with a Message saying why). The loop, data order, checkpoints and outputs are the same on both;
+// optimizer.h hides where the update runs.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -23,7 +27,9 @@ struct TrainOptions {
     std::string data, eval_data;      // eval_data "" = a held-out split of data
     std::string tokenizer;            // "" = beside the model
     std::string out_dir;
-    std::string device = "cpu";       // "cuda" when built with CUDA (a later issue)
+    std::string device = "cpu";       // "auto" (CUDA when usable, else CPU), "cpu" or "cuda"; the CLI and GUI default to auto
+    std::string gemm = "tf32";        // CUDA: frozen-base GEMMs on "tf32" tensor cores (fp32 accumulation) or exact "fp32"
+    std::string recompute = "auto";   // CUDA activation checkpointing: "auto" (when the activations would not fit), "on", "off"
     int steps = 100, batch = 4, seq = 128, accum = 1;
     double lr = 2e-4, min_lr_ratio = 0.1, weight_decay = 0.0, clip = 1.0;
     double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -54,6 +60,8 @@ struct TrainResult {
     double seconds = 0, tokens_per_s = 0;
     std::string sample;
     std::vector<std::string> files;
+    std::string device;               // where it ran: "cpu" or "cuda, <GPU name>"
+    uint64_t device_peak_bytes = 0;   // CUDA: peak device memory in use (cudaMemGetInfo, context included)
 };
 
 TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel);
@@ -76,8 +84,44 @@ struct EvalOptions {
     int64_t max_examples = 0;
     std::string adapter;              // a PEFT adapter folder to apply (e.g. OUT/adapter), "" = none
     int threads = 0;
+    std::string device = "cpu";       // as TrainOptions::device
+    std::string gemm = "tf32";        // as TrainOptions::gemm
 };
-struct EvalResult { double loss = 0, ppl = 0; int64_t tokens = 0; int64_t examples = 0; double seconds = 0; };
+struct EvalResult {
+    double loss = 0, ppl = 0;
+    int64_t tokens = 0;
+    int64_t examples = 0;
+    double seconds = 0;
+    std::string device;               // "cpu" or "cuda, <GPU name>"
+};
 EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel);
+
+// Throughput of the training step alone (forward, backward, clipping, AdamW), without data files
+// or outputs: `loftq bench-finetune` and tests/python/bench_peft_finetune.py, which runs PyTorch +
+// PEFT on the same model, tokens, batch and length. Tokens: `tokens_file` (raw little-endian
+// int32 ids, read B x T at a time, cyclically) or uniform ids from `seed`; targets = the next
+// token of the row (the last position unscored), as a causal-LM loss over the same tokens.
+// `warmup` steps run untimed, then `steps` timed ones (the device synchronized at both ends).
+struct TrainBenchOptions {
+    LoadOptions load;
+    std::string device = "auto", gemm = "tf32", recompute = "auto";
+    int batch = 4, seq = 512, warmup = 3, steps = 10;
+    double lr = 1e-4;
+    std::string tokens_file;
+    uint64_t seed = 0;
+    int threads = 0;
+};
+struct TrainBenchResult {
+    std::string device;               // "cpu" or "cuda, <GPU name>"
+    std::string gemm, base;           // "tf32" / "fp32" (CUDA); "nf4 packed", "fp32"
+    bool recompute = false;
+    int64_t trainable = 0;            // LoRA parameters
+    double load_seconds = 0, seconds = 0, ms_per_step = 0, tokens_per_s = 0;
+    double first_loss = 0, last_loss = 0;
+    uint64_t peak_bytes = 0;          // CUDA: own accounting of buffers; CPU: model bytes
+    uint64_t device_peak_used = 0;    // CUDA: cudaMemGetInfo peak (context and cuBLAS included)
+    std::string memory;               // one-line breakdown
+};
+TrainBenchResult run_train_bench(const TrainBenchOptions& opt, const TrainCallback& cb, const CancelToken& cancel);
 
 }  // namespace loftq
