@@ -1,18 +1,20 @@
 // test_cuda_loftq.cpp: Qt Test for the GPU LoftQ decomposition (cuda/decompose_cuda.h) against
 // the CPU loftq_decompose on a structured 512 x 384 weight: NF4 and NF2, r 8 and 16, T = 3,
 // randomized (same host-generated test matrix) and exact SVD. Checks ||W||, the QLoRA baseline
-// (1e-6 relative), every step's error (1e-4 relative), the final codes (equal except where a
+// (1e-6 relative), every step's error (5e-4 relative), the final codes (equal except where a
 // value lies within rounding of a threshold: mismatches counted and printed, at most 1e-3 of
-// them) and the low-rank product B A (printed, loose bound); T = 0 (bit-identical to the CPU);
+// them) and the low-rank product B A (printed, loose bound: 0.1); T = 0 (bit-identical to the CPU);
 // cancellation. The job on CUDA (QuantizeOptions::device, job.h) against the job on the CPU on a
 // synthetic LLaMA-shaped checkpoint: the same events, errors within 1e-4 relative, a packed
 // export whose codes agree except at ties and whose other tensors are byte-identical; 1 and 3
 // streams bit-identical; a reused CudaDecomposer (several shapes) bit-identical to fresh ones;
-// cancellation mid-job leaves nothing; the device-memory limit refuses a weight that cannot fit
+// cancellation mid-job leaves no file; the device-memory limit refuses a weight that cannot fit
 // and cuts the streams to what fits, and the reported peak stays under it.
 // GPU tests QSKIP with the reason when cuda_available() is false; the no-device test checks that
 // the call then throws loftq::Error. Leaves out timing (bench/).
 #include <QtTest>
+
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstring>
@@ -29,6 +31,8 @@
 #include "cuda/device.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
+#include "loftq/compute_device.h"
+#include "loftq/cuda_plugin.h"
 #include "loftq/job.h"
 #include "linalg/blas.h"
 #include "loftq/decompose.h"
@@ -108,6 +112,27 @@ private slots:
         set_blas_threads(1);
     }
 
+    // The plugin the engine opens at run time (loftq/cuda_plugin.h) loads with every symbol
+    // resolved, answers with this program's ABI, and says whether a device is usable: runs
+    // wherever CUDA is built, GPU or not.
+    void pluginLoadsAndAnswers() {
+        const std::string path = QCoreApplication::applicationDirPath().toStdString() + "/../lib/libloftq_cuda.so";
+        QVERIFY2(std::filesystem::exists(path), path.c_str());
+        void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        QVERIFY2(h, dlerror());
+        using Entry = const CudaPluginApi* (*)();
+        auto entry = reinterpret_cast<Entry>(dlsym(h, "loftq_cuda_plugin_api"));
+        QVERIFY(entry);
+        const CudaPluginApi* api = entry();
+        QCOMPARE(api->abi, kCudaPluginAbi);
+        QVERIFY(api->available && api->new_decomposer && api->new_llama && api->new_optimizer);
+        std::string why;
+        QCOMPARE(api->available(&why), have_);
+        QVERIFY(have_ || !why.empty());
+        // The engine's view agrees (without a driver it never opens the module at all).
+        QCOMPARE(cuda_status().available, have_);
+    }
+
     // Runs everywhere: without a device the call throws loftq::Error (never crashes).
     void noDeviceThrows() {
         if (have_) QSKIP("a CUDA device is present");
@@ -131,6 +156,12 @@ private slots:
         QFETCH(int, kind);
         QFETCH(int, rank);
         QFETCH(int, method);
+        // Step errors and B A are not continuous in the input: the GPU's products round differently
+        // from the CPU's, a residual value within rounding of a threshold flips its code, and where
+        // sigma_r ~ sigma_{r+1} (NF2, r 16, randomized) that turns the rank-r subspace. The CPU
+        // alone, on W moved by 1 ulp, differs from itself by up to 1.03e-4 in a step error and 2.7e-2
+        // in B A (24 perturbations): hence 5e-4 and a B A bound that only catches gross errors.
+        constexpr double kStepTol = 5e-4;
         WeightSettings s;
         s.quant = QuantKind(kind);
         s.block = 64;
@@ -169,15 +200,15 @@ private slots:
                         gpu.steps[t].error, rel_diff(gpu.steps[t].error, cpu.steps[t].error));
             QCOMPARE(gpu.steps[t].step, cpu.steps[t].step);
             QCOMPARE(events[t].step, int(t + 1));
-            QVERIFY(rel_diff(gpu.steps[t].error, cpu.steps[t].error) <= 1e-4);
+            QVERIFY(rel_diff(gpu.steps[t].error, cpu.steps[t].error) <= kStepTol);
             QCOMPARE(gpu.steps[t].baseline, gpu.baseline);
         }
         QVERIFY(rel_diff(gpu.w_norm, cpu.w_norm) <= 1e-9);
         QVERIFY(rel_diff(gpu.baseline, cpu.baseline) <= 1e-6);
-        QVERIFY(rel_diff(gpu.final_error, cpu.final_error) <= 1e-4);
+        QVERIFY(rel_diff(gpu.final_error, cpu.final_error) <= kStepTol);
         QVERIFY(gpu.final_error < gpu.baseline);
         QVERIFY2(double(code_mismatch) <= 1e-3 * double(cpu.codes.size()), "too many code mismatches");
-        QVERIFY2(lr_diff <= 1e-2, "low-rank products differ");
+        QVERIFY2(lr_diff <= 0.1, "low-rank products differ");
         QVERIFY(stats.device_bytes >= 3 * size_t(kM * kN) * sizeof(float));
         for (int j = 0; j + 1 < rank; ++j) QVERIFY(gpu.lr.S[size_t(j)] >= gpu.lr.S[size_t(j + 1)]);
     }
@@ -333,7 +364,11 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(Cancelled, run_quantize(o, [&](const JobEvent& e) {
             if (e.kind == EventKind::StepDone) tok.cancel();
         }, tok));
-        QVERIFY(!std::filesystem::exists(out));
+        // No file is left (the export folders, made before any weight runs, may stay: as on the CPU).
+        size_t left = 0;
+        if (std::filesystem::exists(out))
+            for (const auto& e : std::filesystem::recursive_directory_iterator(out)) left += e.is_regular_file();
+        QCOMPARE(left, size_t(0));
     }
 
     // The memory limit: a weight that cannot fit is refused by name before anything runs; a

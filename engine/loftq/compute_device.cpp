@@ -1,5 +1,5 @@
-// compute_device.cpp: see compute_device.h. The only engine file that asks whether the CUDA
-// backend is compiled in; everything else asks cuda_status().
+// compute_device.cpp: see compute_device.h. The CUDA backend is a plugin (cuda_plugin.h); this
+// file asks it once and everything else asks cuda_status().
 #include "loftq/compute_device.h"
 
 #include <algorithm>
@@ -7,9 +7,7 @@
 #include <mutex>
 
 #include "core/error.h"
-#ifdef LOFTQ_WITH_CUDA
-#include "cuda/device.h"
-#endif
+#include "loftq/cuda_plugin.h"
 
 namespace loftq {
 
@@ -34,20 +32,18 @@ const CudaStatus& cuda_status() {
     static CudaStatus st;
     static std::once_flag once;
     std::call_once(once, [] {
-#ifdef LOFTQ_WITH_CUDA
+        const CudaPluginApi* api = cuda_plugin(&st.why_not);
+        if (!api) return;
         st.built = true;
-        st.available = cuda_available(&st.why_not);
+        st.available = api->available(&st.why_not);
         if (st.available) {
             try {
-                st.device = cuda_device_name();
+                st.device = api->device_name();
             } catch (const std::exception& e) {
                 st.available = false;
                 st.why_not = e.what();
             }
         }
-#else
-        st.why_not = "this build has no CUDA backend (nvcc was not found when it was configured)";
-#endif
     });
     return st;
 }

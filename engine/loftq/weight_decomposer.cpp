@@ -5,11 +5,7 @@
 
 #include "core/error.h"
 #include "loftq/compute_device.h"
-#ifdef LOFTQ_WITH_CUDA
-#include <cuda_runtime_api.h>
-
-#include "cuda/decompose_cuda.h"
-#endif
+#include "loftq/cuda_plugin.h"
 
 namespace loftq {
 
@@ -31,53 +27,31 @@ private:
     std::vector<float> buf_;
 };
 
-#ifdef LOFTQ_WITH_CUDA
-class GpuDecomposer final : public WeightDecomposer {
-public:
-    float* buffer(size_t count) override { return dec_.staging(count); }
-    Decomposition run(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
-                      const std::function<void(const StepReport&)>& on_step, const CancelToken* cancel) override {
-        return dec_.run(W, m, n, s, svd, on_step, cancel);
-    }
-    size_t peak_device_bytes() const override { return dec_.peak_device_bytes(); }
-    size_t pinned_bytes() const override { return dec_.pinned_bytes(); }
-
-private:
-    CudaDecomposer dec_;
-};
-#endif
 }  // namespace
 
 std::unique_ptr<WeightDecomposer> make_cpu_decomposer(int threads) { return std::make_unique<CpuDecomposer>(threads); }
 
+namespace {
+const CudaPluginApi& plugin_or_throw() {
+    std::string why;
+    const CudaPluginApi* api = cuda_plugin(&why);
+    if (!api) throw Error("CUDA LoftQ: " + why);
+    return *api;
+}
+}  // namespace
+
 std::unique_ptr<WeightDecomposer> make_cuda_decomposer() {
-#ifdef LOFTQ_WITH_CUDA
-    return std::make_unique<GpuDecomposer>();
-#else
-    throw Error("CUDA LoftQ: " + cuda_status().why_not);
-#endif
+    return std::unique_ptr<WeightDecomposer>(plugin_or_throw().new_decomposer());
 }
 
 size_t cuda_decompose_estimate(int64_t m, int64_t n, const WeightSettings& s, int oversample) {
-#ifdef LOFTQ_WITH_CUDA
-    return CudaDecomposer::estimate_bytes(m, n, s, oversample);
-#else
-    return 0;
-#endif
+    const CudaPluginApi* api = cuda_plugin();
+    return api ? api->decompose_estimate(m, n, s, oversample) : 0;
 }
 
 size_t cuda_free_bytes() {
-#ifdef LOFTQ_WITH_CUDA
-    if (!cuda_status().available) return 0;
-    size_t free_b = 0, total_b = 0;
-    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return 0;
-    }
-    return free_b;
-#else
-    return 0;
-#endif
+    const CudaPluginApi* api = cuda_plugin();
+    return api && cuda_status().available ? api->free_bytes() : 0;
 }
 
 }  // namespace loftq

@@ -1,8 +1,8 @@
 // weight_decomposer.h: one job worker's decomposition engine — loftq_decompose on the CPU, or a
 // CudaDecomposer (cuda/decompose_cuda.h) on its own CUDA stream — behind one interface, so that
 // job.cpp runs the same loop (read W, decompose with events and cancel points, export) on
-// either device. The CUDA implementation exists only in builds with LOFTQ_WITH_CUDA; elsewhere
-// make_cuda_decomposer throws and the estimates are 0.
+// either device. The CUDA implementation lives in the CUDA plugin (cuda_plugin.h); without it
+// make_cuda_decomposer throws (with the reason) and the estimates are 0.
 #pragma once
 #include <cstdint>
 #include <functional>

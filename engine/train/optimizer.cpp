@@ -4,10 +4,6 @@
 #include <algorithm>
 
 #include "core/error.h"
-#ifdef LOFTQ_WITH_CUDA
-#include "cuda/train/llama_cuda.h"
-#include "cuda/train/optimizer_cuda.h"
-#endif
 
 namespace loftq {
 
@@ -47,34 +43,6 @@ private:
     std::vector<std::vector<float>> acc_;
 };
 
-#ifdef LOFTQ_WITH_CUDA
-class CudaOptimizer final : public Optimizer {
-public:
-    CudaOptimizer(LlamaCuda& model, const AdamWParams& p, bool accumulate)
-        : model_(model), host_(model.trainable(), p), dev_(model, {p.beta1, p.beta2, p.eps, p.weight_decay}, accumulate) {}
-    void begin_accumulation() override { dev_.zero_accum(); }
-    void accumulate(float w) override { dev_.accumulate(w); }
-    void end_accumulation() override { dev_.take_accum(); }
-    double clip_grad_norm(double max_norm) override { return dev_.clip_grad_norm(max_norm); }
-    void step(double lr) override { dev_.step(lr); }
-    AdamW& host_state() override { return host_; }
-    void sync_to_host() override {
-        model_.download_lora();
-        dev_.download_moments(host_.m(), host_.v());
-        host_.set_t(dev_.t());
-    }
-    void sync_to_device() override {
-        model_.upload_lora();
-        dev_.upload_moments(host_.m(), host_.v());
-        dev_.set_t(host_.t());
-    }
-
-private:
-    LlamaCuda& model_;
-    AdamW host_;      // host copies of the moments (checkpoints); the live ones are on the device
-    CudaAdamW dev_;
-};
-#endif
 
 }  // namespace
 
@@ -83,10 +51,5 @@ std::unique_ptr<Optimizer> make_cpu_optimizer(const std::vector<TrainableTensor>
     return std::make_unique<CpuOptimizer>(params, p, accumulate);
 }
 
-#ifdef LOFTQ_WITH_CUDA
-std::unique_ptr<Optimizer> make_cuda_optimizer(LlamaCuda& model, const AdamWParams& p, bool accumulate) {
-    return std::make_unique<CudaOptimizer>(model, p, accumulate);
-}
-#endif
 
 }  // namespace loftq

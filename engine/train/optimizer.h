@@ -6,7 +6,7 @@
 //         trainer has always done (resumed runs stay bit-identical to uninterrupted ones).
 //   CUDA: CudaAdamW (cuda/train/optimizer_cuda.h) over a LlamaCuda's device LoRA block; the values
 //         and moments come to the host only for checkpoints and adapters (sync_to_host) and go
-//         back on resume (sync_to_device). Exists when built with CUDA (LOFTQ_WITH_CUDA).
+//         back on resume (sync_to_device). Made by the CUDA plugin (loftq/cuda_plugin.h).
 // Leaves out: other optimizers (the interface is AdamW-shaped on purpose: checkpoints store m, v).
 #pragma once
 #include <cstdint>
@@ -45,10 +45,5 @@ public:
 std::unique_ptr<Optimizer> make_cpu_optimizer(const std::vector<TrainableTensor>& params, const AdamWParams& p,
                                               bool accumulate);
 
-#ifdef LOFTQ_WITH_CUDA
-class LlamaCuda;
-// AdamW on the device over the model's LoRA block; the model must outlive the optimizer.
-std::unique_ptr<Optimizer> make_cuda_optimizer(LlamaCuda& model, const AdamWParams& p, bool accumulate);
-#endif
 
 }  // namespace loftq

@@ -44,9 +44,9 @@
 #include "train/optimizer.h"
 #include "train/tokenizer.h"
 #include "train/train_checkpoint.h"
-#ifdef LOFTQ_WITH_CUDA
-#include "cuda/train/llama_cuda.h"
-#endif
+#include "loftq/cuda_plugin.h"
+#include "model/device_llama.h"
+#include "model/llama_cpu.h"
 
 namespace fs = std::filesystem;
 
@@ -223,15 +223,8 @@ DeviceChoice choose_device(const std::string& device, const std::string& gemm, c
 struct DeviceModel {
     std::unique_ptr<LlamaModel> model;
     std::string where = "cpu";   // "cpu" or "cuda, <GPU name>"
-#ifdef LOFTQ_WITH_CUDA
-    LlamaCuda* cuda = nullptr;
-#endif
-    uint64_t device_peak() const {
-#ifdef LOFTQ_WITH_CUDA
-        if (cuda) return cuda->memory().device_peak_used;
-#endif
-        return 0;
-    }
+    DeviceLlama* cuda = nullptr;  // the model when it is on the CUDA device
+    uint64_t device_peak() const { return cuda ? cuda->device_peak_used() : 0; }
 };
 DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, const std::string& gemm, const std::string& recompute,
                            int B, int T, int accum, const std::function<void(LlamaModel&)>& prepare,
@@ -243,51 +236,46 @@ DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, const std::string&
     if (dev == ComputeDevice::Cuda) lo.keep_packed = true;
     std::unique_ptr<LlamaModel> m = load_llama(lo);
     if (prepare) prepare(*m);
-#ifdef LOFTQ_WITH_CUDA
     if (dev == ComputeDevice::Cuda) {
         auto* cpu = dynamic_cast<LlamaCpu*>(m.get());
         if (!cpu) throw Error("fine-tune: the loader returned no CPU model to upload");
+        std::string why;
+        const CudaPluginApi* api = cuda_plugin(&why);
+        if (!api) throw Error("--device cuda: " + why);
         if (lo.init != InitKind::Lora16 && !cpu->packed_sites())
             note("the base goes to the device as fp32 (32 bits per weight): the stored weights are not on their "
                 "quantizer's grid (a bf16/fp16 export or a 16-bit checkpoint); a packed export or --init loftq/qlora "
                 "keeps k bits per weight");
-        CudaTrainOptions co;
-        gemm_math_from_name(gemm, co.math);
-        recompute_from_name(recompute, co.recompute);
-        co.plan_batch = B;
-        co.plan_seq = T;
-        co.accum = accum;
+        DeviceTrainSettings ds;
+        ds.gemm = gemm;
+        ds.recompute = recompute;
+        ds.plan_batch = B;
+        ds.plan_seq = T;
+        ds.accum = accum;
         std::string base = "fp32";
         if (cpu->packed_sites()) {
             const PackedSite& p = cpu->packed_site(0, LoraSite::Q);
             base = std::string(quant_format(p.kind).name) + " packed (block " + std::to_string(p.block) + ")";
         }
-        std::unique_ptr<LlamaCuda> dm = LlamaCuda::from_cpu(*cpu, co);
+        std::unique_ptr<DeviceLlama> dm(api->new_llama(*cpu, ds));
         m.reset();  // the host copy of the base is no longer needed
         note("on the device: " + base + " base, " + gemm + " GEMMs, recompute " + (dm->recompute() ? "on" : "off") +
-            "; device memory held: " + dm->memory().summary());
+            "; device memory held: " + dm->memory_summary());
         r.where = "cuda, " + cuda_status().device;
         r.cuda = dm.get();
         r.model = std::move(dm);
         return r;
     }
-#else
-    (void)gemm;
-    (void)recompute;
-    (void)B;
-    (void)T;
-    (void)accum;
-    (void)note;
-#endif
     r.model = std::move(m);
     return r;
 }
 
 std::unique_ptr<Optimizer> make_optimizer(DeviceModel& dm, const std::vector<TrainableTensor>& params,
                                           const AdamWParams& ap, bool accumulate) {
-#ifdef LOFTQ_WITH_CUDA
-    if (dm.cuda) return make_cuda_optimizer(*dm.cuda, ap, accumulate);
-#endif
+    if (dm.cuda) {
+        const CudaPluginApi* api = cuda_plugin();  // loaded: it made the model
+        return std::unique_ptr<Optimizer>(api->new_optimizer(*dm.cuda, ap, accumulate));
+    }
     return make_cpu_optimizer(params, ap, accumulate);
 }
 }  // namespace
@@ -516,9 +504,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         const int done_here = st.step - start_step;
         e.eta = since(loop_start) / done_here * (opt.steps - st.step);
         emit(e);
-#ifdef LOFTQ_WITH_CUDA
-        if (dm.cuda && done_here == 1) message("device memory after the first step: " + dm.cuda->memory().summary());
-#endif
+        if (dm.cuda && done_here == 1) message("device memory after the first step: " + dm.cuda->memory_summary());
         nlohmann::ordered_json j;
         j["kind"] = "train";
         j["step"] = st.step;
@@ -567,9 +553,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     res.files = files;
     res.device = dm.where;
     res.device_peak_bytes = dm.device_peak();
-#ifdef LOFTQ_WITH_CUDA
-    if (dm.cuda) message("device memory at the end: " + dm.cuda->memory().summary());
-#endif
+    if (dm.cuda) message("device memory at the end: " + dm.cuda->memory_summary());
     {
         TrainEvent e;
         e.kind = TrainEventKind::Done;
@@ -689,9 +673,7 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt, const TrainCallba
         for (size_t i = 0; i < BT; ++i) tgt[i] = (i + 1) % size_t(T) == 0 ? -1 : tok[i + 1];
     };
     auto sync = [&] {
-#ifdef LOFTQ_WITH_CUDA
         if (dm.cuda) dm.cuda->synchronize();
-#endif
     };
     Clock::time_point start = Clock::now();
     for (int s = 0; s < opt.warmup + opt.steps; ++s) {
@@ -725,16 +707,13 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt, const TrainCallba
     r.tokens_per_s = double(BT) * opt.steps / r.seconds;
     r.gemm = dev.device == ComputeDevice::Cuda ? opt.gemm : "";
     r.base = "fp32";
-#ifdef LOFTQ_WITH_CUDA
     if (dm.cuda) {
-        const CudaMemory m = dm.cuda->memory();
         r.recompute = dm.cuda->recompute();
-        r.peak_bytes = m.peak;
-        r.device_peak_used = m.device_peak_used;
-        r.memory = m.summary();
+        r.peak_bytes = dm.cuda->memory_peak();
+        r.device_peak_used = dm.cuda->device_peak_used();
+        r.memory = dm.cuda->memory_summary();
         if (dm.cuda->packed_base()) r.base = "packed";
     }
-#endif
     if (auto* cpu = dynamic_cast<LlamaCpu*>(&model)) {
         r.peak_bytes = cpu->base_bytes() + cpu->lora_bytes() + cpu->activation_bytes();
         if (cpu->packed_sites()) r.base = "packed";

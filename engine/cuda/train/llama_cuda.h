@@ -75,6 +75,7 @@
 
 #include "cuda/blas_cuda.h"
 #include "cuda/train/ops_cuda.h"
+#include "model/device_llama.h"
 #include "model/llama.h"
 #include "model/llama_cpu.h"
 
@@ -105,7 +106,7 @@ struct CudaMemory {
     std::string summary() const;       // one line in GiB
 };
 
-class LlamaCuda final : public LlamaModel {
+class LlamaCuda final : public DeviceLlama {
 public:
     // Uploads m's base and LoRA values (m is only read; it may be destroyed afterwards). Throws
     // loftq::Error without a usable device or when the device runs out of memory (naming what).
@@ -130,8 +131,8 @@ public:
     void set_threads(int n) override { threads_ = n; }   // host work is light; kept for the interface
 
     // LoRA host mirrors <-> device.
-    void download_lora();   // device values and gradients -> trainable()'s host mirrors (synchronizes)
-    void upload_lora();     // trainable()'s host values -> device (gradients untouched; synchronizes)
+    void download_lora() override;   // device values and gradients -> trainable()'s host mirrors (synchronizes)
+    void upload_lora() override;     // trainable()'s host values -> device (gradients untouched; synchronizes)
     std::vector<TrainableTensor> device_trainable() const { return trainable_dev_; }  // device pointers
     float* lora_values_device() { return lora_.p; }
     float* lora_grads_device() { return lora_grad_.p; }
@@ -139,9 +140,12 @@ public:
 
     cudaStream_t stream() const { return stream_; }
     cublasHandle_t blas() const { return blas_; }
-    void synchronize() const;
-    bool packed_base() const { return packed_; }
-    bool recompute() const { return recompute_; }
+    void synchronize() const override;
+    bool packed_base() const override { return packed_; }
+    bool recompute() const override { return recompute_; }
+    std::string memory_summary() const override { return memory().summary(); }
+    uint64_t memory_peak() const override { return memory().peak; }
+    uint64_t device_peak_used() const override { return memory().device_peak_used; }
     cuda_ops::GemmMath math() const { return opt_.math; }
 
     CudaMemory memory() const;
