@@ -32,7 +32,7 @@ struct ExperimentArgs {
     int steps = 200, batch = 8, seq = 128, rank = 8, iters = 5, threads = 0, eval_every = 50, eval_batches = 16;
     double lr = 1e-3;
     uint64_t seed = 0;
-    std::string command;
+    std::string command, device = "auto";
 };
 
 struct Row {
@@ -119,6 +119,10 @@ void run_experiment(ExperimentArgs a) {
     ev.seq = a.seq;
     ev.max_examples = int64_t(a.eval_batches) * a.batch;
     ev.threads = a.threads;
+    ev.device = a.device;
+    std::string where;
+    const ComputeDevice dev = resolve_device(*device_from_name(a.device), &where);
+    std::fprintf(stderr, "%s\n", where.c_str());
     const EvalResult full = run_eval(ev, cancel);
     std::fprintf(stderr, "full-precision held-out loss %.4f (%lld tokens)\n", full.loss, (long long)full.tokens);
 
@@ -136,6 +140,7 @@ void run_experiment(ExperimentArgs a) {
             q.plan = plan_for(config, layers, a.rank, loftq ? a.iters : 0, a.seed);
             q.threads = a.threads;
             q.force = true;
+            q.device = dev;
             std::fprintf(stderr, "%s, %s: quantizing\n", config, init);
             QuantizeResult qr = run_quantize(q, {}, cancel);
             Row row{config, init};
@@ -160,6 +165,7 @@ void run_experiment(ExperimentArgs a) {
             t.eval_batches = a.eval_batches;
             t.seed = a.seed;
             t.threads = a.threads;
+            t.device = a.device;
             std::fprintf(stderr, "%s, %s: fine-tuning %d steps\n", config, init, a.steps);
             TrainResult tr = run_finetune(t, progress(init), cancel);
             row.loss_before = tr.first_eval_loss;
@@ -188,7 +194,8 @@ void run_experiment(ExperimentArgs a) {
         char date[32];
         std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
         doc << "## " << fs::path(a.model).filename().string() << ", " << date << "\n\nCommand: `" << a.command << "`  \n"
-            << "Machine: " << std::thread::hardware_concurrency() << " hardware threads, CPU path.\n\n"
+            << "Machine: " << std::thread::hardware_concurrency() << " hardware threads, "
+            << (dev == ComputeDevice::Cuda ? "CUDA: " + cuda_status().device : std::string("CPU path")) << ".\n\n"
             << md.str() << "\n";
         std::string old;
         if (fs::exists(a.report)) old = read_text_file(a.report);
@@ -222,6 +229,8 @@ void add_experiment(CLI::App& app) {
     sub->add_option("--eval-batches", a->eval_batches, "Batches per evaluation");
     sub->add_option("--seed", a->seed, "Seed");
     sub->add_option("--threads", a->threads, "Threads (0 = all cores)");
+    sub->add_option("--device", a->device, "auto (default: CUDA when usable), cpu or cuda: quantize, fine-tune and evaluate there")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}, CLI::ignore_case));
     sub->callback([a, sub] {
         a->command = "loftq experiment";
         for (auto* o : sub->get_options())
