@@ -49,6 +49,7 @@
 #include "train/tokenizer.h"
 #include "train/trainer.h"
 #include "test_support.h"
+#include "train_fixtures.h"
 
 using namespace loftq;
 namespace fs = std::filesystem;
@@ -122,20 +123,7 @@ void write_tiny(const std::string& dir, const TinySpec& s, uint64_t seed) {
     for (const auto& t : ts) w.write(t.name, t.data.data(), t.data.size() * 4);
     w.finish();
     w.commit();
-    nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}},
-                          {"model_type", s.model_type},
-                          {"hidden_size", s.C},
-                          {"intermediate_size", s.F},
-                          {"num_hidden_layers", s.L},
-                          {"num_attention_heads", s.H},
-                          {"num_key_value_heads", s.KVH},
-                          {"vocab_size", s.V},
-                          {"max_position_embeddings", 256},
-                          {"rms_norm_eps", 1e-5},
-                          {"rope_theta", 10000.0},
-                          {"hidden_act", "silu"},
-                          {"tie_word_embeddings", s.tied},
-                          {"torch_dtype", "float32"}};
+    const nlohmann::json cfg = test::llama_config_json(s.model_type, s.C, s.F, s.L, s.H, s.KVH, s.V, s.tied, 256);
     write_file_atomic(dir + "/config.json", cfg.dump(2));
 }
 
@@ -188,27 +176,8 @@ bool compare_step(LlamaCpu& cpu, LlamaCuda& gpu, int B, int T, uint64_t seed, co
     return ok;
 }
 
-struct Synth {
-    std::string root, model, data, eval;
-};
-Synth make_synth() {
-    Synth s;
-    s.root = test::make_temp_dir("cuda-train-synth");
-    s.model = s.root + "/model";
-    SyntheticSpec spec;
-    spec.layers = 2; spec.hidden = 128; spec.intermediate = 256; spec.heads = 4; spec.kv_heads = 2; spec.vocab = 512;
-    spec.dtype = DType::F32;
-    write_synthetic_model(s.model, spec);
-    const std::string corpus = demo_corpus(500, 7);
-    write_demo_tokenizer(s.model + "/tokenizer.bin", corpus, 512);
-    s.data = s.root + "/train.txt";
-    s.eval = s.root + "/eval.txt";
-    write_file_atomic(s.data, corpus);
-    write_file_atomic(s.eval, demo_corpus(120, 99));
-    return s;
-}
 
-TrainOptions synth_opts(const Synth& s, const std::string& out, const std::string& device) {
+TrainOptions synth_opts(const test::Synth& s, const std::string& out, const std::string& device) {
     TrainOptions o;
     o.load.model = s.model;
     o.load.init = InitKind::Loftq;
@@ -257,14 +226,14 @@ class TestCudaTrain : public QObject {
     Q_OBJECT
     bool have_ = false;
     std::string why_;
-    Synth synth_;
+    test::Synth synth_;
 
 private slots:
     void initTestCase() {
         have_ = cuda_available(&why_);
         if (have_) qInfo("CUDA device: %s", cuda_device_name().c_str());
         else qInfo("no usable CUDA device (%s): the GPU tests skip", why_.c_str());
-        synth_ = make_synth();
+        synth_ = test::make_synth("cuda-train-synth", 128, 256);
     }
 
     // ---- 4b. no GPU needed: LLaMA-2-7B, NF4 block 64, LoRA r = 64 on all seven projections,

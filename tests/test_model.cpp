@@ -36,6 +36,7 @@
 #include "quant/quantizer.h"
 #include "expect_error.h"
 #include "test_support.h"
+#include "train_fixtures.h"
 
 using namespace loftq;
 namespace fs = std::filesystem;
@@ -346,20 +347,7 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
 void write_tiny(const std::string& dir, const TinySpec& s, const std::vector<NamedTensor>& ts) {
     fs::create_directories(dir);
     write_safetensors(dir + "/model.safetensors", ts);
-    nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}},
-                          {"model_type", s.model_type},
-                          {"hidden_size", s.C},
-                          {"intermediate_size", s.F},
-                          {"num_hidden_layers", s.L},
-                          {"num_attention_heads", s.H},
-                          {"num_key_value_heads", s.KVH},
-                          {"vocab_size", s.V},
-                          {"max_position_embeddings", 64},
-                          {"rms_norm_eps", 1e-5},
-                          {"rope_theta", 10000.0},
-                          {"hidden_act", "silu"},
-                          {"tie_word_embeddings", s.tied},
-                          {"torch_dtype", "float32"}};
+    const nlohmann::json cfg = test::llama_config_json(s.model_type, s.C, s.F, s.L, s.H, s.KVH, s.V, s.tied, 64);
     write_text(dir + "/config.json", cfg.dump(2));
 }
 

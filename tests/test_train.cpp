@@ -34,6 +34,7 @@
 #include "train/train_checkpoint.h"
 #include "train/trainer.h"
 #include "test_support.h"
+#include "train_fixtures.h"
 
 using namespace loftq;
 namespace fs = std::filesystem;
@@ -80,28 +81,8 @@ std::map<std::string, std::string> tensor_bytes(const std::string& path) {
     return m;
 }
 
-// The small synthetic model + demo corpus/tokenizer shared by the training tests.
-struct Synth {
-    std::string root, model, data, eval;
-};
-Synth make_synth() {
-    Synth s;
-    s.root = test::make_temp_dir("train-synth");
-    s.model = s.root + "/model";
-    SyntheticSpec spec;
-    spec.layers = 2; spec.hidden = 64; spec.intermediate = 160; spec.heads = 4; spec.kv_heads = 2; spec.vocab = 512;
-    spec.dtype = DType::F32;
-    write_synthetic_model(s.model, spec);
-    const std::string corpus = demo_corpus(500, 7);
-    write_demo_tokenizer(s.model + "/tokenizer.bin", corpus, 512);
-    s.data = s.root + "/train.txt";
-    s.eval = s.root + "/eval.txt";
-    write_file_atomic(s.data, corpus);
-    write_file_atomic(s.eval, demo_corpus(120, 99));
-    return s;
-}
 
-TrainOptions synth_opts(const Synth& s, const std::string& out) {
+TrainOptions synth_opts(const test::Synth& s, const std::string& out) {
     TrainOptions o;
     o.load.model = s.model;
     o.load.init = InitKind::Loftq;
@@ -257,7 +238,7 @@ std::vector<double> l2c_logits(const L2cModel& m, const std::vector<int>& tokens
 
 class TestTrain : public QObject {
     Q_OBJECT
-    Synth synth;
+    test::Synth synth;
     bool have_model_ = false;
 
     static std::string shared(const std::string& rel) {
@@ -267,7 +248,7 @@ class TestTrain : public QObject {
 
 private slots:
     void initTestCase() {
-        synth = make_synth();
+        synth = test::make_synth("train-synth", 64, 160);
         have_model_ = true;
     }
 
