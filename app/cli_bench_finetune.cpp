@@ -105,7 +105,8 @@ void add_bench_finetune(CLI::App& app) {
         ->check(CLI::ExistingFile);
     sub->add_option("--seed", o.seed, "Seed of the random ids and the LoRA init (default 0)");
     sub->add_option("--device", o.device, "auto (default), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    sub->add_option("--gemm", o.gemm, "CUDA: tf32 (default) or fp32 GEMMs for the frozen base")->check(CLI::IsMember({"tf32", "fp32"}));
+    sub->add_option("--gemm", o.gemm, "CUDA: tf32 (default), fp32 or bf16 (bf16 inputs, fp32 accumulation) GEMMs for the frozen base")
+        ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
     sub->add_option("--recompute", o.recompute, "CUDA activation checkpointing: auto (default), on, off")
         ->check(CLI::IsMember({"auto", "on", "off"}));
     sub->add_option("--threads", o.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));

@@ -227,8 +227,10 @@ void add_finetune(CLI::App& app) {
     o.device = "auto";
     sub->add_option("--device", o.device, "auto (default: CUDA when usable, else the CPU), cpu or cuda")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    sub->add_option("--gemm", o.gemm, "CUDA: frozen-base GEMMs on tf32 tensor cores (default) or exact fp32")
-        ->check(CLI::IsMember({"tf32", "fp32"}));
+    sub->add_option("--gemm", o.gemm,
+                    "CUDA: frozen-base GEMMs on tf32 tensor cores (default), exact fp32, or bf16 inputs with fp32 "
+                    "accumulation (bf16 base weights, as PyTorch bf16 autocast)")
+        ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
     sub->add_option("--recompute", o.recompute,
                     "CUDA activation checkpointing: auto (default: when the activations would not fit), on or off")
         ->check(CLI::IsMember({"auto", "on", "off"}));
@@ -258,8 +260,10 @@ void add_eval(CLI::App& app) {
     o.device = "auto";
     sub->add_option("--device", o.device, "auto (default: CUDA when usable, else the CPU), cpu or cuda")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    sub->add_option("--gemm", o.gemm, "CUDA: frozen-base GEMMs on tf32 tensor cores (default) or exact fp32")
-        ->check(CLI::IsMember({"tf32", "fp32"}));
+    sub->add_option("--gemm", o.gemm,
+                    "CUDA: frozen-base GEMMs on tf32 tensor cores (default), exact fp32, or bf16 inputs with fp32 "
+                    "accumulation (bf16 base weights, as PyTorch bf16 autocast)")
+        ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
     a->init.add_to(sub, "export: the model as stored, with its loftq_init adapter when it has one; with --adapter, the base that adapter was trained on");
     sub->callback([a] { run_eval_cmd(*a); });
 }

@@ -14,6 +14,13 @@
 //     mantissa bits, 2^-11 relative per operand when rounded, up to 2^-10 and biased if the
 //     tensor cores truncate, i.e. ~1.5e-3 of the largest output in the worst case; everything else
 //     (xa, dA, dB) is full fp32 in both modes and held to 1e-5;
+//   Bf16 linear: y and dx (the base-weight products, on bf16 W and bf16 x / dy, fp32 accumulation)
+//     1e-2 against the fp32 reference: bf16 keeps 8 significant bits, 2^-9 relative per rounded
+//     operand, two operands, errors partly cancel over the sum, i.e. a few 1e-3 of the largest
+//     output; and 1e-5 against a CPU reference computed on the same bf16-rounded W, x, dy (what
+//     remains is fp32 summation order), which checks the plumbing tightly; xa, dA, dB stay 1e-5;
+//   cast_to_bf16, dequantize_packed_bf16: exact, against a host float -> bf16 round-to-nearest-even
+//     written independently below (nearest of the two neighbours, ties to the even one).
 //   sums: float64 against a long double host sum, 1e-12 (of sum |x| for sum_f64).
 // Determinism: attention_backward, sum_f64 and sum_sq_accumulate run twice and compare bits.
 // Every GPU test QSKIPs when cuda_available() is false; badArguments runs everywhere (the checks
@@ -110,6 +117,43 @@ size_t bit_mismatches(const std::vector<float>& a, const std::vector<float>& b) 
     return bad;
 }
 
+// float -> bf16 bits, round to nearest, ties to even, NaN -> 0x7fff: the host reference of
+// cast_to_bf16. Written as "the nearer of the two bf16 neighbours" (not the device's add-and-shift),
+// an independent derivation; overflow: the neighbour above the largest bf16 is 2^128 (-> inf).
+uint16_t bf16_ref(float f) {
+    if (std::isnan(f)) return 0x7fff;
+    const uint32_t u = test::float_bits(f);
+    const uint32_t lo = u & 0xffff0000u;  // toward zero
+    if (lo == u) return uint16_t(u >> 16);
+    const uint32_t hi = lo + 0x10000u;    // away from zero (same sign)
+    auto value = [](uint32_t b) {
+        if ((b & 0x7f800000u) == 0x7f800000u) return (b >> 31 ? -1.0 : 1.0) * std::ldexp(1.0, 128);
+        float g;
+        std::memcpy(&g, &b, 4);
+        return double(g);
+    };
+    const double dl = std::fabs(value(lo) - double(f)), dh = std::fabs(value(hi) - double(f));
+    if (dl != dh) return uint16_t((dl < dh ? lo : hi) >> 16);
+    return uint16_t(((lo >> 16) & 1u) ? hi >> 16 : lo >> 16);
+}
+float bf16_to_float(uint16_t h) {
+    const uint32_t b = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+}
+std::vector<float> bf16_round(const std::vector<float>& v) {
+    std::vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = bf16_to_float(bf16_ref(v[i]));
+    return r;
+}
+size_t u16_mismatches(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+    if (a.size() != b.size()) return std::max(a.size(), b.size());
+    size_t bad = 0;
+    for (size_t i = 0; i < a.size(); ++i) bad += a[i] != b[i];
+    return bad;
+}
+
 bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
@@ -180,6 +224,17 @@ private slots:
         L.r = 0;
         EXPECT_ERROR(co::lora_linear_forward(nullptr, f, f, f, 3, L, co::GemmMath::Fp32, nullptr), "lora_linear_forward",
                      "handle");
+        // Bf16 needs W_bf16 and the scratch (W alone is not enough), checked before the handle.
+        EXPECT_ERROR(co::lora_linear_forward(nullptr, f, f, f, 3, L, co::GemmMath::Bf16, nullptr), "lora_linear_forward",
+                     "W_bf16");
+        EXPECT_ERROR(co::lora_linear_backward(nullptr, f, false, nullptr, nullptr, f, f, nullptr, nullptr, 3, L,
+                                              co::GemmMath::Bf16, nullptr),
+                     "lora_linear_backward", "bf16_scratch");
+        EXPECT_ERROR(co::dequantize_packed_bf16(f, nullptr, f, QuantKind::NF4, 0, 10, nullptr), "dequantize_packed_bf16",
+                     "block");
+        EXPECT_ERROR(co::cast_to_bf16(nullptr, f, 10, nullptr), "cast_to_bf16", "null");
+        EXPECT_ERROR(co::cast_to_bf16(f, f, -1, nullptr), "cast_to_bf16", "negative");
+        co::cast_to_bf16(nullptr, nullptr, 0, nullptr);  // n = 0: no CUDA call
         EXPECT_ERROR(co::swiglu_forward(f, f, f, -3, nullptr), "swiglu_forward", "negative");
         // n = 0: nothing to do, no CUDA call.
         QCOMPARE(co::sum_f64(nullptr, 0, nullptr), 0.0);
@@ -381,16 +436,18 @@ private slots:
         QTest::addColumn<int>("r");
         QTest::addColumn<bool>("bias");
         QTest::addColumn<bool>("accumulate");
-        QTest::addColumn<bool>("tf32");
-        for (bool tf32 : {false, true}) {
-            const char* m = tf32 ? "tf32" : "fp32";
+        QTest::addColumn<int>("math");  // co::GemmMath
+        for (co::GemmMath mm : {co::GemmMath::Fp32, co::GemmMath::Tf32, co::GemmMath::Bf16}) {
+            const char* m = mm == co::GemmMath::Fp32 ? "fp32" : mm == co::GemmMath::Tf32 ? "tf32" : "bf16";
             QTest::addRow("N37/in72/out100/r8/bias/%s", m) << qlonglong(37) << qlonglong(72) << qlonglong(100) << 8
-                                                           << true << false << tf32;
+                                                           << true << false << int(mm);
             QTest::addRow("N64/in512/out384/r16/acc/%s", m) << qlonglong(64) << qlonglong(512) << qlonglong(384) << 16
-                                                            << false << true << tf32;
+                                                            << false << true << int(mm);
             QTest::addRow("N37/in72/out100/r0/%s", m) << qlonglong(37) << qlonglong(72) << qlonglong(100) << 0 << true
-                                                      << true << tf32;
+                                                      << true << int(mm);
         }
+        QTest::addRow("N33/in1000/out72/r4/bias/acc/bf16") << qlonglong(33) << qlonglong(1000) << qlonglong(72) << 4
+                                                           << true << true << int(co::GemmMath::Bf16);
     }
     void loraLinear() {
         NEED_GPU();
@@ -400,7 +457,9 @@ private slots:
         QFETCH(int, r);
         QFETCH(bool, bias);
         QFETCH(bool, accumulate);
-        QFETCH(bool, tf32);
+        QFETCH(int, math);
+        const co::GemmMath gm = co::GemmMath(math);
+        const bool tf32 = gm == co::GemmMath::Tf32, bf16 = gm == co::GemmMath::Bf16;
         const size_t sN = size_t(N), sI = size_t(in), sO = size_t(out), sR = size_t(r);
         const float scale = 2.0f;
         const std::vector<float> W = randn(sO * sI, 51, 0.05), bv = randn(sO, 52), A = randn(sR * sI, 53, 0.05),
@@ -425,7 +484,14 @@ private slots:
         Dev<float> dW(W), dBias(bv), dAm(A), dBm(Bm), dX(x), dDy(dy), dYo(sN * sO), dXa(sN * sR), dDx(dx0),
             dDA(dA0), dDB(dB0), dDxa(sN * sR);
         co::LoraLinear Lg;
-        Lg.W = dW.p;
+        Lg.W = bf16 ? nullptr : dW.p;  // Bf16 must not read the fp32 W
+        Dev<uint16_t> dWb(bf16 ? sO * sI : 0), dScr(bf16 ? sN * std::max(sI, sO) : 0);
+        if (bf16) {
+            co::cast_to_bf16(dWb.p, dW.p, int64_t(sO * sI), nullptr);
+            LOFTQ_CUDA_CHECK(cudaDeviceSynchronize());  // the legacy stream vs CudaBlas's stream
+            Lg.W_bf16 = dWb.p;
+            Lg.bf16_scratch = dScr.p;
+        }
         Lg.bias = bias ? dBias.p : nullptr;
         Lg.A = r ? dAm.p : nullptr;
         Lg.B = r ? dBm.p : nullptr;
@@ -433,15 +499,36 @@ private slots:
         Lg.out = out;
         Lg.r = r;
         Lg.scale = scale;
-        const co::GemmMath math = tf32 ? co::GemmMath::Tf32 : co::GemmMath::Fp32;
+        const co::GemmMath mth = gm;
         if (!accumulate) dDx.poison();  // overwritten
         dYo.poison();
-        co::lora_linear_forward(cb.blas, dYo.p, dXa.p, dX.p, N, Lg, math, cb.stream);
-        co::lora_linear_backward(cb.blas, dDx.p, accumulate, dDA.p, dDB.p, dDy.p, dX.p, dXa.p, dDxa.p, N, Lg, math,
+        co::lora_linear_forward(cb.blas, dYo.p, dXa.p, dX.p, N, Lg, mth, cb.stream);
+        co::lora_linear_backward(cb.blas, dDx.p, accumulate, dDA.p, dDB.p, dDy.p, dX.p, dXa.p, dDxa.p, N, Lg, mth,
                                  cb.stream);
-        const double tol_w = tf32 ? 4e-3 : 1e-5;  // products with the base weight W
-        CHECK_CLOSE("lora_linear_forward y", dYo.get(), y, tol_w);
-        CHECK_CLOSE(accumulate ? "lora_linear_backward dx (+=)" : "lora_linear_backward dx (=)", dDx.get(), dx, tol_w);
+        const double tol_w = bf16 ? 1e-2 : tf32 ? 4e-3 : 1e-5;  // products with the base weight W
+        const std::vector<float> gy = dYo.get(), gdx = dDx.get();
+        CHECK_CLOSE("lora_linear_forward y", gy, y, tol_w);
+        CHECK_CLOSE(accumulate ? "lora_linear_backward dx (+=)" : "lora_linear_backward dx (=)", gdx, dx, tol_w);
+        if (bf16) {
+            // The CPU on the same bf16-rounded operands: base part on (bf16 W, bf16 x / dy), the
+            // LoRA part (and bias, dx0) in fp32, as the device computes them.
+            const std::vector<float> Wr = bf16_round(W), xr = bf16_round(x), dyr = bf16_round(dy);
+            ops::LoraLinear Lp = Lc, Lr = Lc;
+            Lp.A = Lp.B = Lr.A = Lr.B = nullptr;
+            Lp.r = Lr.r = 0;
+            Lr.W = Wr.data();
+            std::vector<float> yp(sN * sO), yr(sN * sO), dxp = dx0, dxr = dx0, ye(sN * sO), dxe(sN * sI);
+            ops::lora_linear_forward(yp.data(), nullptr, x.data(), N, Lp);
+            ops::lora_linear_forward(yr.data(), nullptr, xr.data(), N, Lr);
+            ops::lora_linear_backward(dxp.data(), accumulate, nullptr, nullptr, nullptr, dy.data(), x.data(), nullptr,
+                                      nullptr, N, Lp);
+            ops::lora_linear_backward(dxr.data(), accumulate, nullptr, nullptr, nullptr, dyr.data(), xr.data(), nullptr,
+                                      nullptr, N, Lr);
+            for (size_t i = 0; i < ye.size(); ++i) ye[i] = yr[i] + (y[i] - yp[i]);
+            for (size_t i = 0; i < dxe.size(); ++i) dxe[i] = dxr[i] + (dx[i] - dxp[i]);
+            CHECK_CLOSE("y vs CPU on bf16-rounded W, x", gy, ye, 1e-5);
+            CHECK_CLOSE("dx vs CPU on bf16-rounded W, dy", gdx, dxe, 1e-5);
+        }
         if (r > 0) {
             CHECK_CLOSE("lora_linear_forward xa", dXa.get(), xa, 1e-5);
             CHECK_CLOSE("lora_linear_backward dA (+=)", dDA.get(), dA, 1e-5);
@@ -594,6 +681,44 @@ private slots:
         dW.poison();
         co::dequantize_packed(dW.p, dP.p, dS.p, QuantKind(kind), block, n, nullptr);
         CHECK_BITS(std::string("dequantize_packed ") + f.name, dW.get(), ref);
+
+        // bf16: the same fp32 value rounded once.
+        std::vector<uint16_t> ref16(nn);
+        for (size_t i = 0; i < nn; ++i) ref16[i] = bf16_ref(ref[i]);
+        Dev<uint16_t> dWb(nn);
+        dWb.poison();
+        co::dequantize_packed_bf16(dWb.p, dP.p, dS.p, QuantKind(kind), block, n, nullptr);
+        const size_t bad = u16_mismatches(dWb.get(), ref16);
+        std::printf("  dequantize_packed_bf16 %-23s %zu of %zu elements differ in bits\n", f.name, bad, nn);
+        QVERIFY2(bad == 0, "dequantize_packed_bf16 differs from the host bf16 rounding of dequantize");
+    }
+
+    // cast_to_bf16 against bf16_ref: random values over many scales, and the special cases (signed
+    // zeros, infinities, NaN, subnormals, exact ties both ways, the largest float -> inf).
+    void castToBf16() {
+        NEED_GPU();
+        std::vector<float> v = randn(10001, 97);
+        for (size_t i = 0; i < v.size(); ++i) v[i] = std::ldexp(v[i], int(i % 61) - 30);
+        const uint32_t special[] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+                                    0x00000001u, 0x00008000u, 0x00018000u, 0x0000ffffu, 0x007fffffu, 0x3f808000u,
+                                    0x3f818000u, 0xbf808000u, 0x3f808001u, 0x3f807fffu, 0x7f7fffffu, 0xff7fffffu,
+                                    0x7f7f8000u, 0x7f7f7fffu};
+        for (uint32_t b : special) {
+            float f;
+            std::memcpy(&f, &b, 4);
+            v.push_back(f);
+        }
+        std::vector<uint16_t> ref(v.size());
+        for (size_t i = 0; i < v.size(); ++i) ref[i] = bf16_ref(v[i]);
+        QCOMPARE(bf16_ref(1.00390625f), uint16_t(0x3f80));  // tie, even below
+        QCOMPARE(ref[ref.size() - 4], uint16_t(0x7f80));      // FLT_MAX -> inf
+        Dev<float> dV(v);
+        Dev<uint16_t> dO(v.size());
+        dO.poison();
+        co::cast_to_bf16(dO.p, dV.p, int64_t(v.size()), nullptr);
+        const size_t bad = u16_mismatches(dO.get(), ref);
+        std::printf("  cast_to_bf16: %zu of %zu elements differ in bits\n", bad, v.size());
+        QVERIFY2(bad == 0, "cast_to_bf16 differs from the host round-to-nearest-even");
     }
 
     void adamw_data() {

@@ -209,7 +209,15 @@ struct DeviceChoice {
 DeviceChoice choose_device(const std::string& device, const std::string& gemm, const std::string& recompute) {
     const auto d = device_from_name(device.empty() ? "cpu" : device);
     if (!d) throw Error("--device " + device + ": unknown device (expected auto, cpu or cuda)");
-    if (gemm != "tf32" && gemm != "fp32") throw Error("--gemm " + gemm + ": unknown GEMM mode (expected tf32 or fp32)");
+    if (gemm != "tf32" && gemm != "fp32" && gemm != "bf16")
+        throw Error("--gemm " + gemm + ": unknown GEMM mode (expected tf32, fp32 or bf16)");
+    // bf16 changes the numerics (bf16 base weights and GEMM inputs), which only the CUDA path has:
+    // asked together with an explicit CPU device, say so instead of silently computing in fp32
+    // (tf32 / fp32 are speed settings that the CPU, always exact fp32, may ignore; auto resolving
+    // to the CPU ignores bf16 too, with the device note saying where the run goes).
+    if (gemm == "bf16" && device == "cpu")
+        throw Error("--gemm bf16: bf16 GEMMs exist on the CUDA device only (the CPU computes in fp32); use --device cuda "
+                    "or auto, or --gemm tf32");
     if (recompute != "auto" && recompute != "on" && recompute != "off")
         throw Error("--recompute " + recompute + ": expected auto, on or off");
     DeviceChoice c;

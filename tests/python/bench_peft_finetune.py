@@ -5,7 +5,7 @@ rank, in one run; prints a Markdown table for docs/PERFORMANCE.md.
 
   python3 tests/python/bench_peft_finetune.py [--shape 7b|tinyllama|small | --model HF_DIR]
       [--base nf4|bf16] [--batch 4] [--seq 512] [--rank 64] [--warmup 3] [--steps 10]
-      [--recompute off|on] [--gemm tf32|fp32] [--loftq build/bin/loftq] [--workdir DIR] [--out results.json]
+      [--recompute off|on] [--gemm tf32|fp32|bf16] [--loftq build/bin/loftq] [--workdir DIR] [--out results.json]
 
 What runs (each side in its own process, so that neither sees the other's GPU memory):
   model   --model: an HF LLaMA folder as is. --shape: a LLaMA config of that shape with random
@@ -24,7 +24,8 @@ What runs (each side in its own process, so that neither sees the other's GPU me
   loftq   loftq bench-finetune MODEL --init qlora --quant nf4 (--base nf4: NF4 block 64, the base
           packed on the device, dequantized per use) or --init lora16 (--base bf16: the weights as fp32
           on the device), the same rank, alpha, batch, seq, warmup, steps and token file; --gemm
-          (tf32: base GEMMs on TF32 tensor cores; activations fp32); AdamW with clipping at 1.0.
+          (tf32: base GEMMs on TF32 tensor cores; bf16: base weights bf16 and the base GEMMs on bf16
+          inputs with fp32 accumulation, as autocast; activations fp32); AdamW with clipping at 1.0.
           Peak: own accounting of its buffers and cudaMemGetInfo's device use (context included).
 Timing: warmup steps untimed, then steps timed with the device synchronized at both ends; both
 sides read the loss back every step. tokens/s = batch x seq x steps / seconds.
@@ -194,7 +195,8 @@ def table(args, ours, peft):
                 f"gate,up,down; base {args.base}; recompute {args.recompute}; {args.warmup} warm-up + {args.steps} "
                 f"timed steps; {dev}.")
     rows.append("")
-    ours_name = f"loftq ({'NF4 packed' if args.base == 'nf4' else 'fp32 base'}, {args.gemm} GEMMs, fp32 activations)"
+    ours_base = 'NF4 packed' if args.base == 'nf4' else ('bf16 base' if args.gemm == 'bf16' else 'fp32 base')
+    ours_name = f"loftq ({ours_base}, {args.gemm} GEMMs, fp32 activations)"
     peft_name = f"PyTorch + PEFT ({(peft or {}).get('base', args.base)}, bf16 autocast, {args.attn})"
     rows.append(f"| | {peft_name} | {ours_name} | loftq / PEFT |")
     rows.append("|---|---|---|---|")
@@ -247,7 +249,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recompute", choices=["off", "on"], default="off")
-    ap.add_argument("--gemm", choices=["tf32", "fp32"], default="tf32")
+    ap.add_argument("--gemm", choices=["tf32", "fp32", "bf16"], default="tf32")
     ap.add_argument("--attn", default="sdpa", help="transformers attn_implementation for PEFT (sdpa, eager, flash_attention_2)")
     ap.add_argument("--loftq", default=default_loftq())
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "loftq-bench-finetune"))

@@ -79,7 +79,7 @@ size_t decompose_estimate(int64_t m, int64_t n, const WeightSettings& s, int ove
 
 DeviceLlama* new_llama(LlamaCpu& cpu, const DeviceTrainSettings& s) {
     CudaTrainOptions co;
-    if (!gemm_math_from_name(s.gemm, co.math)) throw Error("--gemm " + s.gemm + ": expected tf32 or fp32");
+    if (!gemm_math_from_name(s.gemm, co.math)) throw Error("--gemm " + s.gemm + ": expected tf32, fp32 or bf16");
     if (!recompute_from_name(s.recompute, co.recompute)) throw Error("--recompute " + s.recompute + ": expected auto, on or off");
     co.plan_batch = s.plan_batch;
     co.plan_seq = s.plan_seq;

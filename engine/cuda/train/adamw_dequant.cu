@@ -1,6 +1,8 @@
-// adamw_dequant.cu: the two bit-exact kernels of ops_cuda.h, kernels then launchers:
+// adamw_dequant.cu: the bit-exact kernels of ops_cuda.h, kernels then launchers:
 //   - adamw_update: AdamW::step (train/adamw.cpp) for one tensor, element by element;
-//   - dequantize_packed: loftq::dequantize (quant/quantizer.cpp) of LSB-first packed codes.
+//   - dequantize_packed: loftq::dequantize (quant/quantizer.cpp) of LSB-first packed codes;
+//   - dequantize_packed_bf16 / cast_to_bf16: the same fp32 values rounded once to bf16 (nearest,
+//     ties to even), for GemmMath::Bf16.
 // Both must give the CPU's bits for the same inputs. That holds because every operation is a
 // correctly rounded IEEE operation on both sides, in the same order: the double arithmetic is
 // written with __dadd_rn / __dmul_rn / ... so that nvcc cannot fuse a multiply and an add into
@@ -10,11 +12,16 @@
 // Leaves out: the learning-rate schedule and the gradient norm (the caller's, with sum_sq_accumulate).
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/train/ops_cuda.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#endif
 
 #if defined(__CUDACC__) && (defined(__USE_FAST_MATH__) || (defined(__CUDA_FTZ) && __CUDA_FTZ))
 #error "engine/cuda/train/adamw_dequant.cu must be compiled without fast math / flush-to-zero (bit parity with the CPU)"
@@ -57,6 +64,25 @@ __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g,
     }
 }
 
+// fp32 -> bf16 bits, round to nearest, ties to even; NaN -> 0x7fff (canonical). On the device
+// __float2bfloat16_rn (cvt.rn.bf16.f32); the integer form (same results, subnormals kept) where
+// this file is compiled for the host (CPU emulation of the kernels).
+__device__ inline uint16_t bf16_bits_rn(float f) {
+#if defined(__CUDA_ARCH__)
+    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+#else
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t(0x7fff);
+    return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+}
+
+__global__ void cast_to_bf16_kernel(uint16_t* __restrict__ out, const float* __restrict__ in, int64_t n) {
+    const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = bf16_bits_rn(in[i]);
+}
+
 // Code tables travel in the kernel parameters (read in place from the constant bank), as in
 // engine/cuda/quantize.cu.
 struct Table {
@@ -67,7 +93,8 @@ struct Table {
 // stream (bit b = bit b % 8 of byte b / 8); k <= 8, so a code spans at most two bytes, and the
 // second is read only when the code reaches into it (never past the packed_size(n, k) bytes).
 // Grid-stride over n.
-__global__ void dequantize_packed_kernel(float* __restrict__ W, const uint8_t* __restrict__ packed,
+template <class Out>
+__global__ void dequantize_packed_kernel(Out* __restrict__ W, const uint8_t* __restrict__ packed,
                                          const float* __restrict__ scales, const __grid_constant__ Table tab, int bits,
                                          int block, int64_t n) {
     const unsigned mask = (1u << bits) - 1u;
@@ -79,7 +106,11 @@ __global__ void dequantize_packed_kernel(float* __restrict__ W, const uint8_t* _
         unsigned word = packed[byte];
         if (off + bits > 8) word |= unsigned(packed[byte + 1]) << 8;
         const unsigned code = (word >> off) & mask;
-        W[i] = __fmul_rn(tab.t[code], scales[i / block]);
+        const float w = __fmul_rn(tab.t[code], scales[i / block]);
+        if constexpr (sizeof(Out) == 4)
+            W[i] = w;
+        else
+            W[i] = bf16_bits_rn(w);
     }
 }
 
@@ -109,19 +140,44 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const
     LOFTQ_CUDA_CHECK(cudaGetLastError());
 }
 
-void dequantize_packed(float* W, const uint8_t* packed_codes, const float* scales, QuantKind kind, int block,
-                       int64_t n, cudaStream_t stream) {
-    if (block <= 0) throw Error("cuda_ops::dequantize_packed: block size must be positive (got " + std::to_string(block) + ")");
-    if (n < 0) throw Error("cuda_ops::dequantize_packed: negative element count " + std::to_string(n));
+namespace {
+
+template <class Out>
+void dequantize_packed_any(const char* fn, Out* W, const uint8_t* packed_codes, const float* scales, QuantKind kind,
+                           int block, int64_t n, cudaStream_t stream) {
+    const std::string f0 = std::string("cuda_ops::") + fn + ": ";
+    if (block <= 0) throw Error(f0 + "block size must be positive (got " + std::to_string(block) + ")");
+    if (n < 0) throw Error(f0 + "negative element count " + std::to_string(n));
     if (n == 0) return;
-    if (!W || !packed_codes || !scales) throw Error("cuda_ops::dequantize_packed: null output, codes or scales");
+    if (!W || !packed_codes || !scales) throw Error(f0 + "null output, codes or scales");
     const QuantFormat& f = quant_format(kind);
     if (f.bits < 1 || f.bits > 8 || f.levels != (1 << f.bits))
-        throw Error(std::string("cuda_ops::dequantize_packed: format '") + f.name + "' has " + std::to_string(f.bits) +
-                    " bits and " + std::to_string(f.levels) + " levels; expected 2^bits levels, bits 1..8");
+        throw Error(f0 + "format '" + f.name + "' has " + std::to_string(f.bits) + " bits and " +
+                    std::to_string(f.levels) + " levels; expected 2^bits levels, bits 1..8");
     Table tab{};
     for (int j = 0; j < f.levels; ++j) tab.t[j] = f.table[j];
-    dequantize_packed_kernel<<<grid_for(n), kThreads, 0, stream>>>(W, packed_codes, scales, tab, f.bits, block, n);
+    dequantize_packed_kernel<Out><<<grid_for(n), kThreads, 0, stream>>>(W, packed_codes, scales, tab, f.bits, block, n);
+    LOFTQ_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void dequantize_packed(float* W, const uint8_t* packed_codes, const float* scales, QuantKind kind, int block,
+                       int64_t n, cudaStream_t stream) {
+    dequantize_packed_any<float>("dequantize_packed", W, packed_codes, scales, kind, block, n, stream);
+}
+
+void dequantize_packed_bf16(void* W, const uint8_t* packed_codes, const float* scales, QuantKind kind, int block,
+                            int64_t n, cudaStream_t stream) {
+    dequantize_packed_any<uint16_t>("dequantize_packed_bf16", static_cast<uint16_t*>(W), packed_codes, scales, kind,
+                                    block, n, stream);
+}
+
+void cast_to_bf16(void* out, const float* in, int64_t n, cudaStream_t stream) {
+    if (n < 0) throw Error("cuda_ops::cast_to_bf16: negative element count " + std::to_string(n));
+    if (n == 0) return;
+    if (!out || !in) throw Error("cuda_ops::cast_to_bf16: null output or input");
+    cast_to_bf16_kernel<<<grid_for(n), kThreads, 0, stream>>>(static_cast<uint16_t*>(out), in, n);
     LOFTQ_CUDA_CHECK(cudaGetLastError());
 }
 

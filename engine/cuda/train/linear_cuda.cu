@@ -12,8 +12,12 @@
 // every LoRA product, and everything under GemmMath::Fp32, is cublasSgemm. The handle must be in
 // host pointer mode and must not itself enable TF32 (CUBLAS_TF32_TENSOR_OP_MATH), or Fp32 would
 // not be fp32: both are checked, as is that the handle is bound to `stream`.
-// Leaves out: bf16/fp16 weights, fused dequantize-in-GEMM (the packed base is dequantized into an
-// fp32 buffer by dequantize_packed first).
+// GemmMath::Bf16: the same two products take bf16 inputs (L.W_bf16, and x or dy rounded to bf16
+// by cast_to_bf16 into L.bf16_scratch right before the GEMM) through cublasGemmEx with
+// CUDA_R_16BF A/B, CUDA_R_32F C and CUBLAS_COMPUTE_32F (fp32 accumulation, fp32 output; beta = 1
+// accumulates into the fp32 dx as in the other modes). The LoRA products stay cublasSgemm.
+// Leaves out: fp16 weights, fused dequantize-in-GEMM (the packed base is dequantized into an
+// fp32 or bf16 buffer by dequantize_packed(_bf16) first).
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -46,7 +50,16 @@ void gemm(cublasHandle_t h, bool tf32, bool ta, bool tb, int64_t M, int64_t N, i
                                        int(ldc)));
 }
 
-void check_linear(const char* fn, cublasHandle_t blas, int64_t N, const LoraLinear& L) {
+// The bf16 form of gemm (GemmMath::Bf16): A and B are bf16 (2 bytes each), C fp32.
+void gemm_bf16(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+               int64_t lda, const void* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    LOFTQ_CUBLAS_CHECK(cublasGemmEx(h, opb, opa, int(N), int(M), int(K), &alpha, B, CUDA_R_16BF, int(ldb), A,
+                                    CUDA_R_16BF, int(lda), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+}
+
+void check_linear(const char* fn, cublasHandle_t blas, int64_t N, const LoraLinear& L, GemmMath math) {
     const std::string f = std::string("cuda_ops::") + fn + ": ";
     if (N < 0 || L.in <= 0 || L.out <= 0 || L.r < 0)
         throw Error(f + "bad shape N " + std::to_string(N) + " in " + std::to_string(L.in) + " out " +
@@ -54,7 +67,11 @@ void check_linear(const char* fn, cublasHandle_t blas, int64_t N, const LoraLine
     if (N > INT_MAX || L.in > INT_MAX || L.out > INT_MAX)  // cuBLAS sizes are int
         throw Error(f + "dimension above INT_MAX (N " + std::to_string(N) + " in " + std::to_string(L.in) + " out " +
                     std::to_string(L.out) + ")");
-    if (!L.W) throw Error(f + "null W");
+    if (math == GemmMath::Bf16) {
+        if (!L.W_bf16 || !L.bf16_scratch) throw Error(f + "GemmMath::Bf16 needs W_bf16 and bf16_scratch (null)");
+    } else if (!L.W) {
+        throw Error(f + "null W");
+    }
     if (L.r > 0 && (!L.A || !L.B)) throw Error(f + "rank " + std::to_string(L.r) + " but null A or B");
     if (!blas) throw Error(f + "null cuBLAS handle");
 }
@@ -79,13 +96,18 @@ void check_handle(const char* fn, cublasHandle_t blas, cudaStream_t stream) {
 
 void lora_linear_forward(cublasHandle_t blas, float* y, float* xa, const float* x, int64_t N, const LoraLinear& L,
                          GemmMath math, cudaStream_t stream) {
-    check_linear("lora_linear_forward", blas, N, L);
+    check_linear("lora_linear_forward", blas, N, L, math);
     if (!y || !x) throw Error("cuda_ops::lora_linear_forward: null y or x");
     if (L.r > 0 && !xa) throw Error("cuda_ops::lora_linear_forward: rank " + std::to_string(L.r) + " but null xa");
     if (N == 0) return;
     check_handle("lora_linear_forward", blas, stream);
     const bool tf32 = math == GemmMath::Tf32;
-    gemm(blas, tf32, false, true, N, L.out, L.in, 1.f, x, L.in, L.W, L.in, 0.f, y, L.out);  // y = x W^T
+    if (math == GemmMath::Bf16) {
+        cast_to_bf16(L.bf16_scratch, x, N * L.in, stream);                                           // xb = bf16(x)
+        gemm_bf16(blas, false, true, N, L.out, L.in, 1.f, L.bf16_scratch, L.in, L.W_bf16, L.in, 0.f, y, L.out);  // y = xb Wb^T
+    } else {
+        gemm(blas, tf32, false, true, N, L.out, L.in, 1.f, x, L.in, L.W, L.in, 0.f, y, L.out);  // y = x W^T
+    }
     if (L.bias) {
         const int64_t g = (N * L.out + 255) / 256;
         add_bias_kernel<<<unsigned(g < 65535 * 16 ? g : 65535 * 16), 256, 0, stream>>>(y, L.bias, N, L.out);
@@ -100,7 +122,7 @@ void lora_linear_forward(cublasHandle_t blas, float* y, float* xa, const float* 
 void lora_linear_backward(cublasHandle_t blas, float* dx, bool accumulate_dx, float* dA, float* dB, const float* dy,
                           const float* x, const float* xa, float* dxa, int64_t N, const LoraLinear& L, GemmMath math,
                           cudaStream_t stream) {
-    check_linear("lora_linear_backward", blas, N, L);
+    check_linear("lora_linear_backward", blas, N, L, math);
     if (!dy) throw Error("cuda_ops::lora_linear_backward: null dy");
     if (L.r > 0 && (!dA || !dB || !x || !xa || !dxa))
         throw Error("cuda_ops::lora_linear_backward: rank " + std::to_string(L.r) +
@@ -114,8 +136,14 @@ void lora_linear_backward(cublasHandle_t blas, float* dx, bool accumulate_dx, fl
         gemm(blas, false, true, false, L.r, L.in, N, 1.f, dxa, L.r, x, L.in, 1.f, dA, L.in);         // dA += dxa^T x
     }
     if (dx) {  // null: the caller needs no input gradient (as on the CPU)
-        gemm(blas, tf32, false, false, N, L.in, L.out, 1.f, dy, L.out, L.W, L.in, accumulate_dx ? 1.f : 0.f, dx,
-             L.in);                                                                                  // dx (+)= dy W
+        if (math == GemmMath::Bf16) {
+            cast_to_bf16(L.bf16_scratch, dy, N * L.out, stream);                                     // dyb = bf16(dy)
+            gemm_bf16(blas, false, false, N, L.in, L.out, 1.f, L.bf16_scratch, L.out, L.W_bf16, L.in,
+                      accumulate_dx ? 1.f : 0.f, dx, L.in);                                           // dx (+)= dyb Wb
+        } else {
+            gemm(blas, tf32, false, false, N, L.in, L.out, 1.f, dy, L.out, L.W, L.in, accumulate_dx ? 1.f : 0.f, dx,
+                 L.in);                                                                              // dx (+)= dy W
+        }
         if (L.r > 0) gemm(blas, false, false, false, N, L.in, L.r, 1.f, dxa, L.r, L.A, L.in, 1.f, dx, L.in);  // += dxa A
     }
 }

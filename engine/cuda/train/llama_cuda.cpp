@@ -25,8 +25,14 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 // Sub-buffers carved out of one allocation start on 256-byte boundaries (vector loads in kernels).
 int64_t pad(int64_t floats) { return (floats + 63) / 64 * 64; }
 
+// The LM head's GEMMs (its weight stays fp32 in every mode): TF32 under Tf32 and Bf16.
 cublasComputeType_t compute_type(cuda_ops::GemmMath m) {
-    return m == cuda_ops::GemmMath::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    return m == cuda_ops::GemmMath::Fp32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+}
+
+// GemmMath::Bf16: the bf16 copy of a base GEMM's input (x: in columns, dy: out columns), N rows.
+int64_t bf16_scratch_cols(const LlamaConfig& c) {
+    return std::max<int64_t>({int64_t(c.dim), int64_t(c.kv_dim()), int64_t(c.hidden)});
 }
 
 // Rank sums of a ranks table (n_layers x 7).
@@ -115,11 +121,18 @@ bool recompute_from_name(const std::string& s, Recompute& out) {
     return false;
 }
 
-const char* gemm_math_name(cuda_ops::GemmMath m) { return m == cuda_ops::GemmMath::Tf32 ? "tf32" : "fp32"; }
+const char* gemm_math_name(cuda_ops::GemmMath m) {
+    switch (m) {
+        case cuda_ops::GemmMath::Fp32: return "fp32";
+        case cuda_ops::GemmMath::Tf32: return "tf32";
+        case cuda_ops::GemmMath::Bf16: return "bf16";
+    }
+    return "?";
+}
 
 bool gemm_math_from_name(const std::string& s, cuda_ops::GemmMath& out) {
-    if (s == "tf32") { out = cuda_ops::GemmMath::Tf32; return true; }
-    if (s == "fp32") { out = cuda_ops::GemmMath::Fp32; return true; }
+    for (cuda_ops::GemmMath m : {cuda_ops::GemmMath::Fp32, cuda_ops::GemmMath::Tf32, cuda_ops::GemmMath::Bf16})
+        if (s == gemm_math_name(m)) { out = m; return true; }
     return false;
 }
 
@@ -136,15 +149,17 @@ std::string CudaMemory::summary() const {
 // memory
 
 CudaMemory LlamaCuda::estimate_memory(const LlamaConfig& c, const std::vector<int>& ranks, int quant_bits, int block,
-                                      int B, int T, bool recompute, int accum) {
+                                      int B, int T, bool recompute, int accum, cuda_ops::GemmMath math) {
     const int64_t C = c.dim, KV = c.kv_dim(), V = c.vocab, L = c.n_layers;
     if (int64_t(ranks.size()) != L * kLoraSites) throw Error("estimate_memory: ranks need n_layers x 7 entries");
     CudaMemory m;
+    const bool bf16 = math == cuda_ops::GemmMath::Bf16;
+    const uint64_t wbytes = bf16 ? 2 : 4;  // bytes per fp32-site weight or dequantized scratch value
     uint64_t sites = 0, scratch = 0, lora = 0;
     for (int s = 0; s < kLoraSites; ++s) {
         const uint64_t n = uint64_t(lora_site_out(c, LoraSite(s)) * lora_site_in(c, LoraSite(s)));
-        sites += uint64_t(L) * (quant_bits > 0 ? packed_size(n, quant_bits) + 4 * num_blocks(n, block) : 4 * n);
-        if (quant_bits > 0) scratch += 4 * n;
+        sites += uint64_t(L) * (quant_bits > 0 ? packed_size(n, quant_bits) + 4 * num_blocks(n, block) : wbytes * n);
+        if (quant_bits > 0) scratch += wbytes * n;
     }
     for (int64_t l = 0; l < L; ++l)
         for (int s = 0; s < kLoraSites; ++s)
@@ -162,6 +177,7 @@ CudaMemory LlamaCuda::estimate_memory(const LlamaConfig& c, const std::vector<in
     backward_sizes(c, B, T, max_rank, b);
     // + the RoPE tables (2 x T x d/2) and the token ids and targets (2 x N ints)
     m.activations = 4 * uint64_t(sum_of(a, kActParts) + 2 * int64_t(T) * (c.head_dim() / 2)) + 8 * uint64_t(B) * T;
+    if (bf16) m.activations += 2 * uint64_t(int64_t(B) * T * bf16_scratch_cols(c));  // the GEMM inputs' bf16 copy
     m.backward = 4 * uint64_t(sum_of(b, kBwdParts));
     m.peak = m.total();
     return m;
@@ -286,6 +302,11 @@ std::unique_ptr<LlamaCuda> LlamaCuda::from_cpu(LlamaCpu& m, const CudaTrainOptio
         d->synchronize();
     }
     d->sites_.resize(size_t(L) * kLoraSites);
+    const bool bf16 = opt.math == cuda_ops::GemmMath::Bf16;
+    DeviceArray<float> staging;  // Bf16, fp32 sites: the upload before the cast
+    int64_t max_site = 0;
+    for (int s = 0; s < kLoraSites; ++s)
+        max_site = std::max<int64_t>(max_site, lora_site_out(c, LoraSite(s)) * lora_site_in(c, LoraSite(s)));
     for (int64_t l = 0; l < L; ++l)
         for (int s = 0; s < kLoraSites; ++s) {
             const LoraSite site = LoraSite(s);
@@ -303,15 +324,32 @@ std::unique_ptr<LlamaCuda> LlamaCuda::from_cpu(LlamaCpu& m, const CudaTrainOptio
                 d->alloc(st.scales, p.scales.size(), kBase, name + " (scales)");
                 d->upload(st.codes.p, p.codes.data(), p.codes.size());
                 d->upload(st.scales.p, p.scales.data(), p.scales.size() * 4);
+            } else if (bf16) {
+                // Rounded to bf16 once, on the device, through one fp32 staging buffer (the largest
+                // site), freed below; the fp32 copy is not kept. One stream: the next site's upload
+                // into the staging buffer waits for this site's cast.
+                if (!staging.count) d->alloc(staging, size_t(max_site), kScratch, "the bf16 conversion staging buffer");
+                d->alloc(st.Wb, size_t(st.n), kBase, name + " (bf16)");
+                d->upload(staging.p, m.site_weight(int(l), site), size_t(st.n) * 4);
+                cuda_ops::cast_to_bf16(st.Wb.p, staging.p, st.n, d->stream_);
             } else {
                 d->alloc(st.W, size_t(st.n), kBase, name);
                 d->upload(st.W.p, m.site_weight(int(l), site), size_t(st.n) * 4);
             }
         }
+    if (staging.count) {
+        d->synchronize();
+        d->alloc(staging, 0, kScratch, "the bf16 conversion staging buffer");  // freed
+    }
     if (d->packed_)
-        for (int s = 0; s < kLoraSites; ++s)
-            d->alloc(d->scratch_[s], size_t(lora_site_out(c, LoraSite(s)) * lora_site_in(c, LoraSite(s))), kScratch,
-                     std::string("the dequantization scratch of ") + lora_site_name(LoraSite(s)));
+        for (int s = 0; s < kLoraSites; ++s) {
+            const size_t n = size_t(lora_site_out(c, LoraSite(s)) * lora_site_in(c, LoraSite(s)));
+            const std::string what = std::string("the dequantization scratch of ") + lora_site_name(LoraSite(s));
+            if (bf16)
+                d->alloc(d->scratch_bf16_[s], n, kScratch, what + " (bf16)");
+            else
+                d->alloc(d->scratch_[s], n, kScratch, what);
+        }
 
     // LoRA: LlamaCpu's slots and order (A then B per (layer, site)).
     d->slots_.resize(size_t(L) * kLoraSites);
@@ -376,7 +414,7 @@ std::unique_ptr<LlamaCuda> LlamaCuda::from_cpu(LlamaCpu& m, const CudaTrainOptio
         const int bits = d->packed_ ? quant_format(d->sites_[0].kind).bits : 0;
         const int block = d->packed_ ? d->sites_[0].block : 64;
         const CudaMemory need =
-            estimate_memory(c, ranks, bits, block, opt.plan_batch, opt.plan_seq, false, std::max(1, opt.accum));
+            estimate_memory(c, ranks, bits, block, opt.plan_batch, opt.plan_seq, false, std::max(1, opt.accum), opt.math);
         uint64_t budget = opt.memory_budget;
         if (budget == 0) {
             size_t free_b = 0, total_b = 0;
@@ -402,6 +440,8 @@ void LlamaCuda::ensure_activations(int B, int T) {
                               &g_, &u_, &xa_, &xn_, &h_, &logits_, &lse_, &row_loss_};
     for (int i = 0; i < kActParts; ++i) { *dst[i] = p; p += sz[i]; }
     const size_t N = size_t(B) * size_t(T);
+    if (opt_.math == cuda_ops::GemmMath::Bf16 && N * size_t(bf16_scratch_cols(cfg_)) > act_bf16_.count)
+        alloc(act_bf16_, N * size_t(bf16_scratch_cols(cfg_)), kAct, "the bf16 GEMM input scratch");
     if (N > tokens_.count) {
         alloc(tokens_, N, kAct, "the token ids");
         alloc(targets_, N, kAct, "the targets");
@@ -469,10 +509,26 @@ const float* LlamaCuda::site_weight(int l, LoraSite s) {
     return out;
 }
 
+const void* LlamaCuda::site_weight_bf16(int l, LoraSite s) {
+    Site& st = sites_[size_t(l) * kLoraSites + size_t(s)];
+    if (!packed_) return st.Wb.p;
+    uint16_t* out = scratch_bf16_[int(s)].p;  // as site_weight
+    if (scratch_layer_[int(s)] != l) {
+        cuda_ops::dequantize_packed_bf16(out, st.codes.p, st.scales.p, st.kind, st.block, st.n, stream_);
+        scratch_layer_[int(s)] = l;
+    }
+    return out;
+}
+
 cuda_ops::LoraLinear LlamaCuda::linear(int l, LoraSite s) {
     const Slot& sl = slot(l, s);
     cuda_ops::LoraLinear L;
-    L.W = site_weight(l, s);
+    if (opt_.math == cuda_ops::GemmMath::Bf16) {
+        L.W_bf16 = site_weight_bf16(l, s);
+        L.bf16_scratch = act_bf16_.p;
+    } else {
+        L.W = site_weight(l, s);
+    }
     if (cfg_.qkv_bias && (s == LoraSite::Q || s == LoraSite::K || s == LoraSite::V)) {
         const int64_t C = cfg_.dim, KV = cfg_.kv_dim();
         const float* b = bias_.p + int64_t(l) * (C + 2 * KV);

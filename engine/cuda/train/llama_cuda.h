@@ -31,7 +31,14 @@
 // the CPU's messages. logits() returns a host copy made on the first call after a forward.
 // GEMMs: CudaTrainOptions::math = Tf32 (default, speed: the frozen-base products and the LM head
 // on TF32 tensor cores, fp32 accumulation) or Fp32 (plain fp32 everywhere: the parity tests'
-// setting). LoRA products and all A/B gradients are fp32 in both.
+// setting) or Bf16 (speed, PyTorch bf16 autocast's numerics for the frozen base: the seven
+// projection weights held as bf16 and their two products per linear, y = x W^T and dx = dy W, on
+// bf16 inputs with fp32 accumulation and fp32 outputs; the activations are rounded to bf16 in a
+// scratch right before each such GEMM, and stay fp32 everywhere else; the LM head, whose weight
+// stays fp32, uses TF32 as in Tf32). LoRA products and all A/B gradients are fp32 in every mode.
+// Under Bf16, fp32 (non-packed) sites are rounded to bf16 once at upload (the fp32 copy is not
+// kept: half the projection memory) and packed sites are dequantized per use into bf16 scratches
+// (dequantize_packed_bf16: the fp32 value rounded once; half the scratch).
 //
 // Memory (bytes; C = dim, KV = kv_dim, F = hidden, V = vocab, L = layers, H = heads, N = B * T,
 // n_s = out * in of site kind s, k bits and block b for a packed base, R = sum of all LoRA ranks,
@@ -40,6 +47,8 @@
 //   base        = L sum_s (ceil(k n_s / 8) + 4 ceil(n_s / b))        [packed; 4 L sum_s n_s if fp32]
 //                 + 4 (V C (1 tied, 2 untied) + (2 L + 1) C + [L (C + 2 KV) with q/k/v bias])
 //   scratch     = 4 sum_s n_s = 4 (2 C^2 + 2 KV C + 3 F C)          [packed only: one per site kind]
+//   Bf16 math: the fp32-site term 4 L sum_s n_s becomes 2 L sum_s n_s, the scratch 2 sum_s n_s, and
+//   activations gain 2 N max(C, KV, F) (the bf16 copy of a GEMM's input, counted in activations).
 //   lora        = 8 P                                                 (values + gradients)
 //   optimizer   = 8 P (AdamW m, v) + 4 P when accumulating micro-batches
 //   activations = 4 N [ (L + 1) C                                     (every layer's residual input)
@@ -84,7 +93,7 @@ namespace loftq {
 enum class Recompute : uint8_t { Off, On, Auto };
 const char* recompute_name(Recompute r);                         // "off", "on", "auto"
 bool recompute_from_name(const std::string& s, Recompute& out);  // case-sensitive
-const char* gemm_math_name(cuda_ops::GemmMath m);                // "fp32", "tf32"
+const char* gemm_math_name(cuda_ops::GemmMath m);                // "fp32", "tf32", "bf16"
 bool gemm_math_from_name(const std::string& s, cuda_ops::GemmMath& out);
 
 struct CudaTrainOptions {
@@ -112,9 +121,12 @@ public:
     // loftq::Error without a usable device or when the device runs out of memory (naming what).
     static std::unique_ptr<LlamaCuda> from_cpu(LlamaCpu& m, const CudaTrainOptions& opt = {});
     // Predicted device bytes for this shape without a device. ranks: n_layers x 7; quant_bits 0 =
-    // fp32 sites, else k-bit codes with `block` per scale.
+    // fp32 sites, else k-bit codes with `block` per scale. math: Bf16 holds the base sites (or
+    // their dequantization scratch) as bf16 and adds the activations' bf16 scratch; Fp32 and Tf32
+    // need the same bytes.
     static CudaMemory estimate_memory(const LlamaConfig& c, const std::vector<int>& ranks, int quant_bits, int block,
-                                      int B, int T, bool recompute, int accum = 1);
+                                      int B, int T, bool recompute, int accum = 1,
+                                      cuda_ops::GemmMath math = cuda_ops::GemmMath::Tf32);
     ~LlamaCuda() override;
     LlamaCuda(const LlamaCuda&) = delete;
     LlamaCuda& operator=(const LlamaCuda&) = delete;
@@ -161,7 +173,8 @@ private:
         int64_t a = 0, b = 0;   // offsets of A (rank x in) and B (out x rank) in the LoRA block
     };
     struct Site {               // one frozen projection weight (out x in)
-        DeviceArray<float> W;        // fp32, or empty when packed
+        DeviceArray<float> W;        // fp32, or empty when packed or under GemmMath::Bf16
+        DeviceArray<uint16_t> Wb;    // bf16 bits (GemmMath::Bf16, not packed), else empty
         DeviceArray<uint8_t> codes;  // packed: packed_size(n, bits) bytes
         DeviceArray<float> scales;   // packed: num_blocks(n, block)
         QuantKind kind = QuantKind::NF4;
@@ -182,6 +195,7 @@ private:
     void note_device_used() const;
 
     const float* site_weight(int l, LoraSite s);     // dequantizes a packed site into its kind's scratch
+    const void* site_weight_bf16(int l, LoraSite s); // the same for GemmMath::Bf16 (bf16 bits)
     cuda_ops::LoraLinear linear(int l, LoraSite s);
     LayerActs acts(int l) const;
     float* xa(const LayerActs& a, int l, LoraSite s) const;
@@ -204,6 +218,7 @@ private:
     DeviceArray<float> bias_;                       // per layer bq (C), bk, bv (KV) when qkv_bias
     std::vector<Site> sites_;                       // n_layers x 7
     DeviceArray<float> scratch_[kLoraSites];        // packed: one dequantized weight per site kind
+    DeviceArray<uint16_t> scratch_bf16_[kLoraSites];  // packed, GemmMath::Bf16: the same in bf16 (instead)
     int scratch_layer_[kLoraSites];                 // the layer each scratch holds (-1: none)
 
     // LoRA
@@ -224,6 +239,7 @@ private:
     float *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *alse_ = nullptr, *y_ = nullptr;
     float *g_ = nullptr, *u_ = nullptr, *xa_ = nullptr, *xn_ = nullptr, *h_ = nullptr;
     float *logits_ = nullptr, *lse_ = nullptr, *row_loss_ = nullptr;
+    DeviceArray<uint16_t> act_bf16_;                // GemmMath::Bf16: N x max(C, KV, F) bf16 GEMM inputs
     DeviceArray<int> tokens_, targets_;
     DeviceArray<float> rope_cos_, rope_sin_;        // T x d/2
     std::vector<double> inv_freq_;

@@ -28,7 +28,11 @@
 
 namespace loftq::cuda_ops {
 
-enum class GemmMath : uint8_t { Fp32, Tf32 };
+// Fp32: plain fp32 everywhere. Tf32: the base-weight products on TF32 tensor cores. Bf16: the
+// base-weight products with bf16 inputs (LoraLinear::W_bf16, activations rounded to bf16 in
+// LoraLinear::bf16_scratch), fp32 accumulation and output (cublasGemmEx CUDA_R_16BF A/B,
+// CUDA_R_32F C, CUBLAS_COMPUTE_32F).
+enum class GemmMath : uint8_t { Fp32, Tf32, Bf16 };
 
 // ---- embedding: out (N x C) = table[tokens[n]] (table V x C). No backward (the table is frozen).
 void embedding_forward(float* out, const int* tokens, const float* table, int64_t N, int C, cudaStream_t stream);
@@ -65,8 +69,13 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 
 // ---- adapted linear, as ops::LoraLinear: y (N x out) = x W^T (+ bias) + scale * (x A^T) B^T.
 // W (out x in), bias (out) or null, A (r x in), B (out x r); r = 0: plain linear. Device pointers.
+// GemmMath::Bf16 reads W_bf16 (out x in, bf16 bits, W may then be null) instead of W and needs
+// bf16_scratch (N x max(in, out) bf16 = 2 bytes each) for the bf16 copy of x (forward) or dy
+// (backward); both are plain void* so that this header needs no cuda_bf16.h.
 struct LoraLinear {
     const float* W = nullptr;
+    const void* W_bf16 = nullptr;
+    void* bf16_scratch = nullptr;
     const float* bias = nullptr;
     const float* A = nullptr;
     const float* B = nullptr;
@@ -106,6 +115,13 @@ void scale_inplace(float* x, int64_t n, float s, cudaStream_t stream);
 // loftq::dequantize of the unpacked codes.
 void dequantize_packed(float* W, const uint8_t* packed_codes, const float* scales, QuantKind kind, int block,
                        int64_t n, cudaStream_t stream);
+
+// The same into bf16 (W: n bf16 values, 2 bytes each): the fp32 value table[code] * scale above,
+// rounded once to bf16 (nearest, ties to even).
+void dequantize_packed_bf16(void* W, const uint8_t* packed_codes, const float* scales, QuantKind kind, int block,
+                            int64_t n, cudaStream_t stream);
+// out (n bf16) = in (n fp32) rounded to nearest, ties to even (__float2bfloat16_rn; NaN -> 0x7fff).
+void cast_to_bf16(void* out, const float* in, int64_t n, cudaStream_t stream);
 
 // ---- AdamW (train/adamw.h), one tensor of n values; the update of each element is done in
 // float64 and rounded once, as AdamW::step on the CPU, so both give the same bits.
