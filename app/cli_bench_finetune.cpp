@@ -104,11 +104,7 @@ void add_bench_finetune(CLI::App& app) {
     sub->add_option("--tokens", o.tokens_file, "Raw int32 token ids (default: uniform random ids from --seed)")
         ->check(CLI::ExistingFile);
     sub->add_option("--seed", o.seed, "Seed of the random ids and the LoRA init (default 0)");
-    sub->add_option("--device", o.device, "auto (default), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    sub->add_option("--gemm", o.gemm, "CUDA: tf32 (default), fp32 or bf16 (bf16 inputs, fp32 accumulation) GEMMs for the frozen base")
-        ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
-    sub->add_option("--recompute", o.recompute, "CUDA activation checkpointing: auto (default), on, off")
-        ->check(CLI::IsMember({"auto", "on", "off"}));
+    add_device_options(sub, o.device, "", &o.gemm, &o.recompute);
     sub->add_option("--threads", o.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
     sub->add_flag("-q,--quiet", a->quiet, "Only the JSON line");
     sub->callback([a] { run_bench_cmd(*a); });

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "core/cancel.h"
+#include "core/units.h"  // human_bytes
 #include "loftq/plan.h"
 
 namespace loftq::cli {
@@ -49,8 +50,12 @@ private:
     void (*old_)(int);
 };
 
-std::string human_bytes(double bytes);        // "12.6 GiB"
 std::string human_seconds(double seconds);    // "1m05s"
+// Where a command runs (loftq/compute_device.h): --device auto|cpu|cuda (sets `device` to "auto"
+// first: the CLI's default); for fine-tuning also --gemm tf32|fp32|bf16 and --recompute
+// auto|on|off when their targets are given. `where` ends the --device help line.
+void add_device_options(CLI::App* sub, std::string& device, const std::string& where, std::string* gemm = nullptr,
+                        std::string* recompute = nullptr);
 uint64_t parse_size(const std::string& text); // "5GB", "500MB", "1GiB", "123" -> bytes; throws loftq::Error
 
 }  // namespace loftq::cli

@@ -229,8 +229,7 @@ void add_experiment(CLI::App& app) {
     sub->add_option("--eval-batches", a->eval_batches, "Batches per evaluation");
     sub->add_option("--seed", a->seed, "Seed");
     sub->add_option("--threads", a->threads, "Threads (0 = all cores)");
-    sub->add_option("--device", a->device, "auto (default: CUDA when usable), cpu or cuda: quantize, fine-tune and evaluate there")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}, CLI::ignore_case));
+    add_device_options(sub, a->device, ": quantize, fine-tune and evaluate there");
     sub->callback([a, sub] {
         a->command = "loftq experiment";
         for (auto* o : sub->get_options())

@@ -224,16 +224,7 @@ void add_finetune(CLI::App& app) {
         ->check(CLI::Range(0, 100000000));
     sub->add_option("--sample-tokens", o.sample_tokens, "Greedy sample length at the end, 0 = none (default 64)")->check(CLI::Range(0, 100000));
     sub->add_option("--prompt", o.sample_prompt, "Prompt for the final sample (default: BOS only)");
-    o.device = "auto";
-    sub->add_option("--device", o.device, "auto (default: CUDA when usable, else the CPU), cpu or cuda")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    sub->add_option("--gemm", o.gemm,
-                    "CUDA: frozen-base GEMMs on tf32 tensor cores (default), exact fp32, or bf16 inputs with fp32 "
-                    "accumulation (bf16 base weights, as PyTorch bf16 autocast)")
-        ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
-    sub->add_option("--recompute", o.recompute,
-                    "CUDA activation checkpointing: auto (default: when the activations would not fit), on or off")
-        ->check(CLI::IsMember({"auto", "on", "off"}));
+    add_device_options(sub, o.device, "", &o.gemm, &o.recompute);
     sub->add_option("--tokenizer", o.tokenizer, "Tokenizer file (default: beside MODEL)")->check(CLI::ExistingFile);
     sub->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
     sub->add_flag("--resume", o.resume, "Continue from OUT/checkpoint");
@@ -257,13 +248,7 @@ void add_eval(CLI::App& app) {
     sub->add_option("--max-examples", o.max_examples, "Evaluate the first N examples only (default: all)")->check(CLI::Range(int64_t(0), INT64_MAX));
     sub->add_option("--tokenizer", o.tokenizer, "Tokenizer file (default: beside MODEL)")->check(CLI::ExistingFile);
     sub->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
-    o.device = "auto";
-    sub->add_option("--device", o.device, "auto (default: CUDA when usable, else the CPU), cpu or cuda")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    sub->add_option("--gemm", o.gemm,
-                    "CUDA: frozen-base GEMMs on tf32 tensor cores (default), exact fp32, or bf16 inputs with fp32 "
-                    "accumulation (bf16 base weights, as PyTorch bf16 autocast)")
-        ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
+    add_device_options(sub, o.device, "", &o.gemm);
     a->init.add_to(sub, "export: the model as stored, with its loftq_init adapter when it has one; with --adapter, the base that adapter was trained on");
     sub->callback([a] { run_eval_cmd(*a); });
 }

@@ -73,8 +73,7 @@ void add_quantize(CLI::App& app) {
     });
     args->flags.add_to(sub);
     sub->add_option("--threads", args->threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
-    sub->add_option("--device", args->device, "auto (default: CUDA when a usable GPU is present), cpu or cuda")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}, CLI::ignore_case));
+    add_device_options(sub, args->device, ": where the decompositions run");
     sub->add_option("--gpu-streams", args->gpu_streams, "CUDA: weights in flight at once, one stream each (default 3)")
         ->check(CLI::Range(1, 64));
     sub->add_option("--gpu-memory", args->gpu_memory, "CUDA: device memory the job may use, e.g. 20GB (default: 90% of free)");

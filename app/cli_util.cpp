@@ -55,13 +55,20 @@ Plan PlanFlags::make_plan() const {
     return p;
 }
 
-std::string human_bytes(double b) {
-    const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) { b /= 1024; ++i; }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, i == 0 ? "%.0f %s" : "%.2f %s", b, u[i]);
-    return buf;
+void add_device_options(CLI::App* sub, std::string& device, const std::string& where, std::string* gemm,
+                        std::string* recompute) {
+    device = "auto";
+    sub->add_option("--device", device, "auto (default: CUDA when a usable GPU is present, else the CPU), cpu or cuda" + where)
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}, CLI::ignore_case));
+    if (gemm)
+        sub->add_option("--gemm", *gemm,
+                        "CUDA: frozen-base GEMMs on tf32 tensor cores (default), exact fp32, or bf16 inputs with fp32 "
+                        "accumulation (bf16 base weights, as PyTorch bf16 autocast)")
+            ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
+    if (recompute)
+        sub->add_option("--recompute", *recompute,
+                        "CUDA activation checkpointing: auto (default: when the activations would not fit), on or off")
+            ->check(CLI::IsMember({"auto", "on", "off"}));
 }
 
 std::string human_seconds(double s) {

@@ -7,7 +7,6 @@
 #include <QMessageBox>
 #include <QTimer>
 #include <QToolTip>
-#include <QVBoxLayout>
 #include <algorithm>
 #include <cmath>
 #include <qcustomplot.h>
@@ -42,11 +41,7 @@ struct ErrorChart::Impl {
 
 ErrorChart::ErrorChart(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
     d->results = results;
-    d->plot = new QCustomPlot(this);
-    auto* layout = new QVBoxLayout(this);
-    layout->setContentsMargins(0, 0, 0, 0);
-    layout->addWidget(d->plot);
-    setMinimumSize(160, 120);
+    d->plot = add_filling_plot(this);
 
     QCustomPlot* p = d->plot;
     p->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
@@ -170,12 +165,7 @@ QVector<double> ErrorChart::curveValues(int i) const {
 }
 
 bool ErrorChart::save(const QString& path, int width, int height, QString* error) {
-    d->export_size = plot_export_size(d->plot, width, height);
-    replotNow();
-    const bool ok = save_plot(d->plot, path, width, height, error);
-    d->export_size = QSize();
-    replotNow();
-    return ok;
+    return save_plot_laid_out(d->plot, &d->export_size, [this] { replotNow(); }, path, width, height, error);
 }
 
 void ErrorChart::resetView() {

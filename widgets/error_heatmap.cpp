@@ -7,7 +7,6 @@
 #include <QMessageBox>
 #include <QTimer>
 #include <QToolTip>
-#include <QVBoxLayout>
 #include <algorithm>
 #include <cmath>
 #include <qcustomplot.h>
@@ -32,11 +31,7 @@ struct ErrorHeatmap::Impl {
 
 ErrorHeatmap::ErrorHeatmap(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
     d->results = results;
-    d->plot = new QCustomPlot(this);
-    auto* layout = new QVBoxLayout(this);
-    layout->setContentsMargins(0, 0, 0, 0);
-    layout->addWidget(d->plot);
-    setMinimumSize(160, 120);
+    d->plot = add_filling_plot(this);
 
     QCustomPlot* p = d->plot;
     p->setContextMenuPolicy(Qt::CustomContextMenu);
@@ -162,12 +157,7 @@ void ErrorHeatmap::resizeEvent(QResizeEvent* e) {
 }
 
 bool ErrorHeatmap::save(const QString& path, int width, int height, QString* error) {
-    d->export_size = plot_export_size(d->plot, width, height);
-    replotNow();
-    const bool ok = save_plot(d->plot, path, width, height, error);
-    d->export_size = QSize();
-    replotNow();
-    return ok;
+    return save_plot_laid_out(d->plot, &d->export_size, [this] { replotNow(); }, path, width, height, error);
 }
 
 void ErrorHeatmap::replotNow() {

@@ -7,7 +7,6 @@
 #include <QMessageBox>
 #include <QTimer>
 #include <QToolTip>
-#include <QVBoxLayout>
 #include <algorithm>
 #include <cmath>
 #include <qcustomplot.h>
@@ -33,11 +32,7 @@ bool counts(const WeightRun& w) { return w.done && w.layer >= 0 && w.baseline !=
 
 ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
     d->results = results;
-    d->plot = new QCustomPlot(this);
-    auto* layout = new QVBoxLayout(this);
-    layout->setContentsMargins(0, 0, 0, 0);
-    layout->addWidget(d->plot);
-    setMinimumSize(160, 120);
+    d->plot = add_filling_plot(this);
 
     QCustomPlot* p = d->plot;
     p->setContextMenuPolicy(Qt::CustomContextMenu);

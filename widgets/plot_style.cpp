@@ -4,6 +4,7 @@
 #include <QFile>
 #include <QFileDialog>
 #include <QMenu>
+#include <QVBoxLayout>
 #include <QMessageBox>
 #include <QFileInfo>
 #include <QRandomGenerator>
@@ -115,6 +116,25 @@ QString short_weight_name(const QString& tensor, const QString& module, int laye
 QString format_sig(double v, int digits) {
     if (std::isnan(v)) return QStringLiteral("—");
     return QString::number(v, 'g', digits);
+}
+
+bool save_plot_laid_out(QCustomPlot* plot, QSize* export_size, const std::function<void()>& relayout, const QString& path,
+                        int width, int height, QString* error) {
+    *export_size = plot_export_size(plot, width, height);
+    relayout();
+    const bool ok = save_plot(plot, path, width, height, error);
+    *export_size = QSize();
+    relayout();
+    return ok;
+}
+
+QCustomPlot* add_filling_plot(QWidget* host) {
+    auto* plot = new QCustomPlot(host);
+    auto* layout = new QVBoxLayout(host);
+    layout->setContentsMargins(0, 0, 0, 0);
+    layout->addWidget(plot);
+    host->setMinimumSize(160, 120);
+    return plot;
 }
 
 QString format_bytes_decimal(uint64_t bytes) {

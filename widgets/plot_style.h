@@ -48,6 +48,12 @@ bool save_plot(QCustomPlot* plot, const QString& path, int width, int height, QS
 // The size save_plot() uses for width/height (0 = current size; 800 x 500 when the plot is
 // smaller than 120 x 90, e.g. never laid out). Widgets also lay out labels for this size.
 QSize plot_export_size(const QCustomPlot* plot, int width, int height);
+// save_plot() for a widget that lays out its labels for *export_size when set: sets it to the
+// export's size, relayouts, saves, clears it and relayouts for the screen again.
+bool save_plot_laid_out(QCustomPlot* plot, QSize* export_size, const std::function<void()>& relayout, const QString& path,
+                        int width, int height, QString* error);
+// A new QCustomPlot filling `host` edge to edge (its only child); `host` gets the docks' minimum size.
+QCustomPlot* add_filling_plot(QWidget* host);
 
 // Coalescing of bursts of new data into one replot (STYLE: decouple data rate from paint rate):
 // `timer` becomes a 40 ms single shot calling `replot`; request_replot starts it unless running.

@@ -3,7 +3,6 @@
 
 #include <QMenu>
 #include <QTimer>
-#include <QVBoxLayout>
 #include <cmath>
 #include <qcustomplot.h>
 
@@ -23,10 +22,7 @@ struct TrainingCurves::Impl {
 };
 
 TrainingCurves::TrainingCurves(QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
-    auto* lay = new QVBoxLayout(this);
-    lay->setContentsMargins(0, 0, 0, 0);
-    d->plot = new QCustomPlot(this);
-    lay->addWidget(d->plot);
+    d->plot = add_filling_plot(this);
     QCustomPlot* p = d->plot;
     p->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
     p->xAxis->setLabel(tr("step"));

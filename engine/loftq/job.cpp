@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/units.h"
 #include "io/checkpoint.h"
 #include "linalg/blas.h"
 #include "loftq/export_hf.h"
@@ -62,12 +63,6 @@ nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint&
     m["plan"] = plan_to_json(opt.plan);
     return m;
 }
-std::string gib(double bytes) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%.2f GiB", bytes / double(1ull << 30));
-    return b;
-}
-
 // CUDA: how many decomposers (streams) fit the memory limit; throws when one weight alone does not.
 int cuda_streams_for(const QuantizeOptions& opt, const ResolvedPlan& plan, size_t K, std::string* note) {
     size_t est = 0;
@@ -79,14 +74,14 @@ int cuda_streams_for(const QuantizeOptions& opt, const ResolvedPlan& plan, size_
     const size_t free_b = cuda_free_bytes();
     const uint64_t limit = opt.gpu_memory > 0 ? opt.gpu_memory : uint64_t(0.9 * double(free_b));
     if (est > limit)
-        throw Error("CUDA LoftQ: weight " + largest + " needs about " + gib(double(est)) + " of device memory, more than the " +
-                    gib(double(limit)) + " allowed (" + gib(double(free_b)) + " free); raise --gpu-memory or use --device cpu");
+        throw Error("CUDA LoftQ: weight " + largest + " needs about " + human_bytes(double(est)) + " of device memory, more than the " +
+                    human_bytes(double(limit)) + " allowed (" + human_bytes(double(free_b)) + " free); raise --gpu-memory or use --device cpu");
     int streams = std::max(1, opt.gpu_streams);
     streams = int(std::min<size_t>(size_t(streams), std::max<size_t>(1, K)));
     if (est > 0) streams = int(std::min<uint64_t>(uint64_t(streams), limit / est));
     streams = std::max(1, streams);
-    *note = std::to_string(streams) + " stream" + (streams == 1 ? "" : "s") + ", up to " + gib(double(est) * streams) +
-            " of device memory (limit " + gib(double(limit)) + ")";
+    *note = std::to_string(streams) + " stream" + (streams == 1 ? "" : "s") + ", up to " + human_bytes(double(est) * streams) +
+            " of device memory (limit " + human_bytes(double(limit)) + ")";
     return streams;
 }
 }  // namespace
@@ -273,9 +268,9 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     if (first_error) std::rethrow_exception(first_error);
     cancel.throw_if_cancelled();
     if (on_gpu)
-        emit({.kind = EventKind::Message, .message = "cuda: peak device memory " + gib(double(res.device_peak_bytes)) +
+        emit({.kind = EventKind::Message, .message = "cuda: peak device memory " + human_bytes(double(res.device_peak_bytes)) +
                                                      " over " + std::to_string(res.streams) + " streams, pinned host " +
-                                                     gib(double(res.pinned_bytes))});
+                                                     human_bytes(double(res.pinned_bytes))});
 
     res.seconds = elapsed();
     if (exporter) {

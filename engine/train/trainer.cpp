@@ -215,7 +215,7 @@ DeviceChoice choose_device(const std::string& device, const std::string& gemm, c
     // asked together with an explicit CPU device, say so instead of silently computing in fp32
     // (tf32 / fp32 are speed settings that the CPU, always exact fp32, may ignore; auto resolving
     // to the CPU ignores bf16 too, with the device note saying where the run goes).
-    if (gemm == "bf16" && device == "cpu")
+    if (gemm == "bf16" && *d == ComputeDevice::Cpu)
         throw Error("--gemm bf16: bf16 GEMMs exist on the CUDA device only (the CPU computes in fp32); use --device cuda "
                     "or auto, or --gemm tf32");
     if (recompute != "auto" && recompute != "on" && recompute != "off")

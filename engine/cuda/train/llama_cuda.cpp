@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/units.h"
 #include "cuda/cuda_check.h"
 #include "io/peft_adapter.h"
 #include "model/ops.h"
@@ -19,8 +20,6 @@
 namespace loftq {
 
 namespace {
-
-constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 // Sub-buffers carved out of one allocation start on 256-byte boundaries (vector loads in kernels).
 int64_t pad(int64_t floats) { return (floats + 63) / 64 * 64; }
@@ -98,12 +97,6 @@ int64_t sum_of(const int64_t* v, int n) {
     return t;
 }
 
-std::string gib(uint64_t b) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / kGiB);
-    return buf;
-}
-
 }  // namespace
 
 const char* recompute_name(Recompute r) {
@@ -137,11 +130,11 @@ bool gemm_math_from_name(const std::string& s, cuda_ops::GemmMath& out) {
 }
 
 std::string CudaMemory::summary() const {
-    std::string s = "base " + gib(base);
-    if (dequant_scratch) s += " (+ dequantization scratch " + gib(dequant_scratch) + ")";
-    s += ", LoRA " + gib(lora) + ", optimizer " + gib(optimizer) + ", activations " + gib(activations) + ", backward " +
-         gib(backward) + "; peak " + gib(peak);
-    if (device_total) s += "; device used " + gib(device_peak_used) + " at peak of " + gib(device_total) + " (context included)";
+    std::string s = "base " + human_bytes(double(base));
+    if (dequant_scratch) s += " (+ dequantization scratch " + human_bytes(double(dequant_scratch)) + ")";
+    s += ", LoRA " + human_bytes(double(lora)) + ", optimizer " + human_bytes(double(optimizer)) + ", activations " + human_bytes(double(activations)) + ", backward " +
+         human_bytes(double(backward)) + "; peak " + human_bytes(double(peak));
+    if (device_total) s += "; device used " + human_bytes(double(device_peak_used)) + " at peak of " + human_bytes(double(device_total)) + " (context included)";
     return s;
 }
 
@@ -189,7 +182,7 @@ void LlamaCuda::alloc(DeviceArray<T>& a, size_t n, Cat cat, const std::string& w
     try {
         a.reset(n);
     } catch (const Error& e) {
-        throw Error("CUDA: cannot allocate " + what + " (" + gib(uint64_t(n) * sizeof(T)) + ") on the device; held so far: " +
+        throw Error("CUDA: cannot allocate " + what + " (" + human_bytes(double(uint64_t(n) * sizeof(T))) + ") on the device; held so far: " +
                     memory().summary() + ". Try --recompute on, a smaller --batch or --seq, or a lower rank. (" + e.what() + ")");
     }
     held_[cat] += a.bytes();
