@@ -19,6 +19,7 @@ struct Loaded {
     std::string why;
 };
 
+#ifdef LOFTQ_CUDA_BUILT
 std::string dl_error() {
     const char* e = dlerror();
     return e ? e : "unknown dlopen error";
@@ -37,6 +38,7 @@ std::vector<std::string> candidates() {
     }
     return v;
 }
+#endif
 
 Loaded load() {
     Loaded r;
@@ -47,7 +49,7 @@ Loaded load() {
     // The driver first: without it the module would load ~180 MB of CUDA libraries for nothing.
     void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!driver) {
-        r.why = "no NVIDIA driver found (libcuda.so.1: " + dl_error() + ")";
+        r.why = "no NVIDIA driver found (" + dl_error() + ")";
         return r;
     }
     // Kept open: the module's CUDA runtime uses it.
