@@ -3,6 +3,7 @@
 // fills engine structs and calls the same engine functions the GUI calls.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -10,6 +11,7 @@
 
 #include "core/cancel.h"
 #include "core/units.h"  // human_bytes
+#include "loftq/input_stats.h"
 #include "loftq/plan.h"
 
 namespace loftq::cli {
@@ -26,9 +28,22 @@ struct PlanFlags {
     Plan make_plan() const;  // the plan file (or defaults) with the flags applied; throws loftq::Error
 };
 
+// Calibration for output errors (--calib FILE, --calib-tokens, --calib-seq, --tokenizer).
+struct CalibFlags {
+    std::string file, tokenizer;
+    int64_t tokens = 4096;
+    int seq = 256;
+    void add_to(CLI::App* app);
+    // null without --calib. A model whose forward cannot run: with fall_back, a message and null;
+    // else the error. Any other problem (too few tokens, a tokenizer mismatch) throws.
+    std::shared_ptr<const CalibStats> collect(const std::string& model, int threads, bool fall_back) const;
+};
+
 void add_inspect(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_plan(CLI::App& app);
+void add_plan_auto(CLI::App* plan);   // `plan auto` (cli_mixed.cpp)
+void add_eval_plan(CLI::App& app);
 void add_make_demo(CLI::App& app);
 void add_finetune(CLI::App& app);
 void add_bench_finetune(CLI::App& app);

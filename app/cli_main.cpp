@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     loftq::cli::add_finetune(app);
     loftq::cli::add_bench_finetune(app);
     loftq::cli::add_eval(app);
+    loftq::cli::add_eval_plan(app);
     loftq::cli::add_convert(app);
     loftq::cli::add_experiment(app);
     loftq::cli::add_unpack(app);

@@ -51,6 +51,7 @@ void add_plan(CLI::App& app) {
     init->add_flag("--explicit", args->explicit_weights, "One override per target weight");
     args->flags.add_to(init);
     init->callback([args] { run_plan_init(*args); });
+    add_plan_auto(plan);
 }
 
 }  // namespace loftq::cli

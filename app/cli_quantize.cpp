@@ -17,6 +17,7 @@ struct QuantizeArgs {
     int threads = 0, gpu_streams = 3;
     bool force = false, dry_run = false, no_checksums = false, quiet = false, double_quant = false;
     PlanFlags flags;
+    CalibFlags calib;
 };
 
 void run_quantize_cmd(const QuantizeArgs& a) {
@@ -33,6 +34,7 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     opt.device = *device_from_name(a.device);  // checked by CLI::IsMember
     opt.gpu_streams = a.gpu_streams;
     opt.gpu_memory = parse_size(a.gpu_memory);
+    opt.calib = a.calib.collect(a.model, a.threads, false);
     CancelToken cancel;
     ProgressPrinter printer(a.quiet);
     struct FinishLine {  // ends the progress line on any exit (a cancel or an error too)
@@ -54,6 +56,14 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     if (r.device == ComputeDevice::Cuda)
         std::printf("cuda: %d streams, peak device memory %s, pinned host %s\n", r.streams,
                     human_bytes(double(r.device_peak_bytes)).c_str(), human_bytes(double(r.pinned_bytes)).c_str());
+    if (opt.calib) {
+        double ob = 0, of = 0;
+        size_t k = 0;
+        for (auto& w : r.weights)
+            if (w.out_baseline >= 0) ob += w.out_baseline, of += w.out_final, ++k;
+        if (k) std::printf("mean output error (on %lld calibration tokens) QLoRA %.5f -> LoftQ %.5f\n", (long long)opt.calib->tokens,
+                           ob / double(k), of / double(k));
+    }
     std::printf("plan size %s (%.3f bits/weight on targets, %.2f bits per param overall; fp16 model %s)\n",
                 human_bytes(double(r.size.total_bytes)).c_str(), r.size.target_bits_per_weight(), r.size.bits_per_param(),
                 human_bytes(double(r.size.fp16_bytes)).c_str());
@@ -72,6 +82,7 @@ void add_quantize(CLI::App& app) {
         run_quantize_cmd(*args);
     });
     args->flags.add_to(sub);
+    args->calib.add_to(sub);
     sub->add_option("--threads", args->threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
     add_device_options(sub, args->device, ": where the decompositions run");
     sub->add_option("--gpu-streams", args->gpu_streams, "CUDA: weights in flight at once, one stream each (default 3)")

@@ -9,6 +9,7 @@
 #include <memory>
 #include <thread>
 
+#include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 
@@ -119,7 +120,7 @@ uint64_t weight_seed(uint64_t plan_seed, const std::string& name, int step) {
 
 Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
                               int threads, const std::function<void(const StepReport&)>& on_step,
-                              const CancelToken* cancel) {
+                              const CancelToken* cancel, const InputStats* input) {
     auto t_start = Clock::now();
     const QuantFormat& fmt = quant_format(s.quant);
     const size_t N = size_t(m) * size_t(n);
@@ -136,6 +137,22 @@ Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const Weight
     quantize_dequantize(fmt, W, N, s.block, d.Q.data(), d.codes.data(), d.scales.data(), threads);
     d.baseline = std::sqrt(diff_sq(W, d.Q.data(), N, threads)) * inv_norm;
     d.final_error = d.baseline;
+    // Output errors ||X E^T|| / ||X W^T|| of E = a - b (input_stats.h), through one scratch.
+    if (input && input->in != n)
+        throw Error("LoftQ: input statistics have " + std::to_string(input->in) + " features, the weight " +
+                    std::to_string(n) + " columns");
+    Matrix E = input ? Matrix(m, n) : Matrix();
+    double inv_out = 0;
+    auto out_error = [&](const float* a, const float* b) {
+        sub(a, b, E.data(), N, threads);
+        return std::sqrt(output_error_sq(*input, E.data(), m, threads)) * inv_out;
+    };
+    if (input) {
+        d.out_norm = std::sqrt(output_error_sq(*input, W, m, threads));
+        inv_out = d.out_norm > 0 ? 1.0 / d.out_norm : 0.0;
+        d.out_baseline = out_error(W, d.Q.data());
+        d.out_final = d.out_baseline;
+    }
     const int r = int(std::min<int64_t>(s.rank, std::min(m, n)));
     if (s.iters <= 0 || r <= 0) {
         d.lr.B = Matrix(m, 0);
@@ -161,7 +178,8 @@ Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const Weight
         // R = W - B A (next residual); error = ||R - Q|| = ||W - Q - B A||.
         sub_low_rank(W, d.lr.B.data(), d.lr.A.data(), m, n, d.lr.B.cols, R.data(), threads);
         d.final_error = std::sqrt(diff_sq(R.data(), d.Q.data(), N, threads)) * inv_norm;
-        StepReport rep{t, d.final_error, since(t_step), d.baseline};
+        if (input) d.out_final = out_error(R.data(), d.Q.data());
+        StepReport rep{t, d.final_error, since(t_step), d.baseline, d.out_final, d.out_baseline};
         d.steps.push_back(rep);
         if (on_step) on_step(rep);
     }

@@ -14,6 +14,7 @@
 #include "core/cancel.h"
 #include "core/matrix.h"
 #include "linalg/svd.h"
+#include "loftq/input_stats.h"
 #include "loftq/plan.h"
 
 namespace loftq {
@@ -23,6 +24,9 @@ struct StepReport {
     double error = 0;       // ||W - Q_t - B_t A_t||_F / ||W||_F
     double seconds = 0;     // wall time of this step
     double baseline = 0;    // QLoRA baseline of the weight (same for every step)
+    // With input statistics (input_stats.h): ||X (W - Q_t - B_t A_t)^T||_F / ||X W^T||_F and the
+    // QLoRA one ||X (W - q(W))^T||_F / ||X W^T||_F; -1 without.
+    double out_error = -1, out_baseline = -1;
 };
 
 struct Decomposition {
@@ -33,15 +37,20 @@ struct Decomposition {
     double baseline = 0;         // QLoRA relative error
     double final_error = 0;      // error of the returned (Q, B A); == baseline when T = 0
     double w_norm = 0;           // ||W||_F
+    double out_baseline = -1;    // output errors (input_stats.h): QLoRA's and the returned one's;
+    double out_final = -1;       //   -1 without input statistics
+    double out_norm = 0;         // ||X W^T||_F (0 without)
     std::vector<StepReport> steps;
     double seconds = 0;
 };
 
 // `threads` is used by the quantizer's loops (BLAS threads are set by the caller). on_step is
 // called after every step from the calling thread. The token is polled before each step.
+// `input` (n features): also the output errors of the baseline and every step (one m x n
+// scratch more, and an E R^T product per step for a full Gram).
 Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
                               int threads = 1, const std::function<void(const StepReport&)>& on_step = {},
-                              const CancelToken* cancel = nullptr);
+                              const CancelToken* cancel = nullptr, const InputStats* input = nullptr);
 
 // Seed of weight `name` at step t for the randomized SVD: independent of scheduling and threads.
 uint64_t weight_seed(uint64_t plan_seed, const std::string& name, int step);

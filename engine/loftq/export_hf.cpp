@@ -116,6 +116,13 @@ nlohmann::ordered_json metrics_json(const QuantizeResult& r, const nlohmann::ord
         e["errors"] = errs;
         e["step_seconds"] = secs;
         e["final_error"] = w.final_error;
+        if (w.out_baseline >= 0) {  // calibrated: output errors ||X E^T|| / ||X W^T|| (input_stats.h)
+            oj outs = oj::array();
+            for (auto& s : w.steps) outs.push_back(s.out_error);
+            e["qlora_output_error"] = w.out_baseline;
+            e["output_errors"] = outs;
+            e["final_output_error"] = w.out_final;
+        }
         e["seconds"] = w.seconds;
         ws.push_back(e);
     }
@@ -129,7 +136,15 @@ std::string metrics_csv(const QuantizeResult& r) {
     std::ostringstream s;
     s << "name,layer,module,rows,cols,quant,block,rank,iters,svd,qlora_error";
     for (size_t t = 1; t <= maxT; ++t) s << ",error_step" << t;
-    s << ",final_error,seconds\n";
+    s << ",final_error";
+    bool calibrated = false;
+    for (auto& w : r.weights) calibrated = calibrated || w.out_baseline >= 0;
+    if (calibrated) {  // output errors (input_stats.h); empty cells for weights without statistics
+        s << ",qlora_output_error";
+        for (size_t t = 1; t <= maxT; ++t) s << ",output_error_step" << t;
+        s << ",final_output_error";
+    }
+    s << ",seconds\n";
     char buf[64];
     auto num = [&](double x) { std::snprintf(buf, sizeof buf, "%.9g", x); return std::string(buf); };
     for (auto& w : r.weights) {
@@ -137,7 +152,14 @@ std::string metrics_csv(const QuantizeResult& r) {
           << quant_format(w.plan.s.quant).name << ',' << w.plan.s.block << ',' << w.rank << ',' << w.plan.s.iters << ','
           << svd_method_name(w.plan.s.svd) << ',' << num(w.baseline);
         for (size_t t = 0; t < maxT; ++t) s << ',' << (t < w.steps.size() ? num(w.steps[t].error) : "");
-        s << ',' << num(w.final_error) << ',' << num(w.seconds) << '\n';
+        s << ',' << num(w.final_error);
+        if (calibrated) {
+            auto out = [&](double x) { return x >= 0 ? num(x) : std::string(); };
+            s << ',' << out(w.out_baseline);
+            for (size_t t = 0; t < maxT; ++t) s << ',' << (t < w.steps.size() ? out(w.steps[t].out_error) : "");
+            s << ',' << out(w.out_final);
+        }
+        s << ',' << num(w.seconds) << '\n';
     }
     return s.str();
 }

@@ -61,6 +61,9 @@ nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint&
     m["seed"] = opt.plan.seed;
     m["svd"] = {{"oversample", opt.plan.oversample}, {"power_iters", opt.plan.power_iters}};
     m["plan"] = plan_to_json(opt.plan);
+    if (opt.calib)
+        m["calibration"] = {{"file", opt.calib->source}, {"tokens", opt.calib->tokens}, {"key", opt.calib->key},
+                            {"notes", opt.calib->notes}};
     return m;
 }
 // CUDA: how many decomposers (streams) fit the memory limit; throws when one weight alone does not.
@@ -210,9 +213,10 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                 {
                     JobEvent e{.kind = EventKind::WeightStarted, .weight = idx, .name = wp.name};
                     e.steps = wp.s.iters;
-                                emit(e);
+                    emit(e);
                 }
                 if (!dec) dec = on_gpu ? make_cuda_decomposer() : make_cpu_decomposer(inner);
+                dec->set_input_stats(opt.calib ? opt.calib->find(wp.name) : nullptr);
                 float* W = dec->buffer(size_t(wp.rows * wp.cols));
                 ck->read_f32(te, W, true);
                 ck->release(te);
@@ -231,7 +235,9 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                         e.error = s.error;
                         e.seconds = s.seconds;
                         e.baseline = s.baseline;
-                                        emit(e);
+                        e.out_error = s.out_error;
+                        e.out_baseline = s.out_baseline;
+                        emit(e);
                     },
                     &cancel);
                 if (wp.s.iters <= 0) add_units(step_units);
@@ -243,14 +249,18 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
                 r.baseline = d.baseline;
                 r.final_error = d.final_error;
                 r.w_norm = d.w_norm;
+                r.out_baseline = d.out_baseline;
+                r.out_final = d.out_final;
                 r.steps = d.steps;
                 r.seconds = d.seconds;
                 weights_done.fetch_add(1);
                 JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
                 e.error = d.final_error;
                 e.baseline = d.baseline;
+                e.out_error = d.out_final;
+                e.out_baseline = d.out_baseline;
                 e.seconds = d.seconds;
-                        emit(e);
+                emit(e);
             } catch (const Cancelled&) {
                 return;
             } catch (...) {

@@ -23,6 +23,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,7 @@
 #include "loftq/budget.h"
 #include "loftq/compute_device.h"
 #include "loftq/decompose.h"
+#include "loftq/input_stats.h"
 #include "loftq/plan.h"
 
 namespace loftq {
@@ -47,6 +49,7 @@ struct JobEvent {
     int step = 0, steps = 0;      // StepDone: step t of T
     double error = 0;             // StepDone: relative error after the step; WeightDone: final
     double baseline = 0;          // QLoRA baseline of this weight (StepDone, WeightDone)
+    double out_error = -1, out_baseline = -1;  // the same as output errors (QuantizeOptions::calib), -1 without
     double seconds = 0;           // StepDone: step time; WeightDone: weight time
     int weights_done = 0, weights_total = 0;
     double fraction = 0;          // work done, 0..1
@@ -59,6 +62,7 @@ struct WeightResult {
     WeightPlan plan;
     int rank = 0;                 // rank actually used (clamped to min(rows, cols))
     double baseline = 0, final_error = 0, w_norm = 0;
+    double out_baseline = -1, out_final = -1;   // output errors with calibration (input_stats.h), else -1
     std::vector<StepReport> steps;
     double seconds = 0;
 };
@@ -74,6 +78,9 @@ struct QuantizeOptions {
     std::vector<std::string> only;  // restrict to these target names (GUI "run selected"); empty = all
     std::string format = "hf";      // output format: "hf", "packed" or "bnb-nf4" (exporter.h)
     bool double_quant = false;      // packed: 8-bit block scales (QLoRA-style double quantization)
+    // Calibration statistics (mixed/calibration.h): each weight's output errors beside its weight
+    // errors, in events, results and the metrics files. CPU only (CUDA reports -1).
+    std::shared_ptr<const CalibStats> calib;
     // Where the decompositions run. The engine's default is the CPU (results identical for any
     // thread count); the CLI and the GUI default to Auto (CUDA when a usable GPU is present).
     ComputeDevice device = ComputeDevice::Cpu;

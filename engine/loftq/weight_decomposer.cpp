@@ -19,11 +19,13 @@ public:
     }
     Decomposition run(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
                       const std::function<void(const StepReport&)>& on_step, const CancelToken* cancel) override {
-        return loftq_decompose(W, m, n, s, svd, threads_, on_step, cancel);
+        return loftq_decompose(W, m, n, s, svd, threads_, on_step, cancel, input_);
     }
+    void set_input_stats(const InputStats* input) override { input_ = input; }
 
 private:
     int threads_;
+    const InputStats* input_ = nullptr;
     std::vector<float> buf_;
 };
 

@@ -21,6 +21,9 @@ public:
     virtual float* buffer(size_t count) = 0;
     virtual Decomposition run(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
                               const std::function<void(const StepReport&)>& on_step, const CancelToken* cancel) = 0;
+    // Input statistics for the output errors of the next runs (null = none). The CPU computes
+    // them; the CUDA decomposer does not (its reports keep -1).
+    virtual void set_input_stats(const InputStats* input) { (void)input; }
     virtual size_t peak_device_bytes() const { return 0; }
     virtual size_t pinned_bytes() const { return 0; }
 };

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "loftq/plan.h"
 
 namespace loftq {
 
@@ -100,6 +101,12 @@ struct LoadOptions {
     // trainer sets it, so that the device holds k bits per weight. LlamaCpu::packed_sites() says
     // what the loader did.
     bool keep_packed = false;
+    // Loftq / Qlora: per-weight settings from a plan (mixed quantizers, blocks, ranks and steps,
+    // as `loftq quantize --plan` runs it: the same SVD seeds, oversampling and power iterations,
+    // so the LoftQ start equals the plan's export) instead of quant/block/rank/iters above; the
+    // plan's lora_alpha and seed replace lora_alpha and seed. A projection the plan does not
+    // target ("keep") stays at W with no adapter. Only the seven projections may be targets.
+    std::shared_ptr<const Plan> plan;
 };
 
 // Throws loftq::Error naming the file/tensor (missing tensors, shapes that disagree with the

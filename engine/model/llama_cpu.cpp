@@ -247,20 +247,27 @@ float LlamaCpu::forward(const int* tokens, const int* targets, int B, int T) {
         float* u = u_ + l * N * F;
         // attention block: mid = res + o(attn(rope(q(xn)), rope(k(xn)), v(xn))), xn = norm(res)
         ops::rmsnorm_forward(xn_, rstd1_ + l * N, res, w.attn_norm, N, int(C), cfg_.norm_eps, th);
+        if (observer_) observer_(l, LoraSite::Q, xn_, N, lora_site_in(cfg_, LoraSite::Q));
         ops::lora_linear_forward(q, xa(l, LoraSite::Q), xn_, N, linear(l, LoraSite::Q));
+        if (observer_) observer_(l, LoraSite::K, xn_, N, lora_site_in(cfg_, LoraSite::K));
         ops::lora_linear_forward(k, xa(l, LoraSite::K), xn_, N, linear(l, LoraSite::K));
+        if (observer_) observer_(l, LoraSite::V, xn_, N, lora_site_in(cfg_, LoraSite::V));
         ops::lora_linear_forward(v, xa(l, LoraSite::V), xn_, N, linear(l, LoraSite::V));
         ops::rope_forward(q, B, T, H, d, rope_cos_.data(), rope_sin_.data(), th);
         ops::rope_forward(k, B, T, KVH, d, rope_cos_.data(), rope_sin_.data(), th);
         ops::attention_forward(y, att, q, k, v, B, T, H, KVH, d, th);
+        if (observer_) observer_(l, LoraSite::O, y, N, lora_site_in(cfg_, LoraSite::O));
         ops::lora_linear_forward(mid, xa(l, LoraSite::O), y, N, linear(l, LoraSite::O));
         for (int64_t i = 0; i < N * C; ++i) mid[i] += res[i];
         // MLP block: res' = mid + down(silu(gate(xn)) * up(xn)), xn = norm(mid)
         float* next = res_ + (l + 1) * N * C;
         ops::rmsnorm_forward(xn_, rstd2_ + l * N, mid, w.ffn_norm, N, int(C), cfg_.norm_eps, th);
+        if (observer_) observer_(l, LoraSite::Gate, xn_, N, lora_site_in(cfg_, LoraSite::Gate));
         ops::lora_linear_forward(g, xa(l, LoraSite::Gate), xn_, N, linear(l, LoraSite::Gate));
+        if (observer_) observer_(l, LoraSite::Up, xn_, N, lora_site_in(cfg_, LoraSite::Up));
         ops::lora_linear_forward(u, xa(l, LoraSite::Up), xn_, N, linear(l, LoraSite::Up));
         ops::swiglu_forward(h_, g, u, N * F, th);
+        if (observer_) observer_(l, LoraSite::Down, h_, N, lora_site_in(cfg_, LoraSite::Down));
         ops::lora_linear_forward(next, xa(l, LoraSite::Down), h_, N, linear(l, LoraSite::Down));
         for (int64_t i = 0; i < N * C; ++i) next[i] += mid[i];
     }

@@ -18,6 +18,7 @@
 // re-runs the growing sequence), GPU.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,6 +100,11 @@ public:
     LoraSlot& slot(int l, LoraSite s) { return slots_[size_t(l) * kLoraSites + size_t(s)]; }
     const LoraSlot& slot(int l, LoraSite s) const { return slots_[size_t(l) * kLoraSites + size_t(s)]; }
     int threads() const { return threads_; }
+    // Called during forward() with the input x (N x in) of each adapted linear, before it is
+    // used, in layer order: q, k, v (one input), o, gate, up (one input), down. For calibration
+    // statistics (mixed/calibration.h); empty = none. Not called by backward's recomputation.
+    using InputObserver = std::function<void(int layer, LoraSite site, const float* x, int64_t N, int64_t in)>;
+    void set_input_observer(InputObserver f) { observer_ = std::move(f); }
     // Bytes held: base weights, LoRA values + grads, activations + backward scratch.
     uint64_t base_bytes() const;   // fp32 block + packed sites + their dequantization scratch
     uint64_t lora_bytes() const { return uint64_t(lora_n_) * 8; }
@@ -112,6 +118,7 @@ private:
 
     LlamaConfig cfg_;
     int threads_ = 1;
+    InputObserver observer_;
 
     std::unique_ptr<float[]> base_;
     size_t base_n_ = 0;

@@ -42,6 +42,8 @@
 #include "io/safetensors.h"
 #include "linalg/blas.h"
 #include "loftq/decompose.h"
+#include "loftq/job.h"
+#include "loftq/plan.h"
 #include "model/llama.h"
 #include "model/llama_cpu.h"
 #include "quant/quantizer.h"
@@ -340,13 +342,40 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
 
     if (opt.rank < 0) throw Error("load: LoRA rank must be >= 0, got " + std::to_string(opt.rank));
     if (opt.lora_alpha < 0) throw Error("load: lora_alpha must be >= 0 (0 = rank)");
-    std::optional<QuantKind> quant;
-    if (opt.init == InitKind::Loftq || opt.init == InitKind::Qlora) {
-        quant = quant_kind_from_name(opt.quant);
+    const int K = L * kLoraSites;
+    // Per-site settings of a quantized start: the uniform ones of LoadOptions, or a plan's (an
+    // empty optional = a projection the plan keeps at W, with no adapter).
+    std::vector<std::optional<WeightSettings>> site_ws(static_cast<size_t>(K));
+    const bool quantized_start = opt.init == InitKind::Loftq || opt.init == InitKind::Qlora;
+    if (quantized_start && opt.plan) {
+        const ResolvedPlan rp = resolve_plan(*opt.plan, tensor_metas(*ck));
+        std::map<std::string, const WeightPlan*> by_name;
+        for (const WeightPlan& w : rp.weights) by_name[w.name] = &w;
+        for (int i = 0; i < K; ++i) {
+            auto it = by_name.find(weight_name(i / kLoraSites, LoraSite(i % kLoraSites)));
+            if (it == by_name.end()) continue;
+            site_ws[size_t(i)] = it->second->s;
+            by_name.erase(it);
+        }
+        if (!by_name.empty())
+            throw Error(ck->path(), by_name.begin()->first,
+                        "the plan quantizes this tensor, but the model quantizes only the q/k/v/o/gate/up/down "
+                        "projections (keep it in the plan to evaluate or fine-tune)");
+    } else if (quantized_start) {
+        const auto quant = quant_kind_from_name(opt.quant);
         if (!quant) throw Error("load: unknown quantizer '" + opt.quant + "' (nf4, nf3, nf2, int2, int3, int4, int8)");
         if (opt.block <= 0) throw Error("load: quantizer block must be positive, got " + std::to_string(opt.block));
         if (opt.iters < 0) throw Error("load: LoftQ steps must be >= 0, got " + std::to_string(opt.iters));
+        WeightSettings ws;
+        ws.quant = *quant;
+        ws.block = opt.block;
+        ws.rank = opt.rank;
+        ws.iters = opt.iters;
+        ws.svd = SvdMethod::Randomized;
+        for (auto& w : site_ws) w = ws;
     }
+    const uint64_t seed = opt.plan && quantized_start ? opt.plan->seed : opt.seed;
+    const double lora_alpha = opt.plan && quantized_start ? opt.plan->lora_alpha.value_or(0.0) : opt.lora_alpha;
 
     // Ranks and scales per site.
     std::unique_ptr<ExportAdapter> adapter;
@@ -360,8 +389,9 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
             for (int s = 0; s < kLoraSites; ++s) {
                 const size_t i = size_t(l) * kLoraSites + size_t(s);
                 const int64_t in = lora_site_in(cfg, LoraSite(s)), out = lora_site_out(cfg, LoraSite(s));
-                const int r = int(std::min<int64_t>(opt.rank, std::min(in, out)));
-                const double alpha = opt.lora_alpha > 0 ? opt.lora_alpha : double(r);
+                const int want = !quantized_start ? opt.rank : site_ws[i] ? site_ws[i]->rank : 0;
+                const int r = int(std::min<int64_t>(want, std::min(in, out)));
+                const double alpha = lora_alpha > 0 ? lora_alpha : double(r);
                 ranks[i] = r;
                 scales[i] = r ? float(alpha / double(r)) : 0.f;
             }
@@ -376,8 +406,8 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
         for (int l = 0; l < L && keep_packed; ++l)
             for (int s = 0; s < kLoraSites; ++s)
                 if (!preader->weight(weight_name(l, LoraSite(s)))) keep_packed = false;
-    } else if (opt.keep_packed && (opt.init == InitKind::Loftq || opt.init == InitKind::Qlora)) {
-        keep_packed = true;
+    } else if (opt.keep_packed && quantized_start) {
+        keep_packed = std::all_of(site_ws.begin(), site_ws.end(), [](const auto& w) { return w.has_value(); });
     } else if (pack_export && opt.init == InitKind::Export) {
         keep_packed = true;  // requantized site by site below; NotOnGrid falls back to fp32
     }
@@ -431,7 +461,6 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
         }
         return true;
     };
-    const int K = L * kLoraSites;
     const bool packed_sites = m->packed_sites();
     switch (opt.init) {
         case InitKind::Export:
@@ -474,7 +503,6 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
             break;
         }
         case InitKind::Qlora: {
-            const QuantFormat& f = quant_format(*quant);
             std::vector<float> tmp;
             std::vector<uint8_t> codes;
             for (int i = 0; i < K; ++i) {
@@ -482,19 +510,25 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
                 const LoraSite s = LoraSite(i % kLoraSites);
                 LoraSlot& sl = m->slot(l, s);
                 const size_t n = size_t(sl.in * sl.out);
+                const std::optional<WeightSettings>& ws = site_ws[size_t(i)];
+                if (!ws) {  // kept by the plan: W, no adapter
+                    load_target(l, s, m->site_weight(l, s));
+                    continue;
+                }
+                const QuantFormat& f = quant_format(ws->quant);
                 tmp.resize(n);
                 if (packed_sites) {  // the codes of q(W); their dequantization is the fp32 path's base
                     load_target(l, s, tmp.data());
-                    std::vector<float> sc(num_blocks(n, opt.block));
+                    std::vector<float> sc(num_blocks(n, ws->block));
                     codes.resize(n);
-                    quantize(f, tmp.data(), n, opt.block, codes.data(), sc.data(), m->threads());
-                    m->set_packed_site(l, s, make_packed_site(*quant, opt.block, codes.data(), n, std::move(sc)));
+                    quantize(f, tmp.data(), n, ws->block, codes.data(), sc.data(), m->threads());
+                    m->set_packed_site(l, s, make_packed_site(ws->quant, ws->block, codes.data(), n, std::move(sc)));
                 } else {
                     load_target(l, s, m->site_weight(l, s));
-                    quantize_dequantize(f, m->site_weight(l, s), n, opt.block, tmp.data(), nullptr, nullptr, m->threads());
+                    quantize_dequantize(f, m->site_weight(l, s), n, ws->block, tmp.data(), nullptr, nullptr, m->threads());
                     std::memcpy(m->site_weight(l, s), tmp.data(), n * sizeof(float));
                 }
-                qlora_init(sl, weight_name(l, s), opt.seed);
+                qlora_init(sl, weight_name(l, s), seed);
             }
             break;
         }
@@ -522,27 +556,32 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
                         LoraSlot& sl = m->slot(l, s);
                         if (packed_sites) own.resize(size_t(sl.out * sl.in));
                         float* W = packed_sites ? own.data() : m->site_weight(l, s);
+                        if (!site_ws[size_t(i)]) {  // kept by the plan: W, no adapter
+                            load_target(l, s, m->site_weight(l, s));
+                            continue;
+                        }
                         load_target(l, s, W);
                         const std::string name = weight_name(l, s);
-                        WeightSettings ws;
-                        ws.quant = *quant;
-                        ws.block = opt.block;
-                        ws.rank = opt.rank;
-                        ws.iters = sl.rank ? opt.iters : 0;  // rank 0: quantization only
-                        ws.svd = SvdMethod::Randomized;
+                        WeightSettings ws = *site_ws[size_t(i)];
+                        if (!sl.rank) ws.iters = 0;  // rank 0: quantization only
+                        // As loftq/job.cpp runs a plan: same seed, oversampling and power iterations.
                         SvdOptions so;
-                        so.method = SvdMethod::Randomized;
-                        so.seed = weight_seed(opt.seed, name, 0);
+                        so.method = ws.svd;
+                        if (opt.plan) {
+                            so.oversample = opt.plan->oversample;
+                            so.power_iters = opt.plan->power_iters;
+                        }
+                        so.seed = weight_seed(seed, name, 0);
                         so.threads = inner;
                         Decomposition d = loftq_decompose(W, sl.out, sl.in, ws, so, inner);
                         if (packed_sites)  // Q_T = deq(codes, scales) of the same quantizer call
-                            m->set_packed_site(l, s, make_packed_site(*quant, opt.block, d.codes.data(), d.codes.size(),
+                            m->set_packed_site(l, s, make_packed_site(ws.quant, ws.block, d.codes.data(), d.codes.size(),
                                                                       std::move(d.scales)));
                         else
                             std::memcpy(W, d.Q.data(), d.Q.size() * sizeof(float));
                         if (!sl.rank) continue;
                         if (d.lr.B.cols == 0) {  // T = 0: QLoRA's start
-                            qlora_init(sl, name, opt.seed);
+                            qlora_init(sl, name, seed);
                         } else if (d.lr.B.cols == sl.rank && d.lr.A.rows == sl.rank) {
                             // scale s = alpha / r: store B, A times 1/sqrt(s) so that s B' A' = B A.
                             const float k = float(1.0 / std::sqrt(double(sl.scale)));
