@@ -6,6 +6,9 @@
 // the full-precision model's held-out loss, as a Markdown table (printed, and written to
 // --report with the command that made it). It only calls the engine's run_quantize,
 // run_finetune and run_eval, as the GUI does.
+// With --plan FILE (repeatable) the rows are those plans instead (e.g. `loftq plan auto`'s
+// against uniform plans of the same budget), each named by its file and with its bytes and bits
+// per parameter; LoftQ init only unless --with-qlora.
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -33,11 +36,15 @@ struct ExperimentArgs {
     double lr = 1e-3;
     uint64_t seed = 0;
     std::string command, device = "auto";
+    std::vector<std::string> plans;
+    bool with_qlora = false;
 };
 
 struct Row {
     std::string config, init;
     double init_error = 0, loss_before = 0, loss_after = 0, seconds = 0;
+    uint64_t bytes = 0;
+    double bits_per_param = 0;
 };
 
 Plan plan_for(const std::string& config, int layers, int rank, int iters, uint64_t seed) {
@@ -126,24 +133,45 @@ void run_experiment(ExperimentArgs a) {
     const EvalResult full = run_eval(ev, cancel);
     std::fprintf(stderr, "full-precision held-out loss %.4f (%lld tokens)\n", full.loss, (long long)full.tokens);
 
-    for (const char* config : {"2-bit", "mixed 2/4-bit", "4-bit"}) {
-        for (const char* init : {"QLoRA", "LoftQ"}) {
+    std::vector<std::string> configs = {"2-bit", "mixed 2/4-bit", "4-bit"};
+    std::vector<std::string> inits = {"QLoRA", "LoftQ"};
+    if (!a.plans.empty()) {
+        configs = a.plans;
+        if (!a.with_qlora) inits = {"LoftQ"};
+    }
+    for (const std::string& config_s : configs) {
+        const char* config = config_s.c_str();
+        for (const std::string& init_s : inits) {
+            const char* init = init_s.c_str();
             const auto t0 = std::chrono::steady_clock::now();
             const bool loftq = std::string(init) == "LoftQ";
-            std::string tag = std::string(config) + "-" + init;
+            const bool from_file = !a.plans.empty();
+            const std::string name = from_file ? fs::path(config_s).filename().string() : config_s;
+            std::string tag = name + "-" + init;
             for (auto& c : tag)
                 if (c == ' ' || c == '/') c = '_';
             const std::string dir = (fs::path(a.out) / tag).string();
             QuantizeOptions q;
             q.model = a.model;
             q.out_dir = dir + "/export";
-            q.plan = plan_for(config, layers, a.rank, loftq ? a.iters : 0, a.seed);
+            if (from_file) {
+                q.plan = load_plan(config_s);
+                if (!loftq) {  // QLoRA: the same plan, T = 0 everywhere
+                    q.plan.defaults.iters = 0;
+                    for (auto& r : q.plan.rules) r.set.iters.reset();
+                    for (auto& [n, o] : q.plan.overrides) o.iters.reset();
+                }
+            } else {
+                q.plan = plan_for(config, layers, a.rank, loftq ? a.iters : 0, a.seed);
+            }
             q.threads = a.threads;
             q.force = true;
             q.device = dev;
             std::fprintf(stderr, "%s, %s: quantizing\n", config, init);
             QuantizeResult qr = run_quantize(q, {}, cancel);
-            Row row{config, init};
+            Row row{name, init};
+            row.bytes = qr.size.total_bytes;
+            row.bits_per_param = qr.size.bits_per_param();
             for (const auto& w : qr.weights) row.init_error += w.final_error;
             row.init_error /= double(std::max<size_t>(1, qr.weights.size()));
 
@@ -177,11 +205,13 @@ void run_experiment(ExperimentArgs a) {
 
     std::ostringstream md;
     char buf[512];
-    md << "| precision | init | init error ‖W−Q−BA‖/‖W‖ | held-out loss before | after " << a.steps << " steps | time |\n";
-    md << "| --- | --- | --- | --- | --- | --- |\n";
+    md << "| " << (a.plans.empty() ? "precision" : "plan") << " | bytes | bits/param | init | init error ‖W−Q−BA‖/‖W‖ | held-out loss before | after "
+       << a.steps << " steps | time |\n";
+    md << "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for (const auto& r : rows) {
-        std::snprintf(buf, sizeof buf, "| %s | %s | %.4f | %.4f | %.4f | %.0f s |\n", r.config.c_str(), r.init.c_str(), r.init_error,
-                      r.loss_before, r.loss_after, r.seconds);
+        std::snprintf(buf, sizeof buf, "| %s | %s | %.3f | %s | %.4f | %.4f | %.4f | %.0f s |\n", r.config.c_str(),
+                      human_bytes(double(r.bytes)).c_str(), r.bits_per_param, r.init.c_str(), r.init_error, r.loss_before,
+                      r.loss_after, r.seconds);
         md << buf;
     }
     std::snprintf(buf, sizeof buf, "\nFull-precision model: held-out loss %.4f (perplexity %.2f) on the same held-out examples (%lld scored tokens).\n",
@@ -229,12 +259,19 @@ void add_experiment(CLI::App& app) {
     sub->add_option("--eval-batches", a->eval_batches, "Batches per evaluation");
     sub->add_option("--seed", a->seed, "Seed");
     sub->add_option("--threads", a->threads, "Threads (0 = all cores)");
+    sub->add_option("--plan", a->plans, "Compare these plans (repeatable) instead of 2, 2/4 and 4 bits")->check(CLI::ExistingFile);
+    sub->add_flag("--with-qlora", a->with_qlora, "With --plan: also each plan's QLoRA init (T = 0)");
     add_device_options(sub, a->device, ": quantize, fine-tune and evaluate there");
     sub->callback([a, sub] {
         a->command = "loftq experiment";
         for (auto* o : sub->get_options())
             if (o->count() > 0 && o->get_name() != "--help") {
-                a->command += " " + (o->get_positional() ? std::string() : o->get_name() + " ") + o->as<std::string>();
+                if (o->get_expected_max() == 0) {  // a flag
+                    a->command += " " + o->get_name();
+                    continue;
+                }
+                for (const auto& v : o->results())  // every value of a repeated option (--plan)
+                    a->command += " " + (o->get_positional() ? std::string() : o->get_name() + " ") + v;
             }
         run_experiment(*a);
     });
