@@ -10,6 +10,8 @@
 // tested in test_cuda_train.
 #include <QtTest>
 
+#include <tuple>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -313,7 +315,70 @@ private slots:
         double n = std::sqrt(double(g[0]) * g[0] + double(g[1]) * g[1] + double(g[2]) * g[2]);
         QVERIFY(std::abs(n - 1.0) < 1e-6);
         QVERIFY(std::abs(g[0] / g[1] - 0.75f) < 1e-6);  // direction kept
-        QCOMPARE(clip_grad_norm(ps, 0.0), clip_grad_norm(ps, 0.0));  // 0 = off
+        // 0 = off: a norm far above any limit is returned and the gradients are left alone.
+        std::vector<float> big = {300.f, -400.f}, vb(2);
+        std::vector<TrainableTensor> pb = {{"c", vb.data(), big.data(), 1, 2}};
+        QCOMPARE(clip_grad_norm(pb, 0.0), 500.0);
+        QCOMPARE(big[0], 300.f);
+        QCOMPARE(big[1], -400.f);
+    }
+
+    void gradientAccumulationEqualsOneBigBatch() {
+        // One optimizer step over accum 2 x batch 2 must equal one over accum 1 x batch 4 on the
+        // same four examples: micro-batch gradients summed (+=) and weighted by their share of the
+        // step's scored tokens (n_i / N, not 1 / accum). The QA examples have answers of different
+        // lengths, so the two micro-batches score different token counts. Clipping off, so the
+        // reported gradient norm is the accumulated gradient's; two steps so the update uses it.
+        const std::string root = test::make_temp_dir("train-accum");
+        std::string jsonl;
+        const char* answers[] = {"Yes.", "The fox ran to the big green tree and hid there all day long.", "No, he did not.",
+                                 "She gave the little dog a red ball, and the dog was very happy with it.",
+                                 "Tom.", "They played in the park until the sun went down and then went home.",
+                                 "A cat.", "The bird sang a song."};
+        for (int i = 0; i < 8; ++i)
+            jsonl += "{\"question\": \"Story " + std::to_string(i) + "?\", \"answer\": \"" + answers[i] + "\"}\n";
+        write_file_atomic(root + "/qa.jsonl", jsonl);
+        auto run = [&](int batch, int accum, const std::string& tag) {
+            TrainOptions o = synth_opts(synth, root + "/" + tag);
+            o.data = root + "/qa.jsonl";
+            o.eval_data = root + "/qa.jsonl";
+            o.steps = 2;
+            o.seq = 96;
+            o.batch = batch;
+            o.accum = accum;
+            o.warmup = 0;
+            o.clip = 0;
+            o.eval_every = 1000;
+            o.eval_batches = 1;
+            o.sample_tokens = 1;
+            std::vector<double> norms, losses;
+            run_finetune(o, [&](const TrainEvent& e) {
+                if (e.kind == TrainEventKind::Step) norms.push_back(e.grad_norm), losses.push_back(e.train_loss);
+            }, CancelToken{});
+            return std::make_tuple(norms, losses, SafetensorsFile::open(o.out_dir + "/adapter/adapter_model.safetensors"));
+        };
+        auto [n4, l4, a4] = run(4, 1, "b4");
+        auto [n2, l2, a2] = run(2, 2, "b2x2");
+        QCOMPARE(n4.size(), size_t(2));
+        QCOMPARE(n2.size(), size_t(2));
+        for (size_t i = 0; i < 2; ++i) {
+            qInfo("step %zu: grad norm %.9g vs %.9g, loss %.9g vs %.9g", i + 1, n4[i], n2[i], l4[i], l2[i]);
+            QVERIFY(std::abs(n4[i] - n2[i]) <= 1e-6 * n4[i]);
+            QVERIFY(std::abs(l4[i] - l2[i]) <= 1e-6 * l4[i]);
+        }
+        double worst = 0, scale = 0;
+        for (const auto& t : a4->tensors()) {
+            const TensorInfo* u = a2->find(t.name);
+            QVERIFY(u);
+            const float* x = reinterpret_cast<const float*>(a4->data(t));
+            const float* y = reinterpret_cast<const float*>(a2->data(*u));
+            for (int64_t i = 0; i < t.numel(); ++i) {
+                worst = std::max(worst, double(std::abs(x[i] - y[i])));
+                scale = std::max(scale, double(std::abs(x[i])));
+            }
+        }
+        qInfo("adapters after 2 steps: max difference %.3g (max value %.3g)", worst, scale);
+        QVERIFY(worst <= 1e-5 * scale);   // each step moves a value by about lr = 5e-3
     }
 
     // ---------------------------------------------------------------- synthetic fine-tuning
