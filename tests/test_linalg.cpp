@@ -218,6 +218,25 @@ void TestLinalg::gemm_degenerate_shapes() {
 
 // ---- exact ------------------------------------------------------------------------------------
 
+// The LoRA split LoftQ stores: B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, so that B^T B == A A^T ==
+// diag(S) (U, V orthonormal). Float64 products, to 1e-5 of S_0. A split like B = U S, A = V^T
+// (the same B A) fails: B^T B = S^2, A A^T = I.
+static void check_sqrt_split(const LowRank& f, int64_t m, int64_t n) {
+    const int r = int(f.S.size());
+    double worst_b = 0, worst_a = 0;
+    for (int i = 0; i < r; ++i)
+        for (int j = 0; j < r; ++j) {
+            double btb = 0, aat = 0;
+            for (int64_t t = 0; t < m; ++t) btb += double(f.B.at(t, i)) * f.B.at(t, j);
+            for (int64_t t = 0; t < n; ++t) aat += double(f.A.at(i, t)) * f.A.at(j, t);
+            double want = i == j ? f.S[size_t(i)] : 0.0;
+            worst_b = std::max(worst_b, std::fabs(btb - want));
+            worst_a = std::max(worst_a, std::fabs(aat - want));
+        }
+    QVERIFY2(worst_b <= 1e-5 * f.S[0], qPrintable(QString("B^T B - diag(S): %1").arg(worst_b)));
+    QVERIFY2(worst_a <= 1e-5 * f.S[0], qPrintable(QString("A A^T - diag(S): %1").arg(worst_a)));
+}
+
 void TestLinalg::exact_analytic_data() {
     QTest::addColumn<int>("m");
     QTest::addColumn<int>("n");
@@ -259,18 +278,8 @@ void TestLinalg::exact_analytic() {
     QVERIFY2(trunc_err <= 2e-5, qPrintable(QString("B A vs float64 truncation: relative error %1").arg(trunc_err)));
 
     // The sqrt split: B^T B == A A^T == diag(S), to 1e-5 of S_0 (float64 products).
-    double worst_b = 0, worst_a = 0;
-    for (int i = 0; i < r; ++i)
-        for (int j = 0; j < r; ++j) {
-            double btb = 0, aat = 0;
-            for (int64_t t = 0; t < m; ++t) btb += double(f.B.at(t, i)) * f.B.at(t, j);
-            for (int64_t t = 0; t < n; ++t) aat += double(f.A.at(i, t)) * f.A.at(j, t);
-            double want = i == j ? f.S[size_t(i)] : 0.0;
-            worst_b = std::max(worst_b, std::fabs(btb - want));
-            worst_a = std::max(worst_a, std::fabs(aat - want));
-        }
-    QVERIFY2(worst_b <= 1e-5 * f.S[0], qPrintable(QString("B^T B - diag(S): %1").arg(worst_b)));
-    QVERIFY2(worst_a <= 1e-5 * f.S[0], qPrintable(QString("A A^T - diag(S): %1").arg(worst_a)));
+    check_sqrt_split(f, m, n);
+    if (QTest::currentTestFailed()) return;
 
     // Eckart-Young: ||X - B A||_F^2 == sum_{i >= r} s_i^2 (float64 check; for r = k both are ~0).
     double tail = 0;
@@ -343,6 +352,8 @@ void TestLinalg::randomized_close_to_exact() {
         double er = residual(X.data(), fr), ee = residual(X.data(), fe);
         qDebug("%dx%d r=%d noise=%.3f: exact residual %.6g, randomized %.6g (ratio %.5f)", m, n, r, noise, ee, er, er / ee);
         QVERIFY(er >= ee * (1 - 1e-5));  // nothing beats Eckart-Young
+        check_sqrt_split(fr, m, n);      // the randomized factors are split as the exact ones
+        if (QTest::currentTestFailed()) return;
         const double bound = r <= 16 || (noise < 0.01 && r <= 32) ? 1.01 : 1.025;
         QVERIFY2(er <= ee * bound, qPrintable(QString("randomized residual %1 vs exact %2 (bound x%3)").arg(er).arg(ee).arg(bound)));
         // The leading singular values (well above the noise) agree closely.
@@ -473,6 +484,8 @@ void TestLinalg::tall_and_wide() {
         QCOMPARE(f->A.cols, int64_t(n));
         QCOMPARE(int(f->S.size()), rr);
         for (int c = 1; c < rr; ++c) QVERIFY(f->S[size_t(c)] <= f->S[size_t(c - 1)]);
+        check_sqrt_split(*f, m, n);
+        if (QTest::currentTestFailed()) return;
     }
     double ee = residual(X.data(), fe), er = residual(X.data(), fr);
     QVERIFY2(er <= ee * 1.01 + 1e-6 * test::frob(X.data(), X.size()),
