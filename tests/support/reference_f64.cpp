@@ -91,7 +91,7 @@ std::vector<double> rank_r_f64(const std::vector<double>& X, int64_t m, int64_t 
 }
 
 std::vector<double> loftq_errors_f64(const std::vector<float>& W, int64_t m, int64_t n, int r, int T, QuantDequant qd,
-                                     const void* ctx) {
+                                     const void* ctx, std::vector<float>* final_q) {
     const size_t N = size_t(m * n);
     double wn = 0;
     for (float x : W) wn += double(x) * double(x);
@@ -116,6 +116,7 @@ std::vector<double> loftq_errors_f64(const std::vector<float>& W, int64_t m, int
         errs.push_back(err_of(L));
         for (size_t i = 0; i < N; ++i) res[i] = float(double(W[i]) - L[i]);
     }
+    if (final_q) *final_q = q;
     return errs;
 }
 

@@ -18,7 +18,8 @@ std::vector<double> rank_r_f64(const std::vector<double>& X, int64_t m, int64_t 
 // LoftQ in float64: returns the relative errors after each of T steps (index 0 = QLoRA baseline,
 // i.e. ||W - q(W)|| / ||W||). `qd` quantizes-dequantizes an fp32 vector.
 using QuantDequant = void (*)(const float* x, size_t n, float* out, const void* ctx);
+// final_q (optional): the last step's dequantized backbone Q_T.
 std::vector<double> loftq_errors_f64(const std::vector<float>& W, int64_t m, int64_t n, int r, int T, QuantDequant qd,
-                                     const void* ctx);
+                                     const void* ctx, std::vector<float>* final_q = nullptr);
 
 }  // namespace loftq::test
