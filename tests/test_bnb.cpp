@@ -152,6 +152,49 @@ private slots:
         for (const auto& f : rb.files) QVERIFY2(fs::exists(f), f.c_str());
     }
 
+    // BF16 and F16 sources: the quant state names the source dtype ("bfloat16" / "float16"),
+    // and bitsandbytes' dequantization (table[code] * absmax) rounded to that dtype is the HF
+    // export's stored Q bit for bit.
+    void halfSources() {
+        for (DType dt : {DType::BF16, DType::F16}) {
+            const std::string want = dt == DType::BF16 ? "bfloat16" : "float16";
+            std::string root = test::make_temp_dir("bnb-half");
+            std::string model = root + "/model";
+            SyntheticSpec sp = small();
+            sp.dtype = dt;
+            write_synthetic_model(model, sp);
+            QuantizeOptions ob = opts(model, root + "/bnb", "bnb-nf4"), oh = opts(model, root + "/hf", "hf");
+            QuantizeResult rb = run_quantize(ob, {}, CancelToken{});
+            run_quantize(oh, {}, CancelToken{});
+            auto bnb = SafetensorsFile::open(root + "/bnb/model.safetensors");
+            auto hf = SafetensorsFile::open(root + "/hf/model.safetensors");
+            const QuantFormat& nf4 = quant_format(QuantKind::NF4);
+            for (const auto& w : rb.plan.weights) {
+                const uint64_t n = uint64_t(w.rows) * uint64_t(w.cols), nb = (n + 63) / 64;
+                const TensorInfo* q = bnb->find(w.name);
+                const TensorInfo* am = bnb->find(w.name + ".absmax");
+                const TensorInfo* qs = bnb->find(w.name + ".quant_state.bitsandbytes__nf4");
+                QVERIFY2(q && am && qs, w.name.c_str());
+                json st = json::parse(std::string(reinterpret_cast<const char*>(bnb->data(*qs)), qs->nbytes()));
+                QCOMPARE(st["dtype"].get<std::string>(), want);
+                const uint8_t* packed = bnb->data(*q);
+                std::vector<float> absmax(nb), deq(n);
+                std::memcpy(absmax.data(), bnb->data(*am), nb * 4);
+                for (uint64_t i = 0; i < n; ++i) {
+                    uint8_t code = (i % 2 == 0) ? packed[i / 2] >> 4 : packed[i / 2] & 0x0F;
+                    deq[i] = nf4.table[code] * absmax[i / 64];
+                }
+                std::vector<uint8_t> rounded(n * 2);
+                from_f32(dt, deq.data(), rounded.data(), n);
+                const TensorInfo* hq = hf->find(w.name);
+                QVERIFY(hq && hq->dtype == dt && hq->nbytes() == n * 2);
+                QVERIFY2(std::memcmp(rounded.data(), hf->data(*hq), n * 2) == 0, (want + " " + w.name).c_str());
+            }
+            json cfg = json::parse(file_text(root + "/bnb/config.json"));
+            QCOMPARE(cfg["quantization_config"]["bnb_4bit_compute_dtype"].get<std::string>(), want);
+        }
+    }
+
     void refusesWhatBitsandbytesCannotHold() {
         std::string root = test::make_temp_dir("bnb-refuse");
         std::string model = root + "/model";

@@ -46,16 +46,16 @@ std::string synthetic(const std::string& tag, SyntheticSpec s = small()) {
     return d;
 }
 // A model folder (synthetic config + tokenizer files) whose weights are odd-shaped: two targets
-// (37 x 53 attention, 29 x 100 MLP: numel not a multiple of any block tried) and two
-// non-targets (a norm in F32, an embedding in BF16).
-std::string odd_model(const std::string& tag) {
+// (37 x 53 attention, 29 x 100 MLP: numel not a multiple of any block tried; in target_dtype)
+// and two non-targets (a norm in F32, an embedding in BF16).
+std::string odd_model(const std::string& tag, DType target_dtype = DType::F32) {
     std::string d = synthetic(tag);
     fs::remove(d + "/model.safetensors");
     struct T { std::string name; DType dt; std::vector<int64_t> shape; };
     std::vector<T> ts = {{"model.embed_tokens.weight", DType::BF16, {11, 53}},
                          {"model.layers.0.input_layernorm.weight", DType::F32, {53}},
-                         {"model.layers.0.self_attn.q_proj.weight", DType::F32, {37, 53}},
-                         {"model.layers.0.mlp.up_proj.weight", DType::F32, {29, 100}}};
+                         {"model.layers.0.self_attn.q_proj.weight", target_dtype, {37, 53}},
+                         {"model.layers.0.mlp.up_proj.weight", target_dtype, {29, 100}}};
     std::vector<OutTensor> layout;
     for (auto& t : ts) {
         uint64_t n = 1;
@@ -172,6 +172,50 @@ private slots:
                 QCOMPARE(ac["base_model_name_or_path"].get<std::string>(), fs::absolute(un).lexically_normal().string());
                 for (auto fn : {"config.json", "loftq_metrics.json", "tokenizer_config.json"}) QVERIFY2(fs::exists(un + "/" + fn), fn);
             }
+    }
+
+    // BF16 and F16 sources (every real LLM): the packed export records the source dtype, its
+    // dequantized Q rounded to that dtype is the HF export's stored Q bit for bit, and unpack
+    // gives the HF export byte for byte.
+    void roundTripHalfSources_data() {
+        QTest::addColumn<int>("dtype");
+        QTest::addColumn<int>("quant");
+        QTest::addColumn<int>("block");
+        for (DType dt : {DType::BF16, DType::F16}) {
+            const char* dn = dt == DType::BF16 ? "bf16" : "f16";
+            QTest::newRow(qPrintable(QString("%1 nf4 b64").arg(dn))) << int(dt) << int(QuantKind::NF4) << 64;
+            QTest::newRow(qPrintable(QString("%1 nf2 b100").arg(dn))) << int(dt) << int(QuantKind::NF2) << 100;
+            QTest::newRow(qPrintable(QString("%1 nf3 b32").arg(dn))) << int(dt) << int(QuantKind::NF3) << 32;
+            QTest::newRow(qPrintable(QString("%1 int8 b256").arg(dn))) << int(dt) << int(QuantKind::INT8) << 256;
+        }
+    }
+    void roundTripHalfSources() {
+        QFETCH(int, dtype);
+        QFETCH(int, quant);
+        QFETCH(int, block);
+        const DType dt = DType(dtype);
+        const std::string m = odd_model("pk-half", dt);
+        const std::string base = test::make_temp_dir("pk-half-out");
+        QuantizeOptions po = opts(m, base + "/packed", "packed"), ho = opts(m, base + "/hf", "hf");
+        for (QuantizeOptions* o : {&po, &ho}) { o->plan.defaults.quant = QuantKind(quant); o->plan.defaults.block = block; }
+        run_quantize(po, {}, CancelToken{});
+        run_quantize(ho, {}, CancelToken{});
+        auto rd = PackedReader::open(base + "/packed");
+        auto hf = SafetensorsFile::open(base + "/hf/model.safetensors");
+        QCOMPARE(rd->weights().size(), size_t(2));
+        for (const PackedWeight& w : rd->weights()) {
+            QCOMPARE(w.dtype, dt);
+            const std::vector<float> Q = rd->dequantize(w);
+            std::vector<uint8_t> rounded(Q.size() * 2);
+            from_f32(dt, Q.data(), rounded.data(), Q.size());
+            const TensorInfo* h = hf->find(w.name);
+            QVERIFY(h && h->dtype == dt && h->nbytes() == rounded.size());
+            QVERIFY2(std::memcmp(rounded.data(), hf->data(*h), rounded.size()) == 0, w.name.c_str());
+        }
+        const std::string un = base + "/unpacked";
+        unpack_packed(base + "/packed", un, false);
+        compare_files(un + "/model.safetensors", base + "/hf/model.safetensors");
+        compare_files(un + "/loftq_init/adapter_model.safetensors", base + "/hf/loftq_init/adapter_model.safetensors");
     }
 
     // T = 1: Q_1 = deq(q(W)), so the stored codes and scales must be exactly the decomposition's.
