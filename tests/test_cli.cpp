@@ -163,10 +163,16 @@ private slots:
     }
 
     void dryRunWritesNothing() {
+        // --dry-run with an --out given: the run completes, and neither the out folder nor
+        // anything in the model's folder appears (the model's listing is compared).
         QString dir = tmp("cli-dry");
-        Run r = run({"quantize", model, "--dry-run", "--iters", "1", "--rank", "2"});
+        const QStringList before = QDir(model).entryList(QDir::NoDotAndDotDot | QDir::AllEntries, QDir::Name);
+        Run r = run({"quantize", model, "--out", dir + "/out", "--dry-run", "--iters", "1", "--rank", "2"});
         QVERIFY2(r.code == 0, qPrintable(r.err));
+        QVERIFY2(r.out.contains("weights in"), qPrintable(r.out));   // it really ran
+        QVERIFY(!QFileInfo::exists(dir + "/out"));
         QVERIFY(QDir(dir).entryList(QDir::NoDotAndDotDot | QDir::AllEntries).isEmpty());
+        QCOMPARE(QDir(model).entryList(QDir::NoDotAndDotDot | QDir::AllEntries, QDir::Name), before);
     }
 
     void badInputsGiveOneClearLine() {
