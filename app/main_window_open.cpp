@@ -41,7 +41,9 @@ void MainWindow::openDemo() {
     const QString cache = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
     if (openWatcher_->isRunning() || job_->running()) return;
     statusLabel_->setText(tr("Preparing the demo model…"));
-    log_->append(LogPanel::Level::Info, tr("demo model in %1").arg(cache));
+    const QString shipped = shipped_demo_dir();
+    log_->append(LogPanel::Level::Info, tr("demo model: stories260K (llama2.c, MIT licence, Andrej Karpathy) from %1, with a story corpus in %2")
+                                            .arg(shipped.isEmpty() ? tr("(not found)") : shipped, QDir(cache).filePath("stories260K")));
     openWatcher_->setFuture(QtConcurrent::run([cache] {
         try {
             return try_open_model(ensure_demo_model(cache));

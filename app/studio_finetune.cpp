@@ -187,7 +187,12 @@ void FinetunePanel::setModelPath(const QString& path) {
     model_->setText(path);
     const QFileInfo fi(path);
     const QString demo = (fi.isDir() ? QDir(path) : fi.dir()).filePath("demo-stories.txt");
-    if (data_->text().isEmpty() && QFileInfo::exists(demo)) data_->setText(demo);
+    // A corpus filled in here for an earlier model gives way to this model's; a file the user chose stays.
+    const QString data = data_->text().trimmed();
+    if ((data.isEmpty() || data == autoData_) && QFileInfo::exists(demo)) {
+        data_->setText(demo);
+        autoData_ = demo;
+    }
     const bool is_export = QFileInfo::exists(QDir(path).filePath("loftq_init/adapter_config.json"));
     init_->setCurrentIndex(init_->findData(int(is_export ? loftq::InitKind::Export : loftq::InitKind::Loftq)));
 }

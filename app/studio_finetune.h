@@ -31,7 +31,8 @@ public:
     ~FinetunePanel() override;
 
     // The model open in the Plan tab (the default MODEL); its folder's demo-stories.txt, if any,
-    // becomes the default data file.
+    // becomes the data file when none was chosen or the data is an earlier model's corpus that
+    // this call filled in.
     void setModelPath(const QString& path);
     // Options as the form shows them; start() runs them (false while a run is going).
     loftq::TrainOptions options() const;
@@ -69,6 +70,7 @@ private:
     QPlainTextEdit* sample_ = nullptr;
     int currentRun_ = -1;
     QString lastOut_;
+    QString autoData_;   // the data file setModelPath filled in last (a demo's own corpus)
     loftq::TrainResult lastResult_;
     std::shared_ptr<loftq::TrainResult> pending_;
 };

@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
     p.addHelpOption();
     p.addVersionOption();
     p.addPositionalArgument("model", "Checkpoint to open: HF folder, .safetensors or llama2.c .bin", "[MODEL]");
-    QCommandLineOption demo("demo", "Open the built-in demo model (generated on first use).");
+    QCommandLineOption demo("demo", "Open the demo model: the shipped stories260K (llama2.c, MIT licence), with a story corpus for the Fine-tune tab.");
     QCommandLineOption plan("plan", "Load this plan (*.loftq.json) after opening.", "file");
     QCommandLineOption run("run", "With --screenshot: run the whole plan before rendering.");
     QCommandLineOption shot("screenshot", "Render the main window to this PNG and exit.", "file");

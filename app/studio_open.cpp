@@ -3,7 +3,9 @@
 
 #include <QCoreApplication>
 #include <QDir>
+#include <QFile>
 #include <QFileInfo>
+#include <QStringList>
 #include <filesystem>
 
 #include "core/error.h"
@@ -14,6 +16,15 @@
 #include "train/demo_data.h"
 #include "loftq/export_summary.h"
 #include "loftq/job.h"
+
+// Where the shipped demo model lies: relative to the program's folder (the build copies it there,
+// and `cmake --install` installs it there), and in the source tree (app/CMakeLists.txt sets both).
+#ifndef LOFTQ_DEMO_MODEL_REL
+#define LOFTQ_DEMO_MODEL_REL "../share/loftq-studio/models/stories260K"
+#endif
+#ifndef LOFTQ_DEMO_MODEL_SOURCE_DIR
+#define LOFTQ_DEMO_MODEL_SOURCE_DIR "resources/models/stories260K"
+#endif
 
 namespace studio {
 
@@ -89,7 +100,64 @@ OpenedModel try_open_model(const QString& path) {
     }
 }
 
+namespace {
+// The files of the shipped demo that the cache copy holds (SOURCE.md stays with the program).
+const char* const kDemoFiles[] = {"stories260K.bin", "tok512.bin", "LICENSE"};
+constexpr uint64_t kDemoSeed = 20231008;  // fixed: every user gets the same corpus
+
+bool same_bytes(const QString& a, const QString& b) {
+    QFile fa(a), fb(b);
+    if (fa.size() != fb.size() || !fa.open(QIODevice::ReadOnly) || !fb.open(QIODevice::ReadOnly)) return false;
+    return fa.readAll() == fb.readAll();
+}
+}  // namespace
+
+QString shipped_demo_dir() {
+    QStringList dirs;
+    const QString app_dir = QCoreApplication::applicationDirPath();
+    if (!app_dir.isEmpty()) dirs << QDir::cleanPath(app_dir + "/" LOFTQ_DEMO_MODEL_REL);
+    dirs << QStringLiteral(LOFTQ_DEMO_MODEL_SOURCE_DIR);
+    for (const QString& d : dirs)
+        if (QFileInfo(d + "/stories260K.bin").isFile() && QFileInfo(d + "/tok512.bin").isFile()) return d;
+    return {};
+}
+
 QString ensure_demo_model(const QString& cache_dir) {
+    namespace fs = std::filesystem;
+    const QString src = shipped_demo_dir();
+    if (src.isEmpty())
+        throw loftq::Error(QDir::cleanPath(QCoreApplication::applicationDirPath() + "/" LOFTQ_DEMO_MODEL_REL).toStdString(), "",
+                           "the demo model stories260K is not installed here (nor in the source tree at " LOFTQ_DEMO_MODEL_SOURCE_DIR
+                           "): reinstall loftq-studio, or open a model with File > Open");
+    const QString dir = QDir(cache_dir).filePath("stories260K");
+    const QString model = dir + "/stories260K.bin";
+    bool fresh = QFileInfo(dir + "/demo-stories.txt").isFile();
+    for (const char* f : kDemoFiles)
+        fresh = fresh && (!QFileInfo::exists(src + "/" + f) || same_bytes(src + "/" + f, dir + "/" + f));
+    if (fresh) return model;
+    QDir().mkpath(cache_dir);
+    const QString tmp = dir + QString(".building-%1").arg(QCoreApplication::applicationPid());
+    std::error_code ec;
+    fs::remove_all(tmp.toStdString(), ec);
+    fs::create_directories(tmp.toStdString(), ec);
+    for (const char* f : kDemoFiles) {
+        if (!QFileInfo::exists(src + "/" + f)) continue;  // LICENSE: only where it was shipped
+        fs::copy_file((src + "/" + f).toStdString(), (tmp + "/" + f).toStdString(), fs::copy_options::overwrite_existing, ec);
+        if (ec) throw loftq::Error((src + "/" + f).toStdString(), "", "cannot copy the demo model into " + tmp.toStdString() + ": " + ec.message());
+        // The install's copy may be read-only; the cache's need not be.
+        fs::permissions((tmp + "/" + f).toStdString(), fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add, ec);
+    }
+    // A small TinyStories-style corpus, so that the Fine-tune tab works on the demo out of the box.
+    loftq::write_file_atomic((tmp + "/demo-stories.txt").toStdString(), loftq::demo_corpus(4000, kDemoSeed));
+    fs::remove_all(dir.toStdString(), ec);  // an older copy, or a half-built leftover
+    fs::rename(tmp.toStdString(), dir.toStdString(), ec);
+    if (ec && !QFileInfo::exists(model))
+        throw loftq::Error(dir.toStdString(), "", "cannot move the demo model into place: " + ec.message());
+    fs::remove_all(tmp.toStdString(), ec);  // another instance won the race
+    return model;
+}
+
+QString ensure_synthetic_demo(const QString& cache_dir) {
     namespace fs = std::filesystem;
     const QString dir = QDir(cache_dir).filePath("demo-llama-8x256-v2");
     if (QFileInfo::exists(dir + "/config.json") && QFileInfo::exists(dir + "/model.safetensors")) return dir;

@@ -1,11 +1,14 @@
-// test_studio.cpp: the desktop app end to end, offscreen. Opens the built-in demo model, edits
+// test_studio.cpp: the desktop app end to end, offscreen. Opens the synthetic demo model, edits
 // the plan in the grid, runs it to the end while a heartbeat timer measures the longest GUI
 // stall, checks that each selected weight's curve has T points equal to the engine's per-step
 // errors and that the heatmap holds the engine's final errors, checks that the CLI given the
 // saved plan computes exactly the same numbers, cancels a second run mid-way, exports (files
-// verified, plots included) and refuses bad input without crashing.
+// verified, plots included) and refuses bad input without crashing. Then the demo of `--demo`:
+// the shipped stories260K opens byte for byte, runs, and fine-tunes from the Fine-tune tab.
 #include <QtTest>
 
+#include <QCryptographicHash>
+#include <QDirIterator>
 #include <QImage>
 #include <QProcess>
 #include <QStandardItemModel>
@@ -26,6 +29,7 @@
 #include "plan_grid_view.h"
 #include "run_results.h"
 #include "studio_finetune.h"
+#include "studio_open.h"
 #include "test_support.h"
 #include "training_curves.h"
 
@@ -58,6 +62,17 @@ struct Heartbeat {
     }
 };
 
+QByteArray sha256_hex(const QString& path) {
+    QFile f(path);
+    if (!f.open(QIODevice::ReadOnly)) return {};
+    return QCryptographicHash::hash(f.readAll(), QCryptographicHash::Sha256).toHex();
+}
+
+// The shipped demo model (resources/models/stories260K, SOURCE.md there).
+constexpr qint64 kStoriesBytes = 1056540;
+const QByteArray kStoriesSha256 = "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696";
+const QByteArray kTok512Sha256 = "037cb335abb25d1fa9e8ecae30ed2a3a8ace9302862ebcdc05d51a6bbb10c312";
+
 }  // namespace
 
 class TestStudio : public QObject {
@@ -89,16 +104,20 @@ private slots:
         QVERIFY(!w->document()->hasModel());
     }
 
-    void opensTheDemo() {
+    // The synthetic demo (8 layers x 7 modules, hidden 256, with its own tokenizer and stories):
+    // the tests up to opensAPackedExport use its shape (a T = 60 run long enough to cancel).
+    void opensTheSyntheticDemo() {
         QElapsedTimer t;
         t.start();
-        w->openDemo();
+        const QString dir = ensure_synthetic_demo(QStandardPaths::writableLocation(QStandardPaths::CacheLocation));
+        w->openModel(dir);
         QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 120000));
-        qInfo("demo opened in %lld ms (first run generates it)", t.elapsed());
+        qInfo("synthetic demo opened in %lld ms (first run generates it)", t.elapsed());
         PlanDocument* doc = w->document();
         QCOMPARE(doc->layers(), 8);
         QCOMPARE(doc->columns().size(), 7);
         QCOMPARE(int(doc->resolved().weights.size()), 8 * 7);
+        QCOMPARE(QString::fromStdString(w->finetune()->options().data), QDir(dir).filePath("demo-stories.txt"));
     }
 
     void editPlanRunAndWatch() {
@@ -351,6 +370,120 @@ private slots:
         }
         QVERIFY(!w->runAll());
         QCOMPARE(w->finetune()->options().load.init, loftq::InitKind::Export);
+    }
+
+    // `loftq-studio --demo` (File > Open Demo Model): the shipped stories260K, found beside the
+    // program (the build's copy) or in the source tree, opened byte for byte from a copy in the
+    // cache with its tokenizer beside it and a story corpus for the Fine-tune tab.
+    void opensTheShippedDemo() {
+        const QString shipped = shipped_demo_dir();
+        QVERIFY2(!shipped.isEmpty(), "stories260K is neither beside the program nor in the source tree");
+        QCOMPARE(QFileInfo(shipped + "/stories260K.bin").size(), kStoriesBytes);
+        QCOMPARE(sha256_hex(shipped + "/stories260K.bin"), kStoriesSha256);
+        QCOMPARE(sha256_hex(shipped + "/tok512.bin"), kTok512Sha256);
+        QVERIFY(QFileInfo::exists(shipped + "/LICENSE"));
+
+        QElapsedTimer t;
+        t.start();
+        w->openDemo();
+        QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 120000));
+        qInfo("stories260K demo opened in %lld ms", t.elapsed());
+        PlanDocument* doc = w->document();
+        QVERIFY(!w->openedExport());
+        const QString path = doc->modelPath();
+        const QDir dir = QFileInfo(path).dir();
+        QCOMPARE(QFileInfo(path).fileName(), QString("stories260K.bin"));
+        QCOMPARE(sha256_hex(path), kStoriesSha256);
+        QCOMPARE(sha256_hex(dir.filePath("tok512.bin")), kTok512Sha256);
+        QVERIFY(QFileInfo::exists(dir.filePath("LICENSE")));
+        QCOMPARE(doc->layers(), 5);
+        QCOMPARE(doc->columns().size(), 7);
+        QCOMPARE(int(doc->resolved().weights.size()), 35);
+        QMap<QString, QString> facts;
+        for (const auto& [k, v] : open_model(path).facts) facts[k] = v;
+        QCOMPARE(facts["Format"], QString("llama2.c .bin"));
+        QCOMPARE(facts["Layers"], QString("5"));
+        QCOMPARE(facts["Hidden size"], QString("64"));
+        QCOMPARE(facts["Intermediate size"], QString("172"));
+        QCOMPARE(facts["Attention heads"], QString("8 (KV 4)"));
+        QCOMPARE(facts["Vocabulary"], QString("512"));
+        // The previous model's corpus gives way to the demo's.
+        const QString corpus = dir.filePath("demo-stories.txt");
+        QCOMPARE(QString::fromStdString(w->finetune()->options().data), corpus);
+        QVERIFY(QFileInfo(corpus).size() > 10000);
+        // Opening it again reuses the copy.
+        const QDateTime made = QFileInfo(corpus).lastModified();
+        w->openDemo();
+        QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
+        QCOMPARE(doc->modelPath(), path);
+        QCOMPARE(QFileInfo(corpus).lastModified(), made);
+    }
+
+    // The first look at the demo as it comes: Run LoftQ with the default plan, then fine-tune from
+    // the Fine-tune tab with its defaults (corpus, tokenizer, NF4 r8 LoftQ start): real curves,
+    // a held-out loss of a trained model that fine-tuning lowers, and a real sample.
+    void shippedDemoRunsAndFineTunes() {
+        PlanDocument* doc = w->document();
+        QVERIFY(w->runAll());
+        QVERIFY(wait_for(w.get(), &MainWindow::runFinished, 300000));
+        auto r = w->lastResult();
+        QVERIFY(r);
+        QCOMPARE(int(r->weights.size()), 35);
+        for (const auto& e : r->weights) QVERIFY2(e.final_error < e.baseline, e.plan.name.c_str());
+
+        // The tab's settings as a fresh window has them (the tests above changed this one's).
+        FinetunePanel fresh;
+        fresh.setModelPath(doc->modelPath());
+        loftq::TrainOptions o = fresh.options();
+        QCOMPARE(o.load.init, loftq::InitKind::Loftq);
+        QCOMPARE(o.data, w->finetune()->options().data);
+        FinetunePanel* ft = w->finetune();
+        o.steps = 20;
+        o.eval_every = 5;
+        o.threads = 2;
+        o.device = "cpu";
+        o.out_dir = loftq::test::make_temp_dir("studio-stories") + "/run";
+        ft->setOptions(o);
+        QSignalSpy done(ft, &FinetunePanel::runFinished);
+        QElapsedTimer t;
+        t.start();
+        QVERIFY(ft->start());
+        QVERIFY(done.wait(300000));
+        QVERIFY2(done.takeFirst().at(0).toBool(), qPrintable(w->log()->plainText().right(400)));
+        TrainingCurves* c = ft->curves();
+        const int run = c->runCount() - 1;
+        QCOMPARE(c->trainPoints(run).size(), 20);
+        QVERIFY(c->evalPoints(run).size() >= 4);
+        const loftq::TrainResult& res = ft->lastResult();
+        qInfo("stories260K fine-tune, 20 steps, %s r%d LoftQ: held-out loss %.4f -> %.4f in %.1f s; sample: %s",
+              o.load.quant.c_str(), o.load.rank, res.first_eval_loss, res.final_eval_loss, t.elapsed() / 1000.0, res.sample.c_str());
+        QVERIFY2(res.first_eval_loss < 3.0, "a trained model: far below ln(512) = 6.24 on stories");
+        QVERIFY(res.final_eval_loss < res.first_eval_loss);
+        QVERIFY(res.sample.size() > 40);
+        QVERIFY(QFileInfo::exists(QString::fromStdString(o.out_dir + "/adapter/adapter_model.safetensors")));
+    }
+
+    // The program itself: `loftq-studio --demo --screenshot` opens stories260K and renders.
+    void demoFlagOpensStories260K() {
+        const QString studio = QCoreApplication::applicationDirPath() + "/loftq-studio";
+        if (!QFileInfo::exists(studio)) QSKIP("loftq-studio is not built beside the tests");
+        const std::string home = loftq::test::make_temp_dir("studio-demo-flag");
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("QT_QPA_PLATFORM", "offscreen");
+        env.insert("XDG_CACHE_HOME", QString::fromStdString(home + "/cache"));  // not the user's own folders
+        env.insert("XDG_CONFIG_HOME", QString::fromStdString(home + "/config"));
+        QProcess proc;
+        proc.setProcessEnvironment(env);
+        const QString shot = QString::fromStdString(home + "/demo.png");
+        proc.start(studio, {"--demo", "--screenshot", shot, "--threads", "2"});
+        QVERIFY(proc.waitForFinished(120000));
+        QVERIFY2(proc.exitCode() == 0, proc.readAllStandardError().constData());
+        QVERIFY(!QImage(shot).isNull());
+        QStringList copies;
+        for (QDirIterator it(QString::fromStdString(home + "/cache"), {"stories260K.bin"}, QDir::Files, QDirIterator::Subdirectories); it.hasNext();)
+            copies << it.next();
+        QCOMPARE(copies.size(), 1);
+        QCOMPARE(sha256_hex(copies[0]), kStoriesSha256);
     }
 };
 
