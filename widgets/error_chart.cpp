@@ -37,7 +37,15 @@ struct ErrorChart::Impl {
     QSize export_size;                // valid while saving: the legend is laid out for it
     QCPLayoutGrid* side = nullptr;    // the legend's column right of the axis rect (wide plots)
     bool legend_fits = true;          // false: too little room, the legend is hidden
+    ErrorKind kind = ErrorKind::Weight;
 };
+
+namespace {
+QString y_label(ErrorKind k) {
+    return k == ErrorKind::Output ? ErrorChart::tr("output error ‖X(W − Q − L)ᵀ‖ / ‖XWᵀ‖")
+                                  : ErrorChart::tr("relative error ‖W − Q − L‖ / ‖W‖");
+}
+}  // namespace
 
 ErrorChart::ErrorChart(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
     d->results = results;
@@ -46,7 +54,7 @@ ErrorChart::ErrorChart(RunResults* results, QWidget* parent) : QWidget(parent), 
     QCustomPlot* p = d->plot;
     p->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
     p->xAxis->setLabel(tr("alternating step t"));
-    p->yAxis->setLabel(tr("relative error ‖W − Q − L‖ / ‖W‖"));
+    p->yAxis->setLabel(y_label(d->kind));
     auto ticker = QSharedPointer<QCPAxisTickerFixed>::create();
     ticker->setTickStep(1.0);
     ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
@@ -120,11 +128,12 @@ ErrorChart::ErrorChart(RunResults* results, QWidget* parent) : QWidget(parent), 
         QString text;
         if (best) {
             const double err = best_value;
-            text = tr("%1\n%2\nstep %3 of %4\nerror %5\nQLoRA baseline %6")
+            text = tr("%1\n%2\nstep %3 of %4\n%5 %6\nQLoRA baseline %7")
                        .arg(best->label, best->name)
                        .arg(best_step)
                        .arg(best->steps_planned)
-                       .arg(format_sig(err), format_sig(best->baseline));
+                       .arg(d->kind == ErrorKind::Output ? tr("output error") : tr("error"), format_sig(err),
+                            format_sig(best->baseline));
         } else {
             for (const auto& c : d->curves) {
                 if (std::isnan(c.baseline)) continue;
@@ -151,6 +160,15 @@ void ErrorChart::setWeights(const QStringList& names) {
 }
 
 QStringList ErrorChart::weights() const { return d->names; }
+ErrorKind ErrorChart::errorKind() const { return d->kind; }
+
+void ErrorChart::setErrorKind(ErrorKind k) {
+    if (k == d->kind) return;
+    d->kind = k;
+    d->plot->yAxis->setLabel(y_label(k));
+    d->user_view = false;   // the other error has its own range
+    replotNow();
+}
 int ErrorChart::curveCount() const { return int(d->curves.size()); }
 QString ErrorChart::curveWeight(int i) const { return i >= 0 && i < d->curves.size() ? d->curves[i].name : QString(); }
 double ErrorChart::baselineValue(int i) const { return i >= 0 && i < d->curves.size() ? d->curves[i].baseline : NAN; }
@@ -242,7 +260,7 @@ void ErrorChart::replotNow() {
         c.name = run.name;
         c.label = short_weight_name(run.name, run.module, run.layer);
         c.weight = w;
-        c.baseline = run.baseline;
+        c.baseline = run.baselineOf(d->kind);
         c.steps_planned = run.steps_planned;
         const QColor color = series_color(int(d->curves.size()));
         c.graph = p->addGraph();
@@ -250,13 +268,14 @@ void ErrorChart::replotNow() {
         c.graph->setPen(QPen(color, 2));
         c.graph->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, color, color, 5));
         QVector<double> keys, values;
-        for (int t = 0; t < run.errors.size(); ++t) {
+        const QVector<double>& errors = run.errorsOf(d->kind);
+        for (int t = 0; t < errors.size(); ++t) {
             keys.push_back(t + 1);
-            values.push_back(run.errors[t]);
-            extend(run.errors[t]);
+            values.push_back(errors[t]);
+            extend(errors[t]);
         }
         c.graph->setData(keys, values, true);
-        max_steps = std::max({max_steps, run.steps_planned, int(run.errors.size())});
+        max_steps = std::max({max_steps, run.steps_planned, int(errors.size())});
         if (!std::isnan(c.baseline)) {
             auto* line = new QCPItemStraightLine(p);
             line->point1->setCoords(0, c.baseline);

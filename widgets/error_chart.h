@@ -2,7 +2,8 @@
 // the weights selected in the plan grid, one solid curve each, with each weight's QLoRA baseline
 // ||W - q(W)|| / ||W|| as a dashed horizontal line in the same colour. A read-only view of
 // RunResults (it copies the numbers into the plot, computes none). Curves follow a streaming run:
-// RunResults signals are coalesced into one replot per ~40 ms.
+// RunResults signals are coalesced into one replot per ~40 ms. setErrorKind(Output) plots the
+// output errors ||X (W - Q_t - L_t)^T|| / ||X W^T|| of a calibrated run instead (same layout).
 //
 // Mouse: drag pans, wheel zooms, double-click resets the view; context menu: reset, export
 // PNG/SVG/PDF. Hover shows the exact numbers. At most kMaxCurves curves are drawn (a note says
@@ -16,6 +17,7 @@
 namespace studio {
 
 class RunResults;
+enum class ErrorKind;
 
 class ErrorChart : public QWidget {
     Q_OBJECT
@@ -27,6 +29,9 @@ public:
 
     void setWeights(const QStringList& names);   // tensor names (the grid selection), in order
     QStringList weights() const;
+    // Weight errors (default) or output errors (a run without them then draws no curves).
+    void setErrorKind(ErrorKind k);
+    ErrorKind errorKind() const;
 
     // What is drawn (as of the last replot; replotNow() flushes pending updates).
     int curveCount() const;                      // selected weights present in the run, capped

@@ -24,6 +24,7 @@ struct ErrorHeatmap::Impl {
     QCPItemText* hint = nullptr;
     QTimer timer;
     Mode mode = Mode::FinalError;
+    ErrorKind kind = ErrorKind::Weight;
     QPoint press_pos{-1, -1};
     QSize export_size;          // valid while saving: labels and separators are laid out for it
     QVector<QCPItemStraightLine*> separators;   // thin lines between cells, when cells are large
@@ -112,6 +113,13 @@ ErrorHeatmap::ErrorHeatmap(RunResults* results, QWidget* parent) : QWidget(paren
 ErrorHeatmap::~ErrorHeatmap() = default;
 
 ErrorHeatmap::Mode ErrorHeatmap::mode() const { return d->mode; }
+ErrorKind ErrorHeatmap::errorKind() const { return d->kind; }
+
+void ErrorHeatmap::setErrorKind(ErrorKind k) {
+    if (k == d->kind) return;
+    d->kind = k;
+    replotNow();
+}
 
 void ErrorHeatmap::setMode(Mode m) {
     if (m == d->mode) return;
@@ -138,6 +146,11 @@ QString ErrorHeatmap::cellTip(int layer, int column) const {
     const double imp = w.improvement();
     s += tr("\nimprovement %1").arg(format_sig(imp));
     if (w.baseline != 0) s += tr(" (%1% of baseline)").arg(format_sig(100.0 * imp / w.baseline, 4));
+    if (!std::isnan(w.out_final)) {
+        s += tr("\nfinal output error %1 (QLoRA %2)").arg(format_sig(w.out_final), format_sig(w.out_baseline));
+        if (w.out_baseline != 0)
+            s += tr(", improvement %1%").arg(format_sig(100.0 * w.improvementOf(ErrorKind::Output) / w.out_baseline, 4));
+    }
     s += tr("\ntime %1 s").arg(format_sig(w.seconds, 3));
     return s;
 }
@@ -179,7 +192,7 @@ void ErrorHeatmap::replotNow() {
             const int wi = rr->weightAt(l, c);
             if (wi < 0 || !rr->weight(wi).done) continue;
             const WeightRun& w = rr->weight(wi);
-            const double v = improvement ? w.improvement() : w.final_error;
+            const double v = improvement ? w.improvementOf(d->kind) : w.finalOf(d->kind);
             data->setCell(c, l, v);
             if (std::isfinite(v)) {
                 lo = std::min(lo, v);
@@ -196,7 +209,9 @@ void ErrorHeatmap::replotNow() {
     }
     d->map->setGradient(improvement ? diverging_gradient() : viridis_gradient());
     d->map->setDataRange(range);
-    d->scale->axis()->setLabel(improvement ? tr("improvement: QLoRA error − LoftQ error") : tr("final relative error"));
+    const bool out = d->kind == ErrorKind::Output;
+    d->scale->axis()->setLabel(improvement ? (out ? tr("output error: QLoRA − LoftQ") : tr("improvement: QLoRA error − LoftQ error"))
+                                           : (out ? tr("final output error") : tr("final relative error")));
 
     // Module names as x tick labels, tilted when they would collide.
     auto ticker = QSharedPointer<QCPAxisTickerText>::create();

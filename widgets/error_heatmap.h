@@ -5,7 +5,8 @@
 // NaN and are drawn hatched ("no data"). A read-only view of RunResults: it copies the engine's
 // numbers, computes only the difference. Live updates are coalesced (~40 ms) like ErrorChart.
 //
-// Hover shows the exact numbers; a click emits weightClicked(); context menu: mode, export.
+// setErrorKind(Output) colours by the output errors ||X (W - Q - L)^T|| / ||X W^T|| of a
+// calibrated run instead (NaN cells for a run without them). Hover shows the exact numbers; a click emits weightClicked(); context menu: mode, export.
 // Leaves out weights outside decoder layers (layer -1, e.g. a targeted lm_head).
 #pragma once
 #include <QString>
@@ -15,6 +16,7 @@
 namespace studio {
 
 class RunResults;
+enum class ErrorKind;
 
 class ErrorHeatmap : public QWidget {
     Q_OBJECT
@@ -28,6 +30,8 @@ public:
     double valueAt(int layer, int column) const;
     void setMode(Mode m);
     Mode mode() const;
+    void setErrorKind(ErrorKind k);
+    ErrorKind errorKind() const;
 
     bool save(const QString& path, int width = 0, int height = 0, QString* error = nullptr);
     void replotNow();

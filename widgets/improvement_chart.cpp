@@ -24,10 +24,18 @@ struct ImprovementChart::Impl {
     QCPItemText* hint = nullptr;
     QTimer timer;
     QVector<double> values;     // per layer, percent; NaN = no finished weight
+    ErrorKind kind = ErrorKind::Weight;
 };
 
 namespace {
-bool counts(const WeightRun& w) { return w.done && w.layer >= 0 && w.baseline != 0 && std::isfinite(w.baseline); }
+bool counts(const WeightRun& w, ErrorKind k) {
+    const double b = w.baselineOf(k);
+    return w.done && w.layer >= 0 && b != 0 && std::isfinite(b) && std::isfinite(w.finalOf(k));
+}
+QString y_label(ErrorKind k) {
+    return k == ErrorKind::Output ? ImprovementChart::tr("improvement over QLoRA (% of its output error)")
+                                  : ImprovementChart::tr("improvement over QLoRA (% of its error)");
+}
 }  // namespace
 
 ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
@@ -37,7 +45,7 @@ ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidg
     QCustomPlot* p = d->plot;
     p->setContextMenuPolicy(Qt::CustomContextMenu);
     p->xAxis->setLabel(tr("decoder layer"));
-    p->yAxis->setLabel(tr("improvement over QLoRA (% of its error)"));
+    p->yAxis->setLabel(y_label(d->kind));
     auto ticker = QSharedPointer<QCPAxisTickerFixed>::create();
     ticker->setTickStep(1.0);
     ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
@@ -83,6 +91,14 @@ ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidg
 ImprovementChart::~ImprovementChart() = default;
 
 QVector<double> ImprovementChart::values() const { return d->values; }
+ErrorKind ImprovementChart::errorKind() const { return d->kind; }
+
+void ImprovementChart::setErrorKind(ErrorKind k) {
+    if (k == d->kind) return;
+    d->kind = k;
+    d->plot->yAxis->setLabel(y_label(k));
+    replotNow();
+}
 
 QString ImprovementChart::layerTip(int layer) const {
     const RunResults* rr = d->results;
@@ -92,12 +108,11 @@ QString ImprovementChart::layerTip(int layer) const {
         const WeightRun& w = rr->weight(i);
         if (w.layer != layer) continue;
         s += QStringLiteral("\n%1: ").arg(w.module);
-        if (!counts(w))
-            s += w.done ? tr("baseline 0, left out") : tr("not finished");
+        const double b = w.baselineOf(d->kind), f = w.finalOf(d->kind);
+        if (!counts(w, d->kind))
+            s += !w.done ? tr("not finished") : std::isfinite(f) ? tr("baseline 0, left out") : tr("no output error");
         else
-            s += tr("QLoRA %1 → LoftQ %2 (%3%)")
-                     .arg(format_sig(w.baseline), format_sig(w.final_error),
-                          format_sig(100.0 * (w.baseline - w.final_error) / w.baseline));
+            s += tr("QLoRA %1 → LoftQ %2 (%3%)").arg(format_sig(b), format_sig(f), format_sig(100.0 * (b - f) / b));
     }
     return s;
 }
@@ -123,8 +138,9 @@ void ImprovementChart::replotNow() {
     QVector<int> n(layers, 0);
     for (int i = 0; i < rr->count(); ++i) {
         const WeightRun& w = rr->weight(i);
-        if (!counts(w) || w.layer >= layers) continue;
-        sum[w.layer] += (w.baseline - w.final_error) / w.baseline * 100.0;
+        if (!counts(w, d->kind) || w.layer >= layers) continue;
+        const double b = w.baselineOf(d->kind);
+        sum[w.layer] += (b - w.finalOf(d->kind)) / b * 100.0;
         n[w.layer] += 1;
     }
     d->values.fill(NAN, layers);

@@ -3,6 +3,11 @@
 
 namespace studio {
 
+namespace {
+// The engine's "no output error" is -1; the views' is NaN.
+double out_value(double v) { return v >= 0 ? v : NAN; }
+}  // namespace
+
 RunResults::RunResults(QObject* parent) : QObject(parent) {}
 
 void RunResults::clear() {
@@ -17,6 +22,16 @@ void RunResults::clear() {
     message_.clear();
     emit reset();
     emit stateChanged();
+    if (has_output_) {
+        has_output_ = false;
+        emit outputErrorsChanged(false);
+    }
+}
+
+void RunResults::noteOutput(bool any) {
+    if (!any || has_output_) return;
+    has_output_ = true;
+    emit outputErrorsChanged(true);
 }
 
 void RunResults::start(const loftq::ResolvedPlan& plan) {
@@ -74,14 +89,23 @@ void RunResults::apply(const loftq::JobEvent& e) {
         break;
     case loftq::EventKind::StepDone:
         w.baseline = e.baseline;
+        w.out_baseline = out_value(e.out_baseline);
         if (e.step >= 1) {
             if (w.errors.size() < e.step) w.errors.resize(e.step, NAN);
             w.errors[e.step - 1] = e.error;
+            if (e.out_error >= 0) {
+                if (w.out_errors.size() < e.step) w.out_errors.resize(e.step, NAN);
+                w.out_errors[e.step - 1] = e.out_error;
+            }
         }
+        noteOutput(e.out_error >= 0);
         break;
     case loftq::EventKind::WeightDone:
         w.baseline = e.baseline;
         w.final_error = e.error;
+        w.out_baseline = out_value(e.out_baseline);
+        w.out_final = out_value(e.out_error);
+        noteOutput(e.out_error >= 0);
         w.seconds = e.seconds;
         w.done = true;
         break;
@@ -97,9 +121,16 @@ void RunResults::finish(const loftq::QuantizeResult& r) {
         WeightRun& w = weights_[qsizetype(i)];
         w.baseline = src.baseline;
         w.final_error = src.final_error;
+        w.out_baseline = out_value(src.out_baseline);
+        w.out_final = out_value(src.out_final);
+        noteOutput(src.out_final >= 0);
         w.seconds = src.seconds;
         w.errors.clear();
-        for (const auto& s : src.steps) w.errors.push_back(s.error);
+        w.out_errors.clear();
+        for (const auto& s : src.steps) {
+            w.errors.push_back(s.error);
+            if (s.out_error >= 0) w.out_errors.push_back(s.out_error);
+        }
         w.started = w.done = true;
         emit weightChanged(int(i));
     }

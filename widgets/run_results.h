@@ -7,6 +7,10 @@
 // name when they need to cross over. Layout for the heatmap: rows = layers 0..layers()-1,
 // columns = modules() (module kinds of the run's weights, first-seen order).
 //
+// Two errors per weight: the weight error ||W - Q - B A|| / ||W|| always, and with calibration
+// (QuantizeOptions::calib) the output error ||X (W - Q - B A)^T|| / ||X W^T|| too (NaN without);
+// views show either (ErrorKind), the app's View > Output Errors toggle chooses.
+//
 // Signals are per change; views coalesce them (a single-shot timer) before repainting.
 #pragma once
 #include <QObject>
@@ -19,6 +23,10 @@
 
 namespace studio {
 
+// Which relative error a view shows: of the weight, or of the projection's output on the
+// calibration inputs (loftq/input_stats.h).
+enum class ErrorKind { Weight, Output };
+
 struct WeightRun {
     QString name;                 // tensor name
     QString module;               // module kind (column of the heatmap)
@@ -28,9 +36,17 @@ struct WeightRun {
     double baseline = NAN;        // QLoRA error ||W - q(W)|| / ||W||
     QVector<double> errors;       // relative error after step t at index t-1
     double final_error = NAN;
+    // The same as output errors; NaN (empty) when the run had no calibration.
+    double out_baseline = NAN;
+    QVector<double> out_errors;
+    double out_final = NAN;
     double seconds = 0;
     bool started = false, done = false;
     double improvement() const { return baseline - final_error; }   // > 0: LoftQ beat QLoRA
+    double baselineOf(ErrorKind k) const { return k == ErrorKind::Output ? out_baseline : baseline; }
+    double finalOf(ErrorKind k) const { return k == ErrorKind::Output ? out_final : final_error; }
+    const QVector<double>& errorsOf(ErrorKind k) const { return k == ErrorKind::Output ? out_errors : errors; }
+    double improvementOf(ErrorKind k) const { return baselineOf(k) - finalOf(k); }
 };
 
 class RunResults : public QObject {
@@ -60,19 +76,24 @@ public:
     double eta() const { return eta_; }           // seconds, < 0 unknown
     double elapsed() const { return elapsed_; }
     int weightsDone() const { return done_; }
+    // True once any weight of this run reported an output error (the run had calibration).
+    bool hasOutputErrors() const { return has_output_; }
 
 signals:
     void reset();
     void weightChanged(int weight);
     void progressChanged(double fraction, double eta);
     void stateChanged();
+    void outputErrorsChanged(bool available);   // hasOutputErrors() turned true, or false on a reset
 
 private:
     QVector<WeightRun> weights_;
     QStringList modules_;
+    void noteOutput(bool any);   // sets has_output_, emits outputErrorsChanged on a change
     QVector<int> cell_weight_;    // layers_ x modules_.size(), -1 = none
     int layers_ = 0, done_ = 0;
     double fraction_ = 0, eta_ = -1, elapsed_ = 0;
+    bool has_output_ = false;
     State state_ = State::Empty;
     QString message_;
 };
