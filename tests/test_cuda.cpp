@@ -6,6 +6,8 @@
 // QSKIPs when one is present. Leaves out timing (bench/).
 #include <QtTest>
 
+#include "gpu_skip.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -101,7 +103,7 @@ private slots:
                     QTest::addRow("%s/b%d/n%lld", quant_format(k).name, block, n) << int(k) << block << n;
     }
     void matchesCpu() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         QFETCH(int, kind);
         QFETCH(int, block);
         QFETCH(qlonglong, n);

@@ -14,6 +14,8 @@
 // the call then throws loftq::Error. Leaves out timing (bench/).
 #include <QtTest>
 
+#include "gpu_skip.h"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -152,7 +154,7 @@ private slots:
                         << int(k) << r << int(mth);
     }
     void matchesCpu() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         QFETCH(int, kind);
         QFETCH(int, rank);
         QFETCH(int, method);
@@ -215,7 +217,7 @@ private slots:
 
     // T = 0 is the QLoRA baseline: the GPU quantizer is bit-identical to the CPU's.
     void baselineOnlyIsBitIdentical() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         WeightSettings s;
         s.iters = 0;
         SvdOptions o;
@@ -232,7 +234,7 @@ private slots:
     }
 
     void cancelledBeforeTheFirstStep() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         CancelToken tok;
         tok.cancel();
         WeightSettings s;
@@ -242,7 +244,7 @@ private slots:
 
     // Cancelled from the step callback: the next step boundary throws.
     void cancelledBetweenSteps() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         CancelToken tok;
         WeightSettings s;
         s.iters = 4;
@@ -258,7 +260,7 @@ private slots:
     // The whole job on the GPU against the CPU: same events, same errors (1e-4), and a packed
     // export whose codes agree except at ties while every copied tensor is byte-identical.
     void jobMatchesCpu() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         const std::string m = synthetic_model("cuda-job");
         const std::string base = test::make_temp_dir("cuda-job-out");
         QuantizeOptions oc = job_options(m, base + "/cpu", ComputeDevice::Cpu), og = job_options(m, base + "/gpu", ComputeDevice::Cuda);
@@ -307,7 +309,7 @@ private slots:
 
     // Streams do not change numbers: each weight runs whole on one stream with its own handles.
     void jobStreamsBitIdentical() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         const std::string m = synthetic_model("cuda-streams");
         QuantizeOptions o1 = job_options(m, "", ComputeDevice::Cuda), o3 = o1;
         o1.gpu_streams = 1;
@@ -325,7 +327,7 @@ private slots:
     // One decomposer through several shapes and settings (buffers grown and reused, solvers
     // cached and evicted) gives the bits of a fresh decomposer per call.
     void decomposerReuseBitIdentical() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         CudaDecomposer dec;
         struct Case { int64_t m, n; QuantKind q; int r; SvdMethod svd; };
         const Case cases[] = {{512, 384, QuantKind::NF4, 8, SvdMethod::Randomized}, {128, 320, QuantKind::NF2, 4, SvdMethod::Randomized},
@@ -355,7 +357,7 @@ private slots:
     }
 
     void jobCancelledLeavesNothing() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         const std::string m = synthetic_model("cuda-cancel");
         const std::string out = test::make_temp_dir("cuda-cancel-out") + "/out";
         QuantizeOptions o = job_options(m, out, ComputeDevice::Cuda);
@@ -374,7 +376,7 @@ private slots:
     // The memory limit: a weight that cannot fit is refused by name before anything runs; a
     // limit that fits one decomposer gives one stream, and the peak stays under the limit.
     void jobMemoryLimit() {
-        if (!have_) QSKIP(("no CUDA device: " + why_).c_str());
+        GPU_OR_SKIP(have_, why_);
         const std::string m = synthetic_model("cuda-mem");
         QuantizeOptions o = job_options(m, "", ComputeDevice::Cuda);
         o.gpu_memory = 1 << 20;

@@ -30,6 +30,8 @@
 // Every GPU test QSKIPs with the reason when cuda_available() is false.
 #include <QtTest>
 
+#include "gpu_skip.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -229,7 +231,7 @@ std::map<std::string, std::vector<float>> read_tensors(const std::string& path) 
 
 #define REQUIRE_GPU()                                                                          \
     do {                                                                                       \
-        if (!have_) QSKIP(qPrintable(QString::fromStdString("no usable CUDA device: " + why_))); \
+        GPU_OR_SKIP(have_, why_); \
     } while (0)
 
 class TestCudaTrain : public QObject {

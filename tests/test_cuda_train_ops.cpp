@@ -27,6 +27,8 @@
 // throw before any CUDA call). Leaves out timing (bench/) and the whole model (the model's tests).
 #include <QtTest>
 
+#include "gpu_skip.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -187,7 +189,7 @@ class TestCudaTrainOps : public QObject {
     std::string why_;
 
 #define NEED_GPU() \
-    if (!have_) QSKIP(("no CUDA device: " + why_).c_str())
+    GPU_OR_SKIP(have_, why_)
 
 private slots:
     void initTestCase() {

@@ -211,15 +211,21 @@ private slots:
         QElapsedTimer timer;
         timer.start();
         bool threw = false;
+        int steps_done = 0;
         try {
-            loftq_decompose(W.data(), m, n, ws(QuantKind::NF4, 16, 3, SvdMethod::Exact), svd_seed(0), 1, {}, &tok);
+            loftq_decompose(W.data(), m, n, ws(QuantKind::NF4, 16, 3, SvdMethod::Exact), svd_seed(0), 1,
+                            [&](const StepReport&) { ++steps_done; }, &tok);
         } catch (const Cancelled&) {
             threw = true;
         }
         t.join();
-        qInfo("cancelled after %lld ms (cancel at 300 ms)", (long long)timer.elapsed());
+        qInfo("cancelled after %lld ms (cancel at 300 ms), %d steps done", (long long)timer.elapsed(), steps_done);
         QVERIFY(threw);
-        QVERIFY(timer.elapsed() < 800);  // without the helper thread: > 1.7 s
+        // The cancel lands inside the first step's SVD: no step completes. Polling only between
+        // steps (no helper thread) would finish step 1 first. The time is reported, not asserted
+        // (a busy machine can be slow without a bug); the ceiling only catches a hang.
+        QCOMPARE(steps_done, 0);
+        QVERIFY(timer.elapsed() < 60000);
     }
 
     void rankLargerThanMatrixIsClamped() {

@@ -14,6 +14,7 @@
 #include <QToolTip>
 #include <QSignalSpy>
 #include <QtTest>
+#include <algorithm>
 #include <cmath>
 #include <qcustomplot.h>
 
@@ -37,15 +38,31 @@ const char* kShortT = "model.layers.1.mlp.down_proj.weight";   // run with T = 2
 
 bool same_bits(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
-// Distinct colours in an image (stops counting at 3).
-int colour_count(const QImage& img) {
-    QSet<QRgb> seen;
-    for (int y = 0; y < img.height(); y += 3)
-        for (int x = 0; x < img.width(); x += 3) {
-            seen.insert(img.pixel(x, y));
-            if (seen.size() >= 3) return int(seen.size());
+// Pixels that differ between two images of the same size (-1 when the sizes differ).
+long differing_pixels(const QImage& a, const QImage& b) {
+    if (a.size() != b.size()) return -1;
+    const QImage x = a.convertToFormat(QImage::Format_RGB32), y = b.convertToFormat(QImage::Format_RGB32);
+    long n = 0;
+    for (int r = 0; r < x.height(); ++r)
+        for (int c = 0; c < x.width(); ++c) n += x.pixel(c, r) != y.pixel(c, r) ? 1 : 0;
+    return n;
+}
+
+// Columns where any of these rows has exactly this colour: [first x, last x] and how many (the
+// bar's segments are filled without antialiasing, so their colours are exact; two rows, top and
+// bottom of the bar, so that a label's ascenders and descenders do not both cover a column).
+struct Run {
+    int first = -1, last = -1, count = 0;
+};
+Run colour_run(const QImage& img, std::initializer_list<int> rows, QColor c) {
+    Run r;
+    for (int x = 0; x < img.width(); ++x)
+        if (std::any_of(rows.begin(), rows.end(), [&](int y) { return QColor(img.pixel(x, y)).rgb() == c.rgb(); })) {
+            if (r.first < 0) r.first = x;
+            r.last = x;
+            ++r.count;
         }
-    return int(seen.size());
+    return r;
 }
 
 QByteArray head(const QString& path, int n) {
@@ -289,6 +306,53 @@ private slots:
         QVERIFY(bar.overBudget());
         QVERIFY2(bar.summaryText().endsWith(", over)"), qPrintable(bar.summaryText()));
         QVERIFY(bar.sizeHint().height() < 4 * bar.fontMetrics().height());
+
+        // What is painted: along the rows inside the bar's top and bottom edges, the three
+        // segments in their colours, side by side, each as wide as its bytes on the scale
+        // max(fp16, budget, total) over the bar's width - 4 px (budget_bar.cpp), within 2 px.
+        const int W = 804;
+        bar.resize(W, bar.sizeHint().height());
+        auto painted = [&](uint64_t budget) {
+            bar.setSize(result_.size, budget);
+            return bar.grab().toImage();
+        };
+        const double track = W - 4;
+        for (const uint64_t budget : {uint64_t(0), 2 * ref.total_bytes}) {
+            const QImage img = painted(budget);
+            const double scale = double(std::max({ref.fp16_bytes, budget, ref.total_bytes}));
+            const int y0 = 3, y1 = bar.fontMetrics().height();   // the bar spans y = 2 .. 2 + em, framed
+            const Run q = colour_run(img, {y0, y1}, BudgetBar::color(BudgetBar::Part::Quantized));
+            const Run l = colour_run(img, {y0, y1}, BudgetBar::color(BudgetBar::Part::Lora));
+            const Run u = colour_run(img, {y0, y1}, BudgetBar::color(BudgetBar::Part::Untouched));
+            auto near = [&](const Run& r, uint64_t from, uint64_t bytes) {
+                const double x0 = 2 + track * double(from) / scale, w = track * double(bytes) / scale;
+                return r.count > 0 && std::abs(r.first - x0) <= 2 && std::abs(r.last + 1 - (x0 + w)) <= 2 &&
+                       r.count >= int(w) - 3;   // contiguous, up to a 1 px marker line
+            };
+            QVERIFY2(near(q, 0, ref.quantized_bytes), qPrintable(QString("quantized %1..%2 (%3 px), expected from 2 over %4 px").arg(q.first).arg(q.last).arg(q.count).arg(track * double(ref.quantized_bytes) / scale)));
+            QVERIFY2(near(l, ref.quantized_bytes, ref.lora_bytes), qPrintable(QString("LoRA %1..%2").arg(l.first).arg(l.last)));
+            QVERIFY2(near(u, ref.quantized_bytes + ref.lora_bytes, ref.untouched_bytes),
+                     qPrintable(QString("untouched %1..%2").arg(u.first).arg(u.last)));
+            QVERIFY(q.last < l.first && l.last < u.first);   // in that order
+        }
+        // Over budget: beyond the budget the bar is tinted red, not plain segment colours;
+        // within the budget it is not.
+        {
+            const uint64_t budget = ref.total_bytes / 2;
+            const QImage img = painted(budget);
+            const double scale = double(std::max({ref.fp16_bytes, budget, ref.total_bytes}));
+            const int xb = int(2 + track * double(budget) / scale), xt = int(2 + track * double(ref.total_bytes) / scale);
+            const int y = 3;
+            int reddish = 0;
+            for (int x = xb + 3; x < xt - 1; ++x) {
+                const QColor c(img.pixel(x, y));
+                reddish += c.red() > c.blue() + 40 ? 1 : 0;
+            }
+            QVERIFY2(reddish >= (xt - xb - 4) / 2, qPrintable(QString("%1 of %2 reddish").arg(reddish).arg(xt - xb - 4)));
+            const Run q = colour_run(img, {y}, BudgetBar::color(BudgetBar::Part::Quantized));
+            QVERIFY(q.first >= 2 && q.first <= 3);   // after the 1 px frame
+            QVERIFY(q.last < xb);   // quantized codes end before the budget here
+        }
         QCOMPARE(format_bytes_decimal(999), QString("999 B"));
         QCOMPARE(format_bytes_decimal(1230000000ull), QString("1.23 GB"));
     }
@@ -301,15 +365,24 @@ private slots:
         ErrorHeatmap map(&rr);
         ImprovementChart bars(&rr);
         const QString dir = QString::fromStdString(loftq::test::make_temp_dir("plots-export"));
+        // The same widgets over no results: what a PNG must differ from.
+        RunResults none;
+        ErrorChart chart0(&none);
+        ErrorHeatmap map0(&none);
+        ImprovementChart bars0(&none);
         struct Target {
             const char* name;
-            std::function<bool(const QString&, QString*)> save;
+            std::function<bool(const QString&, QString*)> save, save_empty;
         };
         const Target targets[] = {
-            {"chart", [&](const QString& p, QString* e) { return chart.save(p, 640, 400, e); }},
-            {"heatmap", [&](const QString& p, QString* e) { return map.save(p, 640, 400, e); }},
-            {"bars", [&](const QString& p, QString* e) { return bars.save(p, 640, 400, e); }},
+            {"chart", [&](const QString& p, QString* e) { return chart.save(p, 640, 400, e); },
+             [&](const QString& p, QString* e) { return chart0.save(p, 640, 400, e); }},
+            {"heatmap", [&](const QString& p, QString* e) { return map.save(p, 640, 400, e); },
+             [&](const QString& p, QString* e) { return map0.save(p, 640, 400, e); }},
+            {"bars", [&](const QString& p, QString* e) { return bars.save(p, 640, 400, e); },
+             [&](const QString& p, QString* e) { return bars0.save(p, 640, 400, e); }},
         };
+        const QString emptyDir = QString::fromStdString(loftq::test::make_temp_dir("plots-empty"));
         QStringList expected;
         for (const Target& t : targets) {
             QString err;
@@ -320,7 +393,12 @@ private slots:
             const QImage img(png);
             QVERIFY(!img.isNull());
             QCOMPARE(img.size(), QSize(640, 400));
-            QVERIFY(colour_count(img) >= 3);
+            // The data is drawn: the PNG differs from the same widget rendered without results
+            // in a good share of its pixels (curves, cells or bars; not just a title).
+            QVERIFY2(t.save_empty(emptyDir + "/" + t.name + ".png", &err), qPrintable(err));
+            const long diff = differing_pixels(img, QImage(emptyDir + "/" + t.name + ".png"));
+            qInfo("%s: %ld of %d pixels differ from the empty render", t.name, diff, 640 * 400);
+            QVERIFY2(diff >= 640 * 400 / 50, qPrintable(QString("%1: only %2 pixels differ from an empty render").arg(t.name).arg(diff)));
             const QByteArray s = head(svg, 4096);
             QVERIFY(s.startsWith("<?xml") || s.contains("<svg"));
             QVERIFY(QFileInfo(svg).size() > 1000);

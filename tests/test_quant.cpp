@@ -90,6 +90,7 @@ private slots:
     void factsFileLiterals();
     void constructionReproducesTables();
     void nf3Properties();
+    void normalFloatFromIndependentQuantiles();
     void uniformTables();
     void thresholds();
     void formatLookup();
@@ -203,6 +204,58 @@ void TestQuant::nf3Properties() {
     // linspace(off, .5, 9)).
     const QuantFormat& f4 = quant_format(QuantKind::NF4);
     for (int i = 0; i < 4; ++i) QCOMPARE(bits_of(f.table[4 + i]), bits_of(f4.table[9 + 2 * i]));
+}
+
+// The normal-float tables from an independent computation (not nf_codebook_construct): the
+// recipe as published (float32 linspace from the offset 0.9677083 towards 0.5; 2^(k-1) positive
+// quantiles, 0, 2^(k-1) - 1 negative ones; divided by the largest), with Phi^-1 by bisection on
+// erfc in long double instead of the engine's rational guess + Halley steps. NF4 and NF2 check
+// this recipe against the published tables; NF3, which has no published table, is then checked
+// against it. Within 2 float32 ulps (the linspace's float32 rounding is reproduced; Phi^-1's last
+// bits may differ between methods).
+void TestQuant::normalFloatFromIndependentQuantiles() {
+    auto ppf = [](long double p) {
+        long double lo = -10, hi = 10;
+        for (int i = 0; i < 200; ++i) {
+            const long double mid = (lo + hi) / 2;
+            (0.5L * std::erfc(-mid / std::sqrt(2.0L)) < p ? lo : hi) = mid;
+        }
+        return (lo + hi) / 2;
+    };
+    auto linspace32 = [](float a, float b, int n) {  // float32, as torch.linspace(dtype=float32)
+        std::vector<float> v(static_cast<size_t>(n));
+        const float step = (b - a) / float(n - 1);
+        for (int i = 0; i < n; ++i) v[size_t(i)] = i < n / 2 ? a + step * float(i) : b - step * float(n - 1 - i);
+        return v;
+    };
+    auto ulps = [](float a, float b) {
+        int32_t ia, ib;
+        std::memcpy(&ia, &a, 4);
+        std::memcpy(&ib, &b, 4);
+        if ((ia < 0) != (ib < 0)) return a == b ? 0 : 1 << 30;
+        return std::abs(ia - ib);
+    };
+    for (QuantKind k : {QuantKind::NF4, QuantKind::NF2, QuantKind::NF3}) {
+        const QuantFormat& f = quant_format(k);
+        const int half = 1 << (f.bits - 1);
+        std::vector<long double> v;
+        const std::vector<float> pos = linspace32(0.9677083f, 0.5f, half + 1), neg = linspace32(0.9677083f, 0.5f, half);
+        for (int i = 0; i < half; ++i) v.push_back(ppf(pos[size_t(i)]));
+        v.push_back(0);
+        for (int i = 0; i < half - 1; ++i) v.push_back(-ppf(neg[size_t(i)]));
+        std::sort(v.begin(), v.end());
+        const long double mx = v.back();
+        QCOMPARE(int(v.size()), f.levels);
+        QString line = QString("%1 independent:").arg(f.name);
+        for (int i = 0; i < f.levels; ++i) {
+            const float want = float(v[size_t(i)] / mx);
+            line += QString(" %1").arg(double(want), 0, 'g', 9);
+            QVERIFY2(ulps(want, f.table[i]) <= 2, qPrintable(QString("%1[%2]: independent %3 vs table %4")
+                                                                 .arg(f.name).arg(i).arg(double(want), 0, 'g', 10)
+                                                                 .arg(double(f.table[i]), 0, 'g', 10)));
+        }
+        qInfo("%s", qPrintable(line));
+    }
 }
 
 void TestQuant::uniformTables() {

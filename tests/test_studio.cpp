@@ -13,6 +13,7 @@
 #include <QProcess>
 #include <QStandardItemModel>
 #include <QStandardPaths>
+#include <QThread>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -145,6 +146,9 @@ private slots:
         QVERIFY(wait_for(w.get(), &MainWindow::runFinished, 300000));
         qInfo("full run of %zu weights in %lld ms; longest GUI stall %lld ms (heartbeat 5 ms)",
               doc->resolved().weights.size(), t.elapsed(), hb.worst);
+        // The GUI thread never stops answering for long: the stall bound a user would notice
+        // (the run's events are coalesced and plotted on timers; numerics on job threads).
+        QVERIFY2(hb.worst < 1000, qPrintable(QString("GUI thread stalled %1 ms").arg(hb.worst)));
         auto r = w->lastResult();
         QVERIFY(r);
         QCOMPARE(r->weights.size(), doc->resolved().weights.size());
@@ -233,10 +237,15 @@ private slots:
         QTRY_VERIFY_WITH_TIMEOUT(w->results()->weightsDone() >= 2, 120000);
         QElapsedTimer t;
         t.start();
+        const int done_at_cancel = w->results()->weightsDone();
         w->cancelRun();
-        QVERIFY(!wait_for(w.get(), &MainWindow::runFinished, 30000));
+        QVERIFY(!wait_for(w.get(), &MainWindow::runFinished, 60000));   // a ceiling against hangs
         qInfo("cancel honoured after %lld ms", t.elapsed());
-        QVERIFY2(t.elapsed() < 1000, "cancel took over a second");
+        // The cancel lands at the next step poll: the weights in flight (one per worker, at most
+        // the hardware threads) may not even finish; no other weight starts. T = 60 per weight
+        // makes any other outcome a missed cancel, not a slow machine.
+        QVERIFY2(w->results()->weightsDone() <= done_at_cancel + std::max(1, QThread::idealThreadCount()),
+                 qPrintable(QString("%1 weights done at cancel, %2 after").arg(done_at_cancel).arg(w->results()->weightsDone())));
         QCOMPARE(w->results()->state(), RunResults::State::Cancelled);
         QVERIFY(w->results()->weightsDone() < int(doc->resolved().weights.size()));
         doc->undoStack()->undo();  // back to T = 4/5

@@ -17,6 +17,16 @@ QString bytes_line(const QString& what, uint64_t b) {
 }
 }  // namespace
 
+QColor BudgetBar::color(Part part) {
+    switch (part) {
+    case Part::Quantized: return kQuantized;
+    case Part::Lora: return kLora;
+    case Part::Untouched: return kUntouched;
+    case Part::Over: return kOver;
+    }
+    return {};
+}
+
 BudgetBar::BudgetBar(QWidget* parent) : QWidget(parent) {
     setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Fixed);
     setToolTip(detailsText());

@@ -6,6 +6,7 @@
 // exactly in bytes. Painted by hand; about two text lines tall. Leaves out editing the budget
 // (the app's setting) and per-tensor breakdowns (the grid's job).
 #pragma once
+#include <QColor>
 #include <QString>
 #include <QWidget>
 #include <cstdint>
@@ -28,6 +29,11 @@ public:
     // "1.23 GB · 2.61 bits/param · 34.5% of fp16 · budget 2.00 GB (62%)".
     QString summaryText() const;
     QString detailsText() const;   // the tooltip: every PlanSize number in bytes
+
+    // The bar's colours: quantized codes + scales, LoRA adapters, untouched tensors, and the
+    // tint over the part beyond the budget.
+    enum class Part { Quantized, Lora, Untouched, Over };
+    static QColor color(Part part);
 
     QSize sizeHint() const override;
     QSize minimumSizeHint() const override;

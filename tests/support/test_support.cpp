@@ -2,6 +2,7 @@
 #include "test_support.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -13,12 +14,23 @@ namespace fs = std::filesystem;
 namespace loftq::test {
 
 std::string shared_dir() {
+    // LOFTQ_SHARED_DIR (CTest sets it from the CMake cache variable of that name), else the
+    // folder beside the source tree (the build's LOFTQ_DEFAULT_SHARED_DIR), never the working
+    // directory. Missing: "" (the caller skips, saying why), unless LOFTQ_REQUIRE_SHARED=1 (CI,
+    // which has the folder): then the test run stops, so that real-data checks cannot skip unseen.
     const char* env = std::getenv("LOFTQ_SHARED_DIR");
-    std::string d = env ? env : "../shared";
+    std::string d = env && *env ? env : std::string(LOFTQ_DEFAULT_SHARED_DIR);
     std::error_code ec;
-    if (!d.empty() && fs::is_directory(d, ec)) return fs::absolute(d).string();
+    if (fs::is_directory(d, ec) && fs::is_directory(fs::path(d) / "models", ec)) return fs::absolute(d).string();
+    const char* req = std::getenv("LOFTQ_REQUIRE_SHARED");
+    if (req && std::string(req) == "1") {
+        std::fprintf(stderr, "FATAL: LOFTQ_REQUIRE_SHARED=1 but the shared folder '%s' (models, data) is missing\n", d.c_str());
+        std::abort();
+    }
     return "";
 }
+
+std::string shipped_stories260k() { return std::string(LOFTQ_SOURCE_DIR) + "/resources/models/stories260K/stories260K.bin"; }
 
 namespace {
 std::vector<std::string>& temp_dirs() {

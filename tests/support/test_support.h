@@ -12,6 +12,9 @@ namespace loftq::test {
 
 // ../shared (from LOFTQ_SHARED_DIR set by CTest), or "" when it is absent.
 std::string shared_dir();
+// The real pretrained stories260K shipped in the repository (resources/models/stories260K: the
+// llama2.c .bin and its tok512.bin), available everywhere, unlike ../shared.
+std::string shipped_stories260k();
 // A fresh empty temporary folder, removed at process exit.
 std::string make_temp_dir(const std::string& tag);
 
