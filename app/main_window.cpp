@@ -4,6 +4,7 @@
 
 #include <QAction>
 #include <QApplication>
+#include <QCheckBox>
 #include <QCloseEvent>
 #include <QDockWidget>
 #include <QDragEnterEvent>
@@ -24,6 +25,7 @@
 #include <QTimer>
 #include <QToolBar>
 #include <QVBoxLayout>
+#include <memory>
 
 #include "budget_bar.h"
 #include "device_combo.h"
@@ -40,6 +42,7 @@
 #include "run_results.h"
 #include "studio_finetune.h"
 #include "studio_job.h"
+#include "studio_mixed.h"
 
 namespace studio {
 
@@ -75,11 +78,44 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     connect(job_, &JobThread::cancelled, this, [this] { onJobEnded(RunResults::State::Cancelled, tr("cancelled")); });
     connect(job_, &JobThread::failed, this, [this](const QString& m) { onJobEnded(RunResults::State::Failed, m); });
     job_->setExtraFiles([this](const loftq::QuantizeResult& r) { return renderPlots(r); });
+    // Statistics a run collected serve the next runs and sweeps on the same file.
+    connect(job_, &StudioJob::calibrated, mixed_, &MixedPanel::rememberCalibration);
+    connect(results_, &RunResults::outputErrorsChanged, this, &MainWindow::updateOutputToggle);
+    updateOutputToggle();
     updateTitle();
     updateActions();
 }
 
 MainWindow::~MainWindow() = default;
+
+void MainWindow::setInteractive(bool on) {
+    interactive_ = on;
+    mixed_->setInteractive(on);
+}
+
+void MainWindow::setThreads(int n) {
+    threads_ = n;
+    mixed_->setThreads(n);
+}
+
+void MainWindow::showOutputErrors(bool on) {
+    const ErrorKind k = on ? ErrorKind::Output : ErrorKind::Weight;
+    chart_->setErrorKind(k);
+    heatmap_->setErrorKind(k);
+    improvement_->setErrorKind(k);
+}
+
+void MainWindow::updateOutputToggle() {
+    const bool has = results_->hasOutputErrors();
+    const QString tip = has ? tr("Plot each projection's output error ‖X(W−Q−BA)ᵀ‖/‖XWᵀ‖ on the calibration text instead of "
+                                 "the weight error ‖W−Q−BA‖/‖W‖")
+                            : tr("Output errors need a calibration file: set one in the Mixed precision panel, then run");
+    actOutputErrors_->setEnabled(has);
+    actOutputErrors_->setToolTip(tip);
+    outputErrorsBox_->setEnabled(has);
+    outputErrorsBox_->setToolTip(tip);
+    if (!has && actOutputErrors_->isChecked()) actOutputErrors_->setChecked(false);
+}
 
 void MainWindow::buildWidgets() {
     auto* central = new QWidget(this);
@@ -157,23 +193,67 @@ void MainWindow::buildDocks() {
     resultTabs_ = new QTabWidget(this);
     resultTabs_->addTab(heatmap_, tr("Final error"));
     resultTabs_->addTab(improvement_, tr("Improvement over QLoRA"));
+    // The weight/output error toggle (View > Output Errors) at hand beside the result tabs.
+    outputErrorsBox_ = new QCheckBox(tr("Output error"), resultTabs_);
+    outputErrorsBox_->setObjectName("OutputErrorsBox");
+    resultTabs_->setCornerWidget(outputErrorsBox_, Qt::TopRightCorner);
     auto* dChart = dock(tr("Error vs step"), "ChartDock", chart_, Qt::RightDockWidgetArea);
     auto* dResults = dock(tr("Results"), "ResultsDock", resultTabs_, Qt::RightDockWidgetArea);
+    // Mixed precision: a tab beside the error chart (the grid stays in view for the plans it loads).
+    mixed_ = new MixedPanel(doc_, this);
+    connect(mixed_, &MixedPanel::message, this, [this](const QString& text, bool error) {
+        log_->append(error ? LogPanel::Level::Error : LogPanel::Level::Info, text);
+    });
+    auto* dMixed = dock(tr("Mixed precision"), "MixedDock", mixed_, Qt::RightDockWidgetArea);
+    tabifyDockWidget(dChart, dMixed);
+    dChart->raise();
+    connect(dMixed->toggleViewAction(), &QAction::triggered, dMixed, [dMixed](bool on) {
+        if (on) dMixed->raise();
+    });
+    // Its chart needs height: while the Mixed precision tab is raised, its tab group takes two
+    // thirds of the right column (Results keeps the rest); raising Error vs step again brings
+    // the split from before back. Only for the default arrangement (both docked on the right).
+    auto split = std::make_shared<QList<int>>();
+    auto stacked = [this, dResults](QDockWidget* top) {
+        return !top->isFloating() && !dResults->isFloating() && dResults->isVisible() &&
+               dockWidgetArea(top) == Qt::RightDockWidgetArea && dockWidgetArea(dResults) == Qt::RightDockWidgetArea;
+    };
+    connect(dMixed, &QDockWidget::visibilityChanged, this, [this, dMixed, dResults, split, stacked](bool shown) {
+        if (!shown || !stacked(dMixed)) return;
+        const int h = dMixed->height() + dResults->height();
+        if (split->isEmpty()) *split = {dMixed->height(), dResults->height()};
+        resizeDocks({dMixed, dResults}, {h * 2 / 3, h - h * 2 / 3}, Qt::Vertical);
+    });
+    connect(dChart, &QDockWidget::visibilityChanged, this, [this, dChart, dResults, split, stacked](bool shown) {
+        if (!shown || split->isEmpty() || !stacked(dChart)) return;
+        resizeDocks({dChart, dResults}, *split, Qt::Vertical);
+        split->clear();
+    });
 
     log_ = new LogPanel(this);
     log_->setObjectName("LogPanel");
     auto* dLog = dock(tr("Log"), "LogDock", log_, Qt::BottomDockWidgetArea);
     // The Fine-tune tab is a perspective of its own: the LoftQ plots make room for its curves
     // while it is shown, and come back (if they were open) with the Plan tab.
-    connect(centralTabs_, &QTabWidget::currentChanged, this, [this, dChart, dResults](int index) {
+    // (A dock behind another's tab is open, and even isVisible(): which of the two tabs was in
+    // front is followed by their visibilityChanged and raised again on the way back.)
+    planDocks_ = {{dChart, true}, {dResults, true}, {dMixed, true}};
+    auto front = std::make_shared<QDockWidget*>(dChart), saved = std::make_shared<QDockWidget*>(nullptr);
+    for (QDockWidget* d : {dChart, dMixed})
+        connect(d, &QDockWidget::visibilityChanged, this, [front, d](bool shown) {
+            if (shown) *front = d;
+        });
+    connect(centralTabs_, &QTabWidget::currentChanged, this, [this, front, saved](int index) {
         const bool plan = centralTabs_->widget(index) != finetune_;
+        if (!plan == (*saved != nullptr)) return;   // no change of perspective
         if (!plan) {
-            planDocksOpen_ = {dChart->isVisible(), dResults->isVisible()};
-            dChart->hide();
-            dResults->hide();
-        } else {
-            dChart->setVisible(planDocksOpen_.first);
-            dResults->setVisible(planDocksOpen_.second);
+            for (auto& [d, open] : planDocks_) open = d->toggleViewAction()->isChecked();
+            *saved = *front;
+        }
+        for (auto& [d, open] : planDocks_) d->setVisible(plan && open);
+        if (plan) {
+            if ((*saved)->toggleViewAction()->isChecked()) (*saved)->raise();
+            *saved = nullptr;
         }
     });
     // Default proportions (in font heights, so they scale with DPI and font): applied once the
@@ -235,7 +315,17 @@ void MainWindow::buildMenus() {
     actCancel_ = add(run, tr("&Cancel"), &MainWindow::cancelRun, QKeySequence(Qt::CTRL | Qt::Key_Period));
 
     viewMenu_ = menuBar()->addMenu(tr("&View"));
+    viewMenu_->setToolTipsVisible(true);   // the output-error toggle says why it is disabled
     for (QDockWidget* d : findChildren<QDockWidget*>()) viewMenu_->addAction(d->toggleViewAction());
+    viewMenu_->addSeparator();
+    actOutputErrors_ = viewMenu_->addAction(tr("&Output Errors"));
+    actOutputErrors_->setObjectName("OutputErrorsAction");
+    actOutputErrors_->setCheckable(true);
+    connect(actOutputErrors_, &QAction::toggled, this, [this](bool on) {
+        outputErrorsBox_->setChecked(on);
+        showOutputErrors(on);
+    });
+    connect(outputErrorsBox_, &QCheckBox::toggled, actOutputErrors_, &QAction::setChecked);
     viewMenu_->addSeparator();
     add(viewMenu_, tr("&Reset Layout"), [this] { restoreState(defaultState_); });
 
@@ -281,7 +371,7 @@ void MainWindow::restoreSettings() {
     if (!restoreGeometry(s.value("window/geometry").toByteArray())) resize(1400, 880);
     layoutRestored_ = restoreState(s.value("window/state").toByteArray());
     doc_->setBudgetBytes(s.value("plan/budget_bytes", 0).toULongLong());
-    threads_ = s.value("run/threads", 0).toInt();
+    setThreads(s.value("run/threads", 0).toInt());
     if (auto d = loftq::device_from_name(s.value("run/device", "auto").toString().toStdString())) device_->setDevice(*d);
 }
 
@@ -312,6 +402,7 @@ void MainWindow::updateActions() {
     actRunAll_->setEnabled(source && !busy && !doc_->resolved().weights.empty());
     actRunSel_->setEnabled(source && !busy && !doc_->weightsOfCells(grid_->selectedCells()).empty());
     actCancel_->setEnabled(job_->running());
+    mixed_->setSourceAvailable(!openedExport_);
     cancelButton_->setVisible(job_->running());
     progress_->setVisible(job_->running());
 }

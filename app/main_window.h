@@ -4,7 +4,8 @@
 //   main_window_open.cpp    open model / demo / recent files / load+save plan
 //   main_window_run.cpp     run all / run selected / cancel, engine events -> RunResults
 //   main_window_export.cpp  the export dialog's job, plots written into the same commit
-//   (the Fine-tune tab is its own widget, studio_finetune.h)
+//   (the Fine-tune tab is its own widget, studio_finetune.h; the Mixed precision dock too,
+//   studio_mixed.h, whose calibration file also gives runs their output errors)
 // The window owns the document (plan), the run results and the job adapter; widgets are thin
 // views over those. Nothing here computes numerics; long work goes to StudioJob or a
 // QtConcurrent task, and errors arrive as messages (log + non-modal box), never crashes.
@@ -19,6 +20,7 @@
 #include "studio_open.h"
 
 class QAction;
+class QCheckBox;
 class QDockWidget;
 class QLabel;
 class QMenu;
@@ -35,6 +37,7 @@ class FinetunePanel;
 class ErrorHeatmap;
 class ImprovementChart;
 class LogPanel;
+class MixedPanel;
 class ModelOverview;
 class PlanDocument;
 class PlanEditBar;
@@ -51,7 +54,7 @@ public:
 
     // Non-interactive mode (tests, --screenshot): errors go to the log and status bar only, no
     // message boxes, no file dialogs.
-    void setInteractive(bool on) { interactive_ = on; }
+    void setInteractive(bool on);
 
     // Opening runs in the background; openFinished() follows (ok or not).
     void openModel(const QString& path);
@@ -78,11 +81,15 @@ public:
     RulesPanel* rulesPanel() const { return rules_; }
     LogPanel* log() const { return log_; }
     FinetunePanel* finetune() const { return finetune_; }
+    MixedPanel* mixedPanel() const { return mixed_; }
+    // View > Output Errors: the plots show output errors (enabled once the run has them, i.e.
+    // a calibration file was set in the Mixed precision panel).
+    QAction* outputErrorsAction() const { return actOutputErrors_; }
     QTabWidget* centralTabs() const { return centralTabs_; }
     std::shared_ptr<const loftq::QuantizeResult> lastResult() const { return last_result_; }
     QString lastExportDir() const { return last_export_dir_; }
     bool openedExport() const { return openedExport_; }
-    void setThreads(int n) { threads_ = n; }
+    void setThreads(int n);
     DeviceCombo* deviceCombo() const { return device_; }
 
 signals:
@@ -107,6 +114,8 @@ private:
     void showError(const QString& title, const QString& text);
     void about();
     void setBudgetDialog();
+    void showOutputErrors(bool on);    // the three plots' ErrorKind
+    void updateOutputToggle();         // enabled when the run has output errors
     // main_window_open.cpp
     void onOpened(const OpenedModel& m);
     void addRecent(const QString& path);
@@ -141,6 +150,9 @@ private:
     QTabWidget* resultTabs_ = nullptr;
     QTabWidget* centralTabs_ = nullptr;
     FinetunePanel* finetune_ = nullptr;
+    MixedPanel* mixed_ = nullptr;
+    QAction* actOutputErrors_ = nullptr;
+    QCheckBox* outputErrorsBox_ = nullptr;   // the same toggle, in the Results dock's tab corner
     QProgressBar* progress_ = nullptr;
     QLabel* statusLabel_ = nullptr;
     QLabel* etaLabel_ = nullptr;
@@ -156,10 +168,10 @@ private:
     QString exportingDir_, last_export_dir_;
     bool exporting_ = false, exportPlots_ = false;
     bool interactive_ = true;
-    bool layoutRestored_ = false;
-    bool openedExport_ = false;
-    std::vector<std::string> loggedWarnings_;   // the plan warnings last written to the log     // a packed export is open: shown, not re-quantized
-    std::pair<bool, bool> planDocksOpen_{true, true};   // chart and results docks, while on Fine-tune   // a saved dock layout was restored (else defaults apply)
+    bool layoutRestored_ = false;               // a saved dock layout was restored (else defaults apply)
+    bool openedExport_ = false;                 // a packed export is open: shown, not re-quantized
+    std::vector<std::string> loggedWarnings_;   // the plan warnings last written to the log
+    std::vector<std::pair<QDockWidget*, bool>> planDocks_;   // chart, results, mixed docks; open before Fine-tune
     int threads_ = 0;
     DeviceCombo* device_ = nullptr;   // toolbar: where runs and exports decompose
     std::shared_ptr<const loftq::QuantizeResult> last_result_;

@@ -1,6 +1,8 @@
 // main_window_run.cpp: runs of the plan (all targets, or the selected cells) on the engine's
 // job threads, their events into RunResults (which the plots and grid read), progress/ETA in the
-// status bar, cancel, and the chart following the grid selection.
+// status bar, cancel, and the chart following the grid selection. A calibration file set in
+// the Mixed precision panel goes with the run: its statistics (collected on the job's thread,
+// or reused when the panel already has them) give every weight its output errors too.
 #include <QFileInfo>
 #include <QLabel>
 #include <QProgressBar>
@@ -15,6 +17,7 @@
 #include "plan_grid_view.h"
 #include "run_results.h"
 #include "studio_job.h"
+#include "studio_mixed.h"
 
 namespace studio {
 
@@ -78,9 +81,11 @@ bool MainWindow::startRun(const std::vector<std::string>& only, const ExportSpec
     exporting_ = !out_dir.isEmpty();
     exportingDir_ = out_dir;
     exportPlots_ = out.plots;
+    const auto calib = mixed_->calibOptions();
+    opt.calib = mixed_->cachedCalibration();
     results_->start(rp);
     last_result_.reset();
-    if (!job_->start(std::move(opt))) return false;
+    if (!job_->start(std::move(opt), calib)) return false;
     log_->append(LogPanel::Level::Info, exporting_ ? tr("export of %1 weights to %2 started").arg(rp.weights.size()).arg(out_dir)
                                                    : tr("run of %1 weights started").arg(rp.weights.size()));
     statusLabel_->setText(exporting_ ? tr("Exporting…") : tr("Running LoftQ…"));

@@ -21,6 +21,7 @@
 #include "plan_grid_view.h"
 #include "rules_panel.h"
 #include "studio_finetune.h"
+#include "studio_mixed.h"
 #include "training_curves.h"
 
 namespace {
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         const QByteArray a(argv[i]);
         headless_ok |= a == "--screenshot" || a.startsWith("--screenshot=") || a == "--help" || a == "-h" || a == "--version" || a == "-v";
+        headless_ok |= a == "--front-png" || a.startsWith("--front-png=");
     }
     if (headless_ok && qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM") && qEnvironmentVariableIsEmpty("DISPLAY") &&
         qEnvironmentVariableIsEmpty("WAYLAND_DISPLAY"))
@@ -73,7 +75,20 @@ int main(int argc, char** argv) {
     QCommandLineOption rule("show-rule", "With --screenshot: show the Rules dock with rule N selected (its cells outlined).", "n");
     QCommandLineOption finetune("finetune", "With --screenshot: fine-tune the open model N steps (LoftQ, then QLoRA, same settings) on the Fine-tune tab before rendering.", "n");
     p.addOptions({demo, plan, run, shot, size, threads, rule, finetune});
+    QCommandLineOption front("front", "With --front-png: a front written by `loftq plan auto ... --front FILE.json`.", "file");
+    QCommandLineOption frontPng("front-png", "Render the Pareto chart of --front to this PNG (--size, default 1000x620) and exit; MODEL is not needed.", "file");
+    p.addOptions({front, frontPng});
     p.process(app);
+    if (p.isSet(frontPng)) {   // headless: the mixed-precision chart of a front file (studio_mixed.h)
+        const QStringList wh = p.isSet(size) ? p.value(size).split('x') : QStringList{"1000", "620"};
+        QString err = "--front-png needs --front FILE.json";
+        if (!p.isSet(front) || !studio::render_front_png(p.value(front), p.value(frontPng), QSize(wh.value(0).toInt(), wh.value(1).toInt()), &err)) {
+            std::fprintf(stderr, "loftq-studio: %s\n", qPrintable(err));
+            return 1;
+        }
+        std::printf("loftq-studio: wrote %s\n", qPrintable(p.value(frontPng)));
+        return 0;
+    }
 
     studio::MainWindow w;
     w.setThreads(p.value(threads).toInt());
