@@ -5,12 +5,16 @@
 # two thirds held out. Budgets: the bytes of uniform NF3 r16, and of uniform NF2 r16 (tighter).
 # For each budget: `loftq plan auto` (calibrated), every uniform plan (int8/nf4/nf3/nf2 x r8-64)
 # that fits, then one `loftq experiment --plan ...` over all of them (LoftQ init, held-out loss
-# before and after fine-tuning), appended to REPORT.md; the allocator's fronts go to OUT/*.json.
+# before and after fine-tuning), appended to REPORT.md; the allocator's fronts go to
+# OUT/budget-*/front.json and, when loftq-studio is built, are drawn to PNG_DIR/mixed-front-*.png
+# (PNG_DIR defaults to OUT; give docs/images to keep them beside the report).
 set -euo pipefail
 MODEL=$1; TEXT=$2; OUT=$3; REPORT=${4:-}
 LOFTQ=${LOFTQ:-$(dirname "$0")/../build/bin/loftq}
+STUDIO=${STUDIO:-$(dirname "$LOFTQ")/loftq-studio}
 STEPS=${STEPS:-60}
-mkdir -p "$OUT"
+PNG_DIR=${PNG_DIR:-$OUT}
+mkdir -p "$OUT" "$PNG_DIR"
 size=$(stat -c %s "$TEXT")
 head -c $((size / 3)) "$TEXT" > "$OUT/train.txt"
 tail -c $((size - size / 3)) "$TEXT" > "$OUT/heldout.txt"
@@ -24,6 +28,9 @@ for ref in "nf3 16" "nf2 16"; do
   mkdir -p "$OUT/$tag"
   "$LOFTQ" plan auto "$MODEL" --budget "$B" --calib "$OUT/train.txt" -o "$OUT/$tag/auto.loftq.json" \
       --front "$OUT/$tag/front.json" --no-cache | tee "$OUT/$tag/auto.txt"
+  if [[ -x "$STUDIO" ]]; then
+    "$STUDIO" --front "$OUT/$tag/front.json" --front-png "$PNG_DIR/mixed-front-$tag.png" --size 900x560
+  fi
   plans=(--plan "$OUT/$tag/auto.loftq.json")
   for q in int8 nf4 nf3 nf2; do
     for r in 8 16 32 64; do
