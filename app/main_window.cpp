@@ -81,6 +81,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     // Statistics a run collected serve the next runs and sweeps on the same file.
     connect(job_, &StudioJob::calibrated, mixed_, &MixedPanel::rememberCalibration);
     connect(results_, &RunResults::outputErrorsChanged, this, &MainWindow::updateOutputToggle);
+    // Results whose settings the plan no longer gives are marked stale (and unmarked on undo).
+    connect(doc_, &PlanDocument::planChanged, results_, [this] { results_->setPlan(doc_->resolved()); });
     updateOutputToggle();
     updateTitle();
     updateActions();

@@ -13,6 +13,7 @@
 #include <QFutureWatcher>
 #include <QMainWindow>
 #include <QPointer>
+#include <functional>
 #include <memory>
 
 #include "loftq/job.h"
@@ -55,6 +56,10 @@ public:
     // Non-interactive mode (tests, --screenshot): errors go to the log and status bar only, no
     // message boxes, no file dialogs.
     void setInteractive(bool on);
+    // The question asked before an unsaved plan would be lost (opening another model or the
+    // demo, dropping a file, quitting): a message box when interactive; a test sets the answer
+    // (QMessageBox::Save, Discard or Cancel), asked then even when non-interactive.
+    void setUnsavedPlanPrompt(std::function<int()> ask) { askUnsaved_ = std::move(ask); }
 
     // Opening runs in the background; openFinished() follows (ok or not).
     void openModel(const QString& path);
@@ -173,6 +178,7 @@ private:
     std::vector<std::string> loggedWarnings_;   // the plan warnings last written to the log
     std::vector<std::pair<QDockWidget*, bool>> planDocks_;   // chart, results, mixed docks; open before Fine-tune
     int threads_ = 0;
+    std::function<int()> askUnsaved_;   // setUnsavedPlanPrompt
     DeviceCombo* device_ = nullptr;   // toolbar: where runs and exports decompose
     std::shared_ptr<const loftq::QuantizeResult> last_result_;
     QByteArray defaultState_;

@@ -40,6 +40,7 @@ void MainWindow::openModel(const QString& path) {
 void MainWindow::openDemo() {
     const QString cache = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
     if (openWatcher_->isRunning() || job_->running()) return;
+    if (!maybeSavePlan()) return;   // the demo replaces the open model and its plan too
     statusLabel_->setText(tr("Preparing the demo model…"));
     const QString shipped = shipped_demo_dir();
     log_->append(LogPanel::Level::Info, tr("demo model: stories260K (llama2.c, MIT licence, Andrej Karpathy) from %1, with a story corpus in %2")
@@ -76,6 +77,7 @@ void MainWindow::onOpened(const OpenedModel& m) {
         results_->finish(*m.recorded);
         last_result_ = m.recorded;
     }
+    results_->setPlan(doc_->resolved());
     overview_->setFacts(m.facts);
     finetune_->setModelPath(m.path);
     addRecent(m.path);
@@ -185,9 +187,10 @@ bool MainWindow::savePlanDialog() {
 }
 
 bool MainWindow::maybeSavePlan() {
-    if (!interactive_ || !doc_->hasModel() || !doc_->isModified()) return true;
-    auto r = QMessageBox::question(this, tr("Unsaved plan"), tr("The plan has unsaved changes. Save them?"),
-                                   QMessageBox::Save | QMessageBox::Discard | QMessageBox::Cancel);
+    if (!doc_->hasModel() || !doc_->isModified() || (!interactive_ && !askUnsaved_)) return true;
+    const auto r = askUnsaved_ ? QMessageBox::StandardButton(askUnsaved_())
+                               : QMessageBox::question(this, tr("Unsaved plan"), tr("The plan has unsaved changes. Save them?"),
+                                                       QMessageBox::Save | QMessageBox::Discard | QMessageBox::Cancel);
     if (r == QMessageBox::Cancel) return false;
     if (r == QMessageBox::Save) return savePlanDialog();
     return true;

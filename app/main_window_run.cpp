@@ -83,7 +83,8 @@ bool MainWindow::startRun(const std::vector<std::string>& only, const ExportSpec
     exportPlots_ = out.plots;
     const auto calib = mixed_->calibOptions();
     opt.calib = mixed_->cachedCalibration();
-    results_->start(rp);
+    // Run Selected merges into the results on show; Run All and exports replace them.
+    results_->start(rp, only.empty() ? RunResults::Mode::Replace : RunResults::Mode::Merge);
     last_result_.reset();
     if (!job_->start(std::move(opt), calib)) return false;
     log_->append(LogPanel::Level::Info, exporting_ ? tr("export of %1 weights to %2 started").arg(rp.weights.size()).arg(out_dir)

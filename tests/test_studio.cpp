@@ -10,6 +10,7 @@
 #include <QCryptographicHash>
 #include <QDirIterator>
 #include <QImage>
+#include <QMessageBox>
 #include <QProcess>
 #include <QStandardItemModel>
 #include <QStandardPaths>
@@ -27,6 +28,7 @@
 #include "loftq/job.h"
 #include "main_window.h"
 #include "plan_document.h"
+#include "plan_grid_model.h"
 #include "plan_grid_view.h"
 #include "run_results.h"
 #include "studio_finetune.h"
@@ -200,6 +202,132 @@ private slots:
             QCOMPARE(QString::fromStdString(j["weights"][i]["name"].get<std::string>()), QString::fromStdString(r->weights[i].plan.name));
             QCOMPARE(j["weights"][i]["final_error"].get<double>(), r->weights[i].final_error);
         }
+    }
+
+    // Results that merge and never lie (issue: daily use). After the full run: a changed cell
+    // is marked stale everywhere it shows (heatmap veil and tooltip, grid role and tooltip, chart
+    // label, improvement means); Run Selected re-runs just that cell and merges, every other
+    // weight keeping its exact numbers; undo marks the re-run stale again (its numbers are of
+    // the undone settings); a cancelled re-run gives back the earlier results it did not redo.
+    void runSelectedMergesAndEditsMarkStale() {
+        PlanDocument* doc = w->document();
+        RunResults* res = w->results();
+        ErrorHeatmap* map = w->heatmap();
+        const int n = int(doc->resolved().weights.size());
+        QCOMPARE(res->count(), n);
+        QMap<QString, double> before;
+        for (int i = 0; i < res->count(); ++i) {
+            QVERIFY(res->weight(i).done && !res->weight(i).stale);
+            before[res->weight(i).name] = res->weight(i).final_error;
+        }
+        const int layer = 3, col = 0;
+        const QString name = QString::fromStdString(doc->resolved().weights[size_t(doc->weightAt(layer, col))].name);
+        w->grid()->selectCells({QPoint(col, layer)});
+        loftq::SettingsPatch p;
+        p.quant = loftq::QuantKind::NF2;
+        w->grid()->applyPatch(p, "NF2 on one cell");
+        const int wi = res->indexOf(name);
+        QVERIFY(res->weight(wi).stale);
+        QVERIFY2(res->weight(wi).staleReason.contains("nf4") && res->weight(wi).staleReason.contains("nf2"),
+                 qPrintable(res->weight(wi).staleReason));
+        QCOMPARE(res->staleCount(), 1);
+        map->replotNow();
+        QCOMPARE(map->staleMarkCount(), 1);
+        QVERIFY(map->staleMarkAt(layer, col));
+        QVERIFY(map->toolTipAt(layer, col).startsWith("STALE"));
+        QCOMPARE(map->valueAt(layer, col), before[name]);   // the old number, shown as such
+        PlanGridModel* gm = w->grid()->gridModel();
+        QTRY_VERIFY(gm->index(layer, col).data(PlanGridModel::StaleRole).toBool());
+        QVERIFY(!gm->index(layer, col + 1).data(PlanGridModel::StaleRole).toBool());
+        QVERIFY(gm->index(layer, col).data(Qt::ToolTipRole).toString().contains("stale result"));
+        ErrorChart* chart = w->chart();
+        chart->setWeights({name});
+        chart->replotNow();
+        QCOMPARE(chart->curveCount(), 1);
+        QVERIFY(chart->curveLabel(0).endsWith("(stale)"));
+
+        // Run Selected: only that cell runs; the rest keeps its numbers bit for bit.
+        QVERIFY(w->runSelected());
+        QVERIFY(wait_for(w.get(), &MainWindow::runFinished, 300000));
+        QCOMPARE(res->count(), n);
+        QCOMPARE(int(w->lastResult()->weights.size()), 1);
+        for (int i = 0; i < res->count(); ++i) {
+            const WeightRun& r = res->weight(i);
+            QVERIFY(r.done && !r.stale);
+            if (r.name != name) QCOMPARE(r.final_error, before[r.name]);
+        }
+        QCOMPARE(res->weight(res->indexOf(name)).settings.quant, loftq::QuantKind::NF2);
+        QCOMPARE(res->weight(res->indexOf(name)).final_error, w->lastResult()->weights[0].final_error);
+        QVERIFY(res->weight(res->indexOf(name)).final_error > before[name]);   // NF2 is worse than NF4
+        map->replotNow();
+        QCOMPARE(map->staleMarkCount(), 0);
+        int cells = 0;
+        for (int l = 0; l < res->layers(); ++l)
+            for (int c = 0; c < res->modules().size(); ++c)
+                cells += std::isfinite(map->valueAt(l, c)) ? 1 : 0;
+        QCOMPARE(cells, n);   // nothing wiped
+
+        // Undo: the plan says NF4 again; the result on show is NF2's, so it is stale.
+        doc->undoStack()->undo();
+        QVERIFY(res->weight(res->indexOf(name)).stale);
+        QCOMPARE(res->staleCount(), 1);
+
+        // A cancelled re-run of a whole layer at T = 60 loses nothing: what it did not finish
+        // comes back as it was (the cell above still stale, the others current).
+        QMap<QString, double> mid;
+        for (int i = 0; i < res->count(); ++i) mid[res->weight(i).name] = res->weight(i).final_error;
+        QList<QPoint> row;
+        for (int c = 0; c < doc->columns().size(); ++c) row << QPoint(c, 5);
+        w->grid()->selectCells(row);
+        loftq::SettingsPatch slow;
+        slow.iters = 60;
+        w->grid()->applyPatch(slow, "T = 60 on layer 5");
+        QCOMPARE(res->staleCount(), 1 + int(row.size()));
+        QVERIFY(w->runSelected());
+        w->cancelRun();
+        QVERIFY(!wait_for(w.get(), &MainWindow::runFinished, 60000));
+        QCOMPARE(res->count(), n);
+        int restored = 0;
+        for (int i = 0; i < res->count(); ++i) {
+            const WeightRun& r = res->weight(i);
+            QVERIFY2(r.done, qPrintable(r.name));
+            if (r.settings.iters == 60) continue;   // finished before the cancel landed: new and current
+            QCOMPARE(r.final_error, mid[r.name]);
+            restored += r.layer == 5 ? 1 : 0;
+        }
+        QVERIFY(restored >= 1);
+        doc->undoStack()->undo();   // T back; layer 5's restored results are current again
+        for (int i = 0; i < res->count(); ++i)
+            if (res->weight(i).layer == 5 && res->weight(i).settings.iters != 60) QVERIFY(!res->weight(i).stale);
+    }
+
+    // Opening another model (or the demo) with unsaved plan edits asks first; Cancel keeps
+    // everything as it was.
+    void unsavedPlanIsNotDiscardedSilently() {
+        PlanDocument* doc = w->document();
+        const QString model = doc->modelPath();
+        w->grid()->selectCells({QPoint(1, 1)});
+        loftq::SettingsPatch p;
+        p.rank = 4;
+        w->grid()->applyPatch(p, "r4 on one cell");
+        QVERIFY(doc->isModified());
+        const std::string plan = loftq::plan_to_json(doc->plan()).dump();
+        int asked = 0;
+        w->setUnsavedPlanPrompt([&] {
+            ++asked;
+            return int(QMessageBox::Cancel);
+        });
+        w->openModel(model);
+        QVERIFY(!wait_for(w.get(), &MainWindow::openFinished, 30000));
+        QCOMPARE(asked, 1);
+        w->openDemo();
+        QCOMPARE(asked, 2);
+        QTest::qWait(100);
+        QCOMPARE(doc->modelPath(), model);
+        QCOMPARE(loftq::plan_to_json(doc->plan()).dump(), plan);
+        QVERIFY(doc->isModified());
+        w->setUnsavedPlanPrompt({});
+        doc->undoStack()->undo();
     }
 
     // The toolbar's device chooser: CUDA is listed, disabled with the reason when no GPU can be

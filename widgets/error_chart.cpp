@@ -84,6 +84,7 @@ ErrorChart::ErrorChart(RunResults* results, QWidget* parent) : QWidget(parent), 
         d->user_view = false;  // and a new run gets a fitted view
         schedule();
     });
+    connect(results, &RunResults::staleChanged, this, schedule);
     connect(results, &RunResults::weightChanged, this, [this, schedule](int w) {
         if (d->names.isEmpty()) return;
         if (d->selected.size() != d->names.size() || d->selected.contains(w)) schedule();
@@ -171,6 +172,7 @@ void ErrorChart::setErrorKind(ErrorKind k) {
 }
 int ErrorChart::curveCount() const { return int(d->curves.size()); }
 QString ErrorChart::curveWeight(int i) const { return i >= 0 && i < d->curves.size() ? d->curves[i].name : QString(); }
+QString ErrorChart::curveLabel(int i) const { return i >= 0 && i < d->curves.size() ? d->curves[i].label : QString(); }
 double ErrorChart::baselineValue(int i) const { return i >= 0 && i < d->curves.size() ? d->curves[i].baseline : NAN; }
 QString ErrorChart::noteText() const { return d->note; }
 
@@ -259,13 +261,14 @@ void ErrorChart::replotNow() {
         Impl::Curve c;
         c.name = run.name;
         c.label = short_weight_name(run.name, run.module, run.layer);
+        if (run.stale) c.label += tr(" (stale)");   // computed with settings the plan no longer gives
         c.weight = w;
         c.baseline = run.baselineOf(d->kind);
         c.steps_planned = run.steps_planned;
         const QColor color = series_color(int(d->curves.size()));
         c.graph = p->addGraph();
         c.graph->setName(c.label);
-        c.graph->setPen(QPen(color, 2));
+        c.graph->setPen(QPen(color, run.stale ? 1 : 2, run.stale ? Qt::DotLine : Qt::SolidLine));
         c.graph->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, color, color, 5));
         QVector<double> keys, values;
         const QVector<double>& errors = run.errorsOf(d->kind);

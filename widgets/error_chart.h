@@ -36,6 +36,7 @@ public:
     // What is drawn (as of the last replot; replotNow() flushes pending updates).
     int curveCount() const;                      // selected weights present in the run, capped
     QString curveWeight(int i) const;            // tensor name of curve i
+    QString curveLabel(int i) const;             // its legend text ("L0 q_proj", "... (stale)": dotted)
     QVector<double> curveValues(int i) const;    // y of curve i, one point per finished step
     double baselineValue(int i) const;           // its dashed QLoRA line; NaN before the first step
     QString noteText() const;                    // "showing 24 of 30 selected", or empty

@@ -28,6 +28,8 @@ struct ErrorHeatmap::Impl {
     QPoint press_pos{-1, -1};
     QSize export_size;          // valid while saving: labels and separators are laid out for it
     QVector<QCPItemStraightLine*> separators;   // thin lines between cells, when cells are large
+    QVector<QCPItemRect*> stale_marks;          // two per stale cell: a grey veil and a cross hatch
+    QVector<QPoint> stale_cells;                // (column, layer) of each
 };
 
 ErrorHeatmap::ErrorHeatmap(RunResults* results, QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
@@ -65,6 +67,7 @@ ErrorHeatmap::ErrorHeatmap(RunResults* results, QWidget* parent) : QWidget(paren
     coalesce_replots(d->timer, this, [this] { replotNow(); });
     connect(results, &RunResults::reset, this, [this] { request_replot(d->timer); });
     connect(results, &RunResults::weightChanged, this, [this] { request_replot(d->timer); });
+    connect(results, &RunResults::staleChanged, this, [this] { request_replot(d->timer); });
 
     auto cell_at = [this](const QPointF& pos, int* layer, int* column) {
         if (!d->plot->axisRect()->rect().contains(pos.toPoint())) return false;
@@ -127,6 +130,10 @@ void ErrorHeatmap::setMode(Mode m) {
     replotNow();
 }
 
+int ErrorHeatmap::staleMarkCount() const { return int(d->stale_cells.size()); }
+
+bool ErrorHeatmap::staleMarkAt(int layer, int column) const { return d->stale_cells.contains(QPoint(column, layer)); }
+
 double ErrorHeatmap::valueAt(int layer, int column) const {
     QCPColorMapData* data = d->map->data();
     if (layer < 0 || column < 0 || column >= data->keySize() || layer >= data->valueSize()) return NAN;
@@ -134,8 +141,11 @@ double ErrorHeatmap::valueAt(int layer, int column) const {
 }
 
 QString ErrorHeatmap::cellTip(int layer, int column) const {
-    const WeightRun& w = d->results->weight(d->results->weightAt(layer, column));
+    const int wi = d->results->weightAt(layer, column);
+    if (wi < 0) return {};
+    const WeightRun& w = d->results->weight(wi);
     QString s = QStringLiteral("%1\n%2").arg(short_weight_name(w.name, w.module, w.layer), w.name);
+    if (w.stale) s = tr("STALE (run again): %1\n").arg(w.staleReason) + s;
     if (!w.done) {
         s += w.started ? tr("\nrunning: step %1 of %2").arg(w.errors.size()).arg(w.steps_planned) : tr("\nnot run yet");
         if (!std::isnan(w.baseline)) s += tr("\nQLoRA baseline %1").arg(format_sig(w.baseline));
@@ -249,6 +259,32 @@ void ErrorHeatmap::replotNow() {
     };
     for (int c = 0; roomy && c + 1 < cols; ++c) add_line(c + 0.5, 0, c + 0.5, 1);
     for (int l = 0; roomy && l + 1 < layers; ++l) add_line(0, l + 0.5, 1, l + 0.5);
+
+    // Stale results: their old colour shows through a veil of the background colour, cross-hatched.
+    for (QCPItemRect* r : d->stale_marks) p->removeItem(r);
+    d->stale_marks.clear();
+    d->stale_cells.clear();
+    {
+        const QPalette sp = palette();
+        QColor veil = sp.color(QPalette::Base), cross = sp.color(QPalette::Text);
+        veil.setAlpha(150);
+        cross.setAlpha(160);
+        for (int l = 0; l < layers; ++l)
+            for (int c = 0; c < cols; ++c) {
+                const int wi = rr->weightAt(l, c);
+                if (wi < 0 || !rr->weight(wi).stale || !rr->weight(wi).done) continue;
+                for (const QBrush& b : {QBrush(veil), QBrush(cross, Qt::DiagCrossPattern)}) {
+                    auto* r = new QCPItemRect(p);
+                    r->topLeft->setCoords(c - 0.5, l - 0.5);
+                    r->bottomRight->setCoords(c + 0.5, l + 0.5);
+                    r->setPen(Qt::NoPen);
+                    r->setBrush(b);
+                    r->setSelectable(false);
+                    d->stale_marks.push_back(r);
+                }
+                d->stale_cells.push_back(QPoint(c, l));
+            }
+    }
 
     // Hatched axis-rect background: what shows through NaN ("no data") cells.
     const QPalette pal = palette();

@@ -28,6 +28,11 @@ public:
 
     // What the map holds (as of the last replot): NaN where no weight / not done.
     double valueAt(int layer, int column) const;
+    // Cells whose result is stale (the plan changed its settings since the run), as of the last
+    // replot: drawn greyed and cross-hatched over their old colour, "stale" first in the tooltip.
+    int staleMarkCount() const;
+    bool staleMarkAt(int layer, int column) const;
+    QString toolTipAt(int layer, int column) const { return cellTip(layer, column); }
     void setMode(Mode m);
     Mode mode() const;
     void setErrorKind(ErrorKind k);

@@ -30,7 +30,8 @@ struct ImprovementChart::Impl {
 namespace {
 bool counts(const WeightRun& w, ErrorKind k) {
     const double b = w.baselineOf(k);
-    return w.done && w.layer >= 0 && b != 0 && std::isfinite(b) && std::isfinite(w.finalOf(k));
+    // Stale results (computed with settings the plan no longer gives) are left out of the means.
+    return w.done && !w.stale && w.layer >= 0 && b != 0 && std::isfinite(b) && std::isfinite(w.finalOf(k));
 }
 QString y_label(ErrorKind k) {
     return k == ErrorKind::Output ? ImprovementChart::tr("improvement over QLoRA (% of its output error)")
@@ -66,6 +67,7 @@ ImprovementChart::ImprovementChart(RunResults* results, QWidget* parent) : QWidg
     coalesce_replots(d->timer, this, [this] { replotNow(); });
     connect(results, &RunResults::reset, this, [this] { request_replot(d->timer); });
     connect(results, &RunResults::weightChanged, this, [this] { request_replot(d->timer); });
+    connect(results, &RunResults::staleChanged, this, [this] { request_replot(d->timer); });
 
     connect(p, &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
         const QPointF at = ev->position();
@@ -110,7 +112,10 @@ QString ImprovementChart::layerTip(int layer) const {
         s += QStringLiteral("\n%1: ").arg(w.module);
         const double b = w.baselineOf(d->kind), f = w.finalOf(d->kind);
         if (!counts(w, d->kind))
-            s += !w.done ? tr("not finished") : std::isfinite(f) ? tr("baseline 0, left out") : tr("no output error");
+            s += !w.done ? tr("not finished")
+                 : w.stale ? tr("stale (settings changed since the run), left out")
+                 : std::isfinite(f) ? tr("baseline 0, left out")
+                                    : tr("no output error");
         else
             s += tr("QLoRA %1 → LoftQ %2 (%3%)").arg(format_sig(b), format_sig(f), format_sig(100.0 * (b - f) / b));
     }

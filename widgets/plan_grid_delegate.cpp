@@ -90,15 +90,18 @@ void PlanGridDelegate::paint(QPainter* p, const QStyleOptionViewItem& option, co
     // Final error of a run: bar of final / baseline along the bottom.
     const double err = index.data(PlanGridModel::ErrorRole).toDouble();
     const double base = index.data(PlanGridModel::BaselineRole).toDouble();
+    // A stale result (the cell's settings changed since its run): the bar dotted, faint.
+    const bool stale = index.data(PlanGridModel::StaleRole).toBool();
     if (std::isfinite(err)) {
         int bh = std::max(2, r.height() / 8);
         QRect track(r.left() + 1, r.bottom() - bh, r.width() - 1, bh);
         QColor ink = fg;
-        ink.setAlpha(150);
+        ink.setAlpha(stale ? 70 : 150);
         if (std::isfinite(base) && base > 0) {
             double f = std::clamp(err / base, 0.0, 1.0);
-            p->fillRect(QRect(track.left(), track.top(), int(std::lround(f * track.width())), bh), ink);
-            if (err > base) {   // LoftQ ended worse than QLoRA: red corner mark
+            p->fillRect(QRect(track.left(), track.top(), int(std::lround(f * track.width())), bh),
+                        stale ? QBrush(ink, Qt::Dense4Pattern) : QBrush(ink));
+            if (err > base && !stale) {   // LoftQ ended worse than QLoRA: red corner mark
                 int k = std::max(5, r.height() / 2);
                 QPolygon tri({QPoint(r.right() - k, r.top()), QPoint(r.right(), r.top()), QPoint(r.right(), r.top() + k)});
                 p->setPen(Qt::NoPen);

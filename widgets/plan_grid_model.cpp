@@ -27,7 +27,8 @@ void PlanGridModel::setResults(RunResults* results) {
     if (results_) {
         run_conns_ << connect(results_, &RunResults::reset, this, &PlanGridModel::scheduleRunRefresh)
                    << connect(results_, &RunResults::weightChanged, this, &PlanGridModel::scheduleRunRefresh)
-                   << connect(results_, &RunResults::stateChanged, this, &PlanGridModel::scheduleRunRefresh);
+                   << connect(results_, &RunResults::stateChanged, this, &PlanGridModel::scheduleRunRefresh)
+                   << connect(results_, &RunResults::staleChanged, this, &PlanGridModel::scheduleRunRefresh);
     }
     rebuildRunIndex();
     if (rowCount() && columnCount()) emit dataChanged(index(0, 0), index(rowCount() - 1, columnCount() - 1));
@@ -78,7 +79,7 @@ void PlanGridModel::scheduleRunRefresh() {
         rebuildRunIndex();
         if (rowCount() && columnCount())
             emit dataChanged(index(0, 0), index(rowCount() - 1, columnCount() - 1),
-                             {ErrorRole, BaselineRole, Qt::ToolTipRole});
+                             {ErrorRole, BaselineRole, StaleRole, Qt::ToolTipRole});
     });
 }
 
@@ -120,6 +121,10 @@ QVariant PlanGridModel::data(const QModelIndex& index, int role) const {
         if (r < 0 || !results_->weight(r).done) return double(NAN);
         return role == ErrorRole ? results_->weight(r).final_error : results_->weight(r).baseline;
     }
+    case StaleRole: {
+        const int r = runWeightAt(layer, col);
+        return r >= 0 && results_->weight(r).done && results_->weight(r).stale;
+    }
     case HighlightRole: return t >= 0 && size_t(t) < highlight_.size() && highlight_[size_t(t)];
     case OverrideRole:
         return t >= 0 && doc_->plan().overrides.count(doc_->tensors()[size_t(t)].name) > 0;
@@ -145,6 +150,7 @@ QString PlanGridModel::cellToolTip(int layer, int col) const {
     int r = runWeightAt(layer, col);
     if (r >= 0 && results_->weight(r).done) {
         const WeightRun& wr = results_->weight(r);
+        if (wr.stale) tip += "<br><b>" + tr("stale result (run again)") + "</b>: " + wr.staleReason.toHtmlEscaped();
         tip += "<br>" + tr("final error %1<br>QLoRA baseline %2<br>improvement %3")
                             .arg(QString::number(wr.final_error, 'g', 5), QString::number(wr.baseline, 'g', 5),
                                  QString::number(wr.improvement(), 'g', 5));

@@ -32,6 +32,7 @@ public:
         HighlightRole,                  // bool: the rule preview touches this cell's tensor
         OverrideRole,                   // bool: the plan has a per-tensor override for this cell
         TensorRole,                     // int: tensor index into PlanDocument::tensors(), -1 none
+        StaleRole,                      // bool: the cell's result was computed with other settings
     };
 
     PlanGridModel(PlanDocument* doc, RunResults* results /* may be null */, QObject* parent = nullptr);

@@ -1,6 +1,8 @@
 // run_results.cpp: see run_results.h.
 #include "run_results.h"
 
+#include <algorithm>
+
 namespace studio {
 
 namespace {
@@ -12,6 +14,8 @@ RunResults::RunResults(QObject* parent) : QObject(parent) {}
 
 void RunResults::clear() {
     weights_.clear();
+    run_index_.clear();
+    replaced_.clear();
     modules_.clear();
     cell_weight_.clear();
     layers_ = done_ = 0;
@@ -34,32 +38,96 @@ void RunResults::noteOutput(bool any) {
     emit outputErrorsChanged(true);
 }
 
-void RunResults::start(const loftq::ResolvedPlan& plan) {
-    clear();
-    weights_.resize(qsizetype(plan.weights.size()));
-    for (size_t i = 0; i < plan.weights.size(); ++i) {
-        const loftq::WeightPlan& p = plan.weights[i];
-        WeightRun& w = weights_[qsizetype(i)];
-        w.name = QString::fromStdString(p.name);
-        w.module = QString::fromStdString(p.module);
-        w.layer = p.layer;
-        w.steps_planned = p.s.iters;
-        if (p.layer >= 0) {
-            int c = int(modules_.indexOf(w.module));
-            if (c < 0) {
-                c = int(modules_.size());
-                modules_.push_back(w.module);
-            }
-            w.column = c;
-            layers_ = std::max(layers_, p.layer + 1);
+void RunResults::start(const loftq::ResolvedPlan& plan, Mode mode) {
+    if (mode == Mode::Replace) {
+        clear();
+    } else {
+        replaced_.clear();
+        done_ = 0;
+        fraction_ = 0;
+        eta_ = -1;
+        elapsed_ = 0;
+        message_.clear();
+    }
+    run_index_.clear();
+    for (const loftq::WeightPlan& p : plan.weights) {
+        WeightRun fresh;
+        fresh.name = QString::fromStdString(p.name);
+        fresh.module = QString::fromStdString(p.module);
+        fresh.layer = p.layer;
+        fresh.steps_planned = p.s.iters;
+        fresh.settings = p.s;
+        int at = indexOf(fresh.name);
+        if (at >= 0) {
+            replaced_.insert(at, weights_[at]);
+            weights_[at] = fresh;
+        } else {
+            at = int(weights_.size());
+            weights_.push_back(fresh);
         }
+        markStale(weights_[at]);
+        run_index_.push_back(at);
+    }
+    relayout();
+    state_ = State::Running;
+    emit reset();
+    emit stateChanged();
+}
+
+void RunResults::relayout() {
+    // Columns in first-seen order over the weights (earlier runs first), rows = layers.
+    modules_.clear();
+    layers_ = 0;
+    for (WeightRun& w : weights_) {
+        w.column = -1;
+        if (w.layer < 0) continue;
+        int c = int(modules_.indexOf(w.module));
+        if (c < 0) {
+            c = int(modules_.size());
+            modules_.push_back(w.module);
+        }
+        w.column = c;
+        layers_ = std::max(layers_, w.layer + 1);
     }
     cell_weight_.fill(-1, qsizetype(layers_) * modules_.size());
     for (int i = 0; i < weights_.size(); ++i)
         if (weights_[i].layer >= 0) cell_weight_[weights_[i].layer * modules_.size() + weights_[i].column] = i;
-    state_ = State::Running;
-    emit reset();
-    emit stateChanged();
+}
+
+bool RunResults::markStale(WeightRun& w) const {
+    if (!has_current_) return false;
+    QString reason;
+    const std::string name = w.name.toStdString();
+    const auto it = std::find_if(current_.weights.begin(), current_.weights.end(), [&](const loftq::WeightPlan& p) { return p.name == name; });
+    if (it == current_.weights.end()) {
+        reason = tr("the plan no longer quantizes this weight");
+    } else {
+        const loftq::WeightSettings &a = w.settings, &b = it->s;
+        if (a.quant != b.quant || a.block != b.block || a.rank != b.rank || a.iters != b.iters || a.svd != b.svd)
+            reason = tr("computed with %1; the plan now says %2")
+                         .arg(QString::fromStdString(loftq::settings_summary(a)), QString::fromStdString(loftq::settings_summary(b)));
+    }
+    const bool stale = !reason.isEmpty();
+    const bool changed = stale != w.stale || reason != w.staleReason;
+    w.stale = stale;
+    w.staleReason = reason;
+    return changed;
+}
+
+void RunResults::setPlan(const loftq::ResolvedPlan& current) {
+    current_ = current;
+    has_current_ = true;
+    bool any = false;
+    for (WeightRun& w : weights_) any |= markStale(w);
+    if (any) emit staleChanged();
+}
+
+int RunResults::staleCount() const {
+    return int(std::count_if(weights_.begin(), weights_.end(), [](const WeightRun& w) { return w.stale; }));
+}
+
+int RunResults::slot(int run_weight) const {
+    return run_weight >= 0 && run_weight < run_index_.size() ? run_index_[run_weight] : -1;
 }
 
 int RunResults::indexOf(const QString& name) const {
@@ -81,8 +149,9 @@ void RunResults::apply(const loftq::JobEvent& e) {
         done_ = e.weights_done;
         emit progressChanged(fraction_, eta_);
     }
-    if (e.weight < 0 || e.weight >= weights_.size()) return;
-    WeightRun& w = weights_[e.weight];
+    const int at = slot(e.weight);
+    if (at < 0) return;
+    WeightRun& w = weights_[at];
     switch (e.kind) {
     case loftq::EventKind::WeightStarted:
         w.started = true;
@@ -112,13 +181,15 @@ void RunResults::apply(const loftq::JobEvent& e) {
     default:
         return;
     }
-    emit weightChanged(e.weight);
+    emit weightChanged(at);
 }
 
 void RunResults::finish(const loftq::QuantizeResult& r) {
-    for (size_t i = 0; i < r.weights.size() && qsizetype(i) < weights_.size(); ++i) {
+    for (size_t i = 0; i < r.weights.size(); ++i) {
+        const int at = slot(int(i));
+        if (at < 0) break;
         const loftq::WeightResult& src = r.weights[i];
-        WeightRun& w = weights_[qsizetype(i)];
+        WeightRun& w = weights_[at];
         w.baseline = src.baseline;
         w.final_error = src.final_error;
         w.out_baseline = out_value(src.out_baseline);
@@ -132,8 +203,9 @@ void RunResults::finish(const loftq::QuantizeResult& r) {
             if (s.out_error >= 0) w.out_errors.push_back(s.out_error);
         }
         w.started = w.done = true;
-        emit weightChanged(int(i));
+        emit weightChanged(at);
     }
+    replaced_.clear();
     fraction_ = 1.0;
     eta_ = 0;
     elapsed_ = r.seconds;
@@ -146,6 +218,17 @@ void RunResults::finish(const loftq::QuantizeResult& r) {
 void RunResults::fail(State s, const QString& message) {
     state_ = s;
     message_ = message;
+    // The weights this run did not finish get their earlier results back (a cancelled re-run
+    // loses nothing); those it finished keep the new ones.
+    bool stale_changed = false;
+    for (auto it = replaced_.constBegin(); it != replaced_.constEnd(); ++it) {
+        if (weights_[it.key()].done) continue;
+        weights_[it.key()] = it.value();
+        stale_changed |= markStale(weights_[it.key()]);
+        emit weightChanged(it.key());
+    }
+    replaced_.clear();
+    if (stale_changed) emit staleChanged();
     emit stateChanged();
 }
 

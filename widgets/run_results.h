@@ -11,11 +11,18 @@
 // (QuantizeOptions::calib) the output error ||X (W - Q - B A)^T|| / ||X W^T|| too (NaN without);
 // views show either (ErrorKind), the app's View > Output Errors toggle chooses.
 //
+// Runs merge: a run over some weights (Run Selected) replaces just those weights' results and
+// keeps the others'; a cancelled or failed run gives back the earlier results of the weights it
+// did not finish. Every weight remembers the settings it was computed with; setPlan() with the
+// document's current plan marks a result stale when the plan no longer gives that weight those
+// settings (or no longer quantizes it), and the views mark stale results as such.
+//
 // Signals are per change; views coalesce them (a single-shot timer) before repainting.
 #pragma once
 #include <QObject>
 #include <QString>
 #include <QStringList>
+#include <QHash>
 #include <QVector>
 #include <cmath>
 
@@ -42,6 +49,9 @@ struct WeightRun {
     double out_final = NAN;
     double seconds = 0;
     bool started = false, done = false;
+    loftq::WeightSettings settings;   // what the numbers were computed with
+    bool stale = false;               // the current plan gives this weight other settings (or none)
+    QString staleReason;              // e.g. "plan now: nf2/b64 r8 T5 randomized"; empty when not stale
     double improvement() const { return baseline - final_error; }   // > 0: LoftQ beat QLoRA
     double baselineOf(ErrorKind k) const { return k == ErrorKind::Output ? out_baseline : baseline; }
     double finalOf(ErrorKind k) const { return k == ErrorKind::Output ? out_final : final_error; }
@@ -55,8 +65,14 @@ public:
     enum class State { Empty, Running, Finished, Cancelled, Failed };
     explicit RunResults(QObject* parent = nullptr);
 
-    // A new run over these weights: clears everything, emits reset().
-    void start(const loftq::ResolvedPlan& plan);
+    // A new run over these weights, emits reset(). Replace: the results are those of this run
+    // only (Run All, export). Merge: the other weights' results stay (Run Selected).
+    enum class Mode { Replace, Merge };
+    void start(const loftq::ResolvedPlan& plan, Mode mode = Mode::Replace);
+    // The document's current plan: marks results whose settings it no longer gives (stale), and
+    // un-marks them when it gives them again (undo). Emits staleChanged() when any mark changed.
+    void setPlan(const loftq::ResolvedPlan& current);
+    int staleCount() const;
     // One engine event (GUI thread). Emits weightChanged() / progressChanged().
     void apply(const loftq::JobEvent& e);
     // The job's final result: every weight's numbers are set from it (exact engine values).
@@ -75,7 +91,8 @@ public:
     double fraction() const { return fraction_; }
     double eta() const { return eta_; }           // seconds, < 0 unknown
     double elapsed() const { return elapsed_; }
-    int weightsDone() const { return done_; }
+    int weightsDone() const { return done_; }         // of the current (or last) run
+    int runWeights() const { return int(run_index_.size()); }   // weights in the current (or last) run
     // True once any weight of this run reported an output error (the run had calibration).
     bool hasOutputErrors() const { return has_output_; }
 
@@ -85,11 +102,19 @@ signals:
     void progressChanged(double fraction, double eta);
     void stateChanged();
     void outputErrorsChanged(bool available);   // hasOutputErrors() turned true, or false on a reset
+    void staleChanged();                        // some weight's stale mark changed
 
 private:
     QVector<WeightRun> weights_;
     QStringList modules_;
+    QVector<int> run_index_;          // the run's weight i (engine index) -> index into weights_
+    QHash<int, WeightRun> replaced_;  // earlier results of the run's weights, until it finishes
+    loftq::ResolvedPlan current_;     // the last setPlan(), for marking results as they arrive
+    bool has_current_ = false;
     void noteOutput(bool any);   // sets has_output_, emits outputErrorsChanged on a change
+    void relayout();             // modules_, layers_, cell_weight_ from weights_
+    bool markStale(WeightRun& w) const;   // from current_; true when the mark changed
+    int slot(int run_weight) const;       // run_index_ lookup, -1 when out of range
     QVector<int> cell_weight_;    // layers_ x modules_.size(), -1 = none
     int layers_ = 0, done_ = 0;
     double fraction_ = 0, eta_ = -1, elapsed_ = 0;
