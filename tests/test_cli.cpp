@@ -32,6 +32,11 @@ Run run(const QStringList& args, int timeout_ms = 120000) {
             QString::fromUtf8(p.readAllStandardError())};
 }
 QString tmp(const char* tag) { return QString::fromStdString(loftq::test::make_temp_dir(tag)); }
+// A tiny demo checkpoint (2 layers, hidden 64, vocab 512, with its tokenizer and stories) in dir.
+Run makeTinyDemo(const QString& dir) {
+    return run({"make-demo", dir, "--layers", "2", "--hidden", "64", "--intermediate", "160", "--heads", "4", "--kv-heads", "2",
+                "--vocab", "512"});
+}
 }  // namespace
 
 class TestCli : public QObject {
@@ -52,8 +57,7 @@ private slots:
     void experimentWritesItsTable() {
         const QString dir = tmp("cli-exp");
         const QString m = dir + "/demo";
-        Run r = run({"make-demo", m, "--layers", "2", "--hidden", "64", "--intermediate", "160", "--heads", "4", "--kv-heads", "2",
-                     "--vocab", "512"});
+        Run r = makeTinyDemo(m);
         QVERIFY2(r.code == 0, qPrintable(r.err));
         const QString report = dir + "/EXPERIMENTS.md";
         const QStringList args = {"experiment", m, "--data", m + "/demo-stories.txt", "--out", dir + "/runs", "--steps", "2",
@@ -78,8 +82,7 @@ private slots:
         // plan_size counts them; LoftQ only unless --with-qlora.
         const QString dir = tmp("cli-exp-plans");
         const QString m = dir + "/demo";
-        Run r = run({"make-demo", m, "--layers", "2", "--hidden", "64", "--intermediate", "160", "--heads", "4", "--kv-heads", "2",
-                     "--vocab", "512"});
+        Run r = makeTinyDemo(m);
         QVERIFY2(r.code == 0, qPrintable(r.err));
         for (const char* q : {"nf2", "nf4"}) {
             r = run({"plan", "init", m, "-o", dir + "/" + q + ".loftq.json", "--quant", q, "--rank", "4", "--iters", "1"});

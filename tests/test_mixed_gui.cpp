@@ -34,6 +34,7 @@
 #include "plan_document.h"
 #include "run_results.h"
 #include "studio_mixed.h"
+#include "gui_wait.h"
 #include "test_support.h"
 #include "train/demo_data.h"
 
@@ -41,29 +42,9 @@ using namespace studio;
 
 namespace {
 
-template <typename Obj, typename Sig>
-bool wait_bool(Obj* o, Sig signal, int timeout_ms) {
-    QSignalSpy spy(o, signal);
-    if (!spy.wait(timeout_ms)) return false;
-    return spy.takeFirst().at(0).toBool();
-}
+using loftq::test::Heartbeat;
+using loftq::test::wait_bool;
 
-// Longest gap between ticks of a 5 ms timer: how long the GUI thread was ever busy.
-struct Heartbeat {
-    QTimer timer;
-    QElapsedTimer clock;
-    qint64 last = 0, worst = 0;
-    Heartbeat() {
-        timer.setInterval(5);
-        QObject::connect(&timer, &QTimer::timeout, [this] {
-            const qint64 now = clock.elapsed();
-            worst = std::max(worst, now - last);
-            last = now;
-        });
-        clock.start();
-        timer.start();
-    }
-};
 
 std::string plan_text(const loftq::Plan& p) { return loftq::plan_to_json(p).dump(); }
 

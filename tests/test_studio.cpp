@@ -33,6 +33,7 @@
 #include "run_results.h"
 #include "studio_finetune.h"
 #include "studio_open.h"
+#include "gui_wait.h"
 #include "test_support.h"
 #include "training_curves.h"
 
@@ -40,30 +41,14 @@ using namespace studio;
 
 namespace {
 
-// Waits for a bool signal; returns its value, or false after timeout_ms.
+using loftq::test::Heartbeat;
+
+// Waits for a bool signal of the window; returns its value, or false after timeout_ms.
 template <typename Sig>
 bool wait_for(MainWindow* w, Sig signal, int timeout_ms) {
-    QSignalSpy spy(w, signal);
-    if (!spy.wait(timeout_ms)) return false;
-    return spy.takeFirst().at(0).toBool();
+    return loftq::test::wait_bool(w, signal, timeout_ms);
 }
 
-// Longest gap between ticks of a 5 ms timer: how long the GUI thread was ever busy.
-struct Heartbeat {
-    QTimer timer;
-    QElapsedTimer clock;
-    qint64 last = 0, worst = 0;
-    Heartbeat() {
-        timer.setInterval(5);
-        QObject::connect(&timer, &QTimer::timeout, [this] {
-            qint64 now = clock.elapsed();
-            worst = std::max(worst, now - last);
-            last = now;
-        });
-        clock.start();
-        timer.start();
-    }
-};
 
 QByteArray sha256_hex(const QString& path) {
     QFile f(path);
