@@ -63,10 +63,6 @@ struct InitFlags {
     }
 };
 
-bool is_loftq_export(const std::string& model) {
-    std::error_code ec;
-    return fs::is_directory(fs::path(model) / "loftq_init", ec);
-}
 
 // Renders training events on stderr: a redrawn status line on a terminal, plain lines otherwise
 // (one per step for short runs, about 100 in all for long ones), evals and messages always.

@@ -18,6 +18,7 @@
 #include <QPushButton>
 #include <QSpinBox>
 #include <QSplitter>
+#include <QStandardItemModel>
 #include <QStandardPaths>
 #include <QTableWidget>
 #include <QVBoxLayout>
@@ -25,6 +26,7 @@
 
 #include "device_combo.h"
 #include "loftq/compute_device.h"
+#include "model/llama.h"
 #include "studio_job_thread.h"
 #include "training_curves.h"
 
@@ -70,6 +72,7 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     evalData_ = file_row(this, form, tr("Held-out data:"), false);
     evalData_->setPlaceholderText(tr("optional; else 5% of the data"));
     init_ = new QComboBox(this);
+    init_->setObjectName("FinetuneInit");
     init_->addItem(tr("LoftQ (decompose now)"), int(loftq::InitKind::Loftq));
     init_->addItem(tr("QLoRA (A random, B = 0)"), int(loftq::InitKind::Qlora));
     init_->addItem(tr("16-bit LoRA"), int(loftq::InitKind::Lora16));
@@ -77,8 +80,11 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Initialisation:"), init_);
     quant_ = new QComboBox(this);
     for (const char* q : {"nf4", "nf3", "nf2", "int2", "int3", "int4", "int8"}) quant_->addItem(q);
+    quant_->setObjectName("FinetuneQuant");
     rank_ = spin(this, 1, 1024, 8);
+    rank_->setObjectName("FinetuneRank");
     iters_ = spin(this, 0, 100, 5);
+    iters_->setObjectName("FinetuneIters");
     auto* qrow = new QHBoxLayout;
     qrow->addWidget(quant_);
     qrow->addWidget(new QLabel(tr("rank"), this));
@@ -86,6 +92,9 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     qrow->addWidget(new QLabel(tr("T"), this));
     qrow->addWidget(iters_);
     form->addRow(tr("Quantizer:"), qrow);
+    // The export start only for an export; fields the chosen start ignores are disabled.
+    connect(model_, &QLineEdit::textChanged, this, [this] { updateInitChoices(); });
+    connect(init_, qOverload<int>(&QComboBox::currentIndexChanged), this, [this] { updateInitChoices(); });
     steps_ = spin(this, 1, 1000000, 100);
     batch_ = spin(this, 1, 4096, 4);
     seq_ = spin(this, 8, 32768, 128);
@@ -193,8 +202,39 @@ void FinetunePanel::setModelPath(const QString& path) {
         data_->setText(demo);
         autoData_ = demo;
     }
-    const bool is_export = QFileInfo::exists(QDir(path).filePath("loftq_init/adapter_config.json"));
+    const bool is_export = loftq::is_loftq_export(path.toStdString());
     init_->setCurrentIndex(init_->findData(int(is_export ? loftq::InitKind::Export : loftq::InitKind::Loftq)));
+    updateInitChoices();
+}
+
+void FinetunePanel::updateInitChoices() {
+    const QString path = model_->text().trimmed();
+    const bool is_export = !path.isEmpty() && loftq::is_loftq_export(path.toStdString());
+    auto* items = qobject_cast<QStandardItemModel*>(init_->model());
+    const int ex = init_->findData(int(loftq::InitKind::Export));
+    if (items && ex >= 0) {
+        QStandardItem* it = items->item(ex);
+        it->setEnabled(is_export);
+        it->setToolTip(is_export ? tr("The export's backbone and its LoRA start, as stored")
+                                 : tr("Only for a LoftQ export (a folder with loftq_init/, or a packed export): this "
+                                      "model would train its original weights"));
+    }
+    if (!is_export && init_->currentIndex() == ex) init_->setCurrentIndex(init_->findData(int(loftq::InitKind::Loftq)));
+    const auto k = loftq::InitKind(init_->currentData().toInt());
+    quant_->setEnabled(k == loftq::InitKind::Loftq || k == loftq::InitKind::Qlora);
+    rank_->setEnabled(k != loftq::InitKind::Export);
+    iters_->setEnabled(k == loftq::InitKind::Loftq);
+}
+
+QString FinetunePanel::runLabel() const {
+    const auto k = loftq::InitKind(init_->currentData().toInt());
+    switch (k) {
+    case loftq::InitKind::Export: return tr("export %1").arg(QFileInfo(model_->text().trimmed()).fileName());
+    case loftq::InitKind::Lora16: return tr("lora16 r%1").arg(rank_->value());
+    case loftq::InitKind::Qlora: return tr("qlora %1 r%2").arg(quant_->currentText()).arg(rank_->value());
+    case loftq::InitKind::Loftq: break;
+    }
+    return tr("loftq %1 r%2 T%3").arg(quant_->currentText()).arg(rank_->value()).arg(iters_->value());
 }
 
 loftq::TrainOptions FinetunePanel::options() const {
@@ -281,7 +321,7 @@ bool FinetunePanel::start() {
         emit message(status_->text(), true);
         return false;
     }
-    const QString name = QString("%1 %2 r%3").arg(init_->currentText().section(' ', 0, 0).toLower(), quant_->currentText()).arg(rank_->value());
+    const QString name = runLabel();   // what is really trained (the export's own settings for an export)
     if (o.out_dir.empty()) {
         const QString base = QStandardPaths::writableLocation(QStandardPaths::AppLocalDataLocation) + "/runs";
         o.out_dir = QDir(base).filePath(QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss-zzz") + "-" +

@@ -54,6 +54,12 @@ private:
     void onEvent(const loftq::TrainEvent& e);
     void onEnded(bool ok, const QString& why);
     void updateEnabled();
+    void updateInitChoices();   // export start only for an export; ignored fields disabled
+public:
+    // The run's name in the table and the legend: what is really trained, e.g. "loftq nf2 r8 T5",
+    // "qlora nf4 r16", "lora16 r8", "export my-export".
+    QString runLabel() const;
+private:
 
     JobThread* job_ = nullptr;
     TrainingCurves* curves_ = nullptr;

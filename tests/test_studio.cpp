@@ -7,6 +7,7 @@
 // the shipped stories260K opens byte for byte, runs, and fine-tunes from the Fine-tune tab.
 #include <QtTest>
 
+#include <QComboBox>
 #include <QCryptographicHash>
 #include <QDirIterator>
 #include <QImage>
@@ -369,6 +370,21 @@ private slots:
     // LoftQ then QLoRA at the same bits; curves hold every step; the adapter lands on disk; Stop
     // ends a long run promptly.
     void finetuneTabTrainsAndOverlaysRuns() {
+        {   // Not an export: the export start is offered disabled, and runs are named for what they train.
+            FinetunePanel* ft = w->finetune();
+            auto* init = ft->findChild<QComboBox*>("FinetuneInit");
+            QVERIFY(init);
+            auto* items = qobject_cast<QStandardItemModel*>(init->model());
+            QVERIFY(!items->item(init->findData(int(loftq::InitKind::Export)))->isEnabled());
+            QCOMPARE(ft->options().load.init, loftq::InitKind::Loftq);
+            QVERIFY2(ft->runLabel().startsWith("loftq ") && ft->runLabel().contains(" T"), qPrintable(ft->runLabel()));
+            init->setCurrentIndex(init->findData(int(loftq::InitKind::Lora16)));
+            QVERIFY2(ft->runLabel().startsWith("lora16 r"), qPrintable(ft->runLabel()));
+            QVERIFY(!ft->findChild<QWidget*>("FinetuneQuant")->isEnabled());
+            QVERIFY(!ft->findChild<QWidget*>("FinetuneIters")->isEnabled());
+            init->setCurrentIndex(init->findData(int(loftq::InitKind::Loftq)));
+            QVERIFY(ft->findChild<QWidget*>("FinetuneQuant")->isEnabled());
+        }
         FinetunePanel* ft = w->finetune();
         loftq::TrainOptions o = ft->options();
         QVERIFY2(QFileInfo::exists(QString::fromStdString(o.data)), o.data.c_str());  // demo-stories.txt by default
@@ -491,7 +507,15 @@ private slots:
             QCOMPARE(hm->valueAt(e.plan.layer, col), e.final_error);
         }
         QVERIFY(!w->runAll());
-        QCOMPARE(w->finetune()->options().load.init, loftq::InitKind::Export);
+        // The Fine-tune tab starts from the export as stored, named after it; the quantizer,
+        // rank and T fields (which an export start ignores) are disabled.
+        FinetunePanel* ft = w->finetune();
+        QCOMPARE(ft->options().load.init, loftq::InitKind::Export);
+        QVERIFY(ft->runLabel().startsWith("export "));
+        for (const char* name : {"FinetuneQuant", "FinetuneRank", "FinetuneIters"}) {
+            QWidget* f = ft->findChild<QWidget*>(name);
+            QVERIFY2(f && !f->isEnabled(), name);
+        }
     }
 
     // `loftq-studio --demo` (File > Open Demo Model): the shipped stories260K, found beside the

@@ -663,6 +663,14 @@ private slots:
         QVERIFY2(e.code == 0, qPrintable(e.err));
         QVERIFY2(e.out.contains("perplexity"), qPrintable(e.out));
         QVERIFY2(e.err.contains("init loftq"), qPrintable(e.err));  // base rebuilt from loftq_base.json
+        // --init export of a model that is not an export would train the unquantized weights
+        // under a quantized run's name: refused, nothing written.
+        Run x = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
+                         out + "-x", "--init", "export", "--steps", "1", "--threads", "2"});
+        QCOMPARE(x.code, 1);
+        QVERIFY2(x.err.contains("not a LoftQ export") && x.err.contains(QString::fromStdString(synth.model)), qPrintable(x.err));
+        QVERIFY(!QFile::exists(out + "-x"));
+        QVERIFY(!is_loftq_export(synth.model));
         if (!cuda_status().available) {
             Run c = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
                              out + "2", "--device", "cuda"});

@@ -113,4 +113,10 @@ struct LoadOptions {
 // config, an adapter whose ranks do not match, NaN weights).
 std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt);
 
+// True when `model` is a LoftQ export: a packed one, or an HF-layout folder with its LoRA start
+// (loftq_init/adapter_model.safetensors). InitKind::Export of anything else loads the weights as
+// stored with fresh adapters (fine for evaluating a model as it is; fine-tuning refuses it,
+// since that would train the unquantized weights under a quantized run's name).
+bool is_loftq_export(const std::string& model);
+
 }  // namespace loftq

@@ -613,6 +613,16 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
 
 }  // namespace
 
+bool is_loftq_export(const std::string& model) {
+    std::error_code ec;
+    if (fs::is_regular_file(fs::path(model) / "loftq_init" / "adapter_model.safetensors", ec)) return true;
+    try {
+        return is_packed_checkpoint(*Checkpoint::open(model));
+    } catch (const std::exception&) {
+        return false;   // not a checkpoint at all: the loader says why when it is used
+    }
+}
+
 std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
     try {
         return load_impl(opt, opt.keep_packed);

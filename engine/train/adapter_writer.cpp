@@ -74,10 +74,14 @@ nlohmann::ordered_json load_options_json(const LoadOptions& o) {
     nlohmann::ordered_json j;
     j["model"] = o.model;
     j["init"] = init_kind_name(o.init);
-    j["quant"] = o.quant;
-    j["block"] = o.block;
-    j["rank"] = o.rank;
-    j["iters"] = o.iters;
+    // An export brings its own quantizers, ranks and steps (its loftq_init and metrics): the
+    // options' quant/block/rank/iters were not used, so they are not written as if they were.
+    if (o.init != InitKind::Export) {
+        j["quant"] = o.quant;
+        j["block"] = o.block;
+        j["rank"] = o.rank;
+        j["iters"] = o.iters;
+    }
     j["lora_alpha"] = o.lora_alpha;
     j["seed"] = o.seed;
     return j;
@@ -90,10 +94,12 @@ LoadOptions load_options_from_json(const nlohmann::json& j, const std::string& f
         o.model = j.at("model").get<std::string>();
         if (!init_kind_from_name(j.at("init").get<std::string>(), o.init))
             throw Error(file, "", "unknown init '" + j.at("init").get<std::string>() + "' (expected export, loftq, qlora or lora16)");
-        o.quant = j.at("quant").get<std::string>();
-        o.block = j.at("block").get<int>();
-        o.rank = j.at("rank").get<int>();
-        o.iters = j.at("iters").get<int>();
+        if (o.init != InitKind::Export || j.contains("quant")) {   // written for every other start
+            o.quant = j.at("quant").get<std::string>();
+            o.block = j.at("block").get<int>();
+            o.rank = j.at("rank").get<int>();
+            o.iters = j.at("iters").get<int>();
+        }
         o.lora_alpha = j.at("lora_alpha").get<double>();
         o.seed = j.at("seed").get<uint64_t>();
     } catch (const nlohmann::json::exception& e) {

@@ -300,6 +300,11 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     const std::string out = abs_path(opt.out_dir);
     if (same_file(out, opt.load.model) || path_within(opt.load.model, out))
         throw Error(out, "", "the output folder is or holds the input model; choose another --out");
+    if (opt.load.init == InitKind::Export && !is_loftq_export(opt.load.model))
+        throw Error(opt.load.model, "",
+                    "not a LoftQ export (no loftq_init/adapter_model.safetensors, not a packed export): fine-tuning it "
+                    "'as stored' would train the original, unquantized weights; start from it with --init loftq, qlora "
+                    "or lora16, or give the export's folder");
     const std::string ckdir = (fs::path(out) / "checkpoint").string();
     const std::string ckfile = (fs::path(ckdir) / kCheckpointFile).string();
     if (opt.resume && !has_train_checkpoint(ckdir))
