@@ -26,6 +26,7 @@ struct PlanFlags {
     std::optional<double> lora_alpha;
     void add_to(CLI::App* app);
     Plan make_plan() const;  // the plan file (or defaults) with the flags applied; throws loftq::Error
+    bool given() const { return !plan_file.empty() || quant || svd || block || rank || iters || seed || lora_alpha; }
 };
 
 // Calibration for output errors (--calib FILE, --calib-tokens, --calib-seq, --tokenizer).

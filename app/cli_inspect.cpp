@@ -81,7 +81,9 @@ void inspect_packed(const InspectArgs& a) {
 void run_inspect(const InspectArgs& a) {
     auto ck = Checkpoint::open(a.model);
     if (is_packed_checkpoint(*ck)) return inspect_packed(a);
-    Plan plan = a.flags.make_plan();
+    // An HF-layout LoftQ export: the plan it was made with (unless a plan is given to try).
+    std::optional<Plan> recorded = a.flags.given() ? std::nullopt : hf_export_plan(ck->path());
+    Plan plan = recorded ? *recorded : a.flags.make_plan();
     const std::vector<TensorMeta> metas = tensor_metas(*ck);
     ResolvedPlan rp = resolve_plan(plan, metas);
     PlanSize sz = plan_size(rp, metas);
@@ -93,6 +95,8 @@ void run_inspect(const InspectArgs& a) {
         nlohmann::ordered_json j;
         j["path"] = ck->path();
         j["kind"] = kind_name(ck->kind());
+        j["loftq_export"] = recorded ? "hf" : "";   // "hf": the plan below is the export's own
+        j["plan_source"] = recorded ? "loftq_metrics.json" : a.flags.plan_file.empty() ? "flags" : a.flags.plan_file;
         j["files"] = ck->files();
         j["size_on_disk"] = ck->size_on_disk();
         j["config"] = {{"model_type", c.model_type}, {"layers", c.n_layers}, {"hidden", c.hidden}, {"heads", c.n_heads},
@@ -127,6 +131,9 @@ void run_inspect(const InspectArgs& a) {
     }
     std::printf("%s  (%s, %zu file%s, %s on disk)\n", ck->path().c_str(), kind_name(ck->kind()), ck->files().size(),
                 ck->files().size() == 1 ? "" : "s", human_bytes(double(ck->size_on_disk())).c_str());
+    if (recorded)
+        std::printf("HF-layout LoftQ export: the weights below are stored dequantized (Q) at their dtype, the LoRA start in "
+                    "loftq_init/; the plan shown is the one it was made with (loftq_metrics.json)\n");
     std::printf("architecture: %s, %d layers, hidden %d, heads %d (kv %d), intermediate %d, vocab %d, %s embeddings\n",
                 c.model_type.empty() ? "unknown" : c.model_type.c_str(), c.n_layers, c.hidden, c.n_heads, c.n_kv_heads,
                 c.intermediate, c.vocab, c.tie_word_embeddings ? "tied" : "untied");

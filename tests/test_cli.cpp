@@ -201,6 +201,46 @@ private slots:
         }
     }
 
+    // `inspect` of an HF-layout export reports the plan it was made with (a mixed one here:
+    // the metrics' per-weight settings, not the CLI defaults); flags still try another plan.
+    void inspectOfAnHfExportShowsItsPlan() {
+        QString dir = tmp("cli-inspect-hf");
+        QString plan = dir + "/p.loftq.json";
+        Run r = run({"plan", "init", model, "-o", plan, "--quant", "nf2", "--rank", "8", "--iters", "1"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        json p = json::parse(loftq::read_text_file(plan.toStdString()));
+        p["overrides"]["model.layers.1.mlp.down_proj.weight"] = {{"quant", "int4"}, {"rank", 4}};
+        p["rules"] = json::parse(R"([{"match": "*.self_attn.v_proj.weight", "quant": "keep"}])");
+        std::ofstream(plan.toStdString()) << p.dump(2);
+        const QString out = dir + "/export";
+        Run q = run({"quantize", model, "--out", out, "--plan", plan, "--threads", "2", "--quiet"});
+        QVERIFY2(q.code == 0, qPrintable(q.err));
+        Run j = run({"inspect", out, "--json"});
+        QVERIFY2(j.code == 0, qPrintable(j.err));
+        json v = json::parse(j.out.toStdString());
+        QCOMPARE(v["loftq_export"], "hf");
+        QCOMPARE(v["plan"]["targets"], 12);
+        int seen = 0;
+        for (auto& t : v["tensors"]) {
+            const std::string n = t["name"];
+            if (n.find("v_proj") != std::string::npos) QVERIFY(!t["target"].get<bool>());
+            if (!t["target"].get<bool>()) continue;
+            ++seen;
+            const bool down1 = n == "model.layers.1.mlp.down_proj.weight";
+            QCOMPARE(t["quant"], down1 ? "int4" : "nf2");
+            QCOMPARE(t["rank"], down1 ? 4 : 8);
+            QCOMPARE(t["iters"], 1);
+        }
+        QCOMPARE(seen, 12);
+        Run text = run({"inspect", out});
+        QVERIFY2(text.out.contains("HF-layout LoftQ export") && text.out.contains("nf2/b64 r8 T1"), qPrintable(text.out));
+        Run other = run({"inspect", out, "--json", "--quant", "int8"});
+        json o = json::parse(other.out.toStdString());
+        QCOMPARE(o["loftq_export"], "");
+        for (auto& t : o["tensors"])
+            if (t["target"].get<bool>()) QCOMPARE(t["quant"], "int8");
+    }
+
     void dryRunWritesNothing() {
         // --dry-run with an --out given: the run completes, and neither the out folder nor
         // anything in the model's folder appears (the model's listing is compared).

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "io/packed_reader.h"
+#include "quant/quantizer.h"
 
 namespace loftq {
 
@@ -75,6 +76,39 @@ ExportSummary read_packed_export(const std::string& path) {
         s.has_metrics = true;
     }
     return s;
+}
+
+std::optional<Plan> hf_export_plan(const std::string& dir) {
+    std::error_code ec;
+    const fs::path metrics = fs::path(dir) / "loftq_metrics.json";
+    if (!fs::is_directory(fs::path(dir) / "loftq_init", ec) || !fs::is_regular_file(metrics, ec)) return std::nullopt;
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(read_text_file(metrics.string()));
+    } catch (const nlohmann::json::exception& e) {
+        throw Error(metrics.string(), "", std::string("not valid JSON: ") + e.what());
+    }
+    const nlohmann::json* plan = j.contains("manifest") && j["manifest"].is_object() && j["manifest"].contains("plan")
+                                     ? &j["manifest"]["plan"]
+                                     : nullptr;
+    if (!plan) return std::nullopt;   // an older export without its plan: the caller's default stands
+    Plan p = plan_from_json(*plan, metrics.string() + " (manifest.plan)");
+    try {
+        for (const auto& w : j.value("weights", nlohmann::json::array())) {
+            SettingsPatch s;
+            s.target = true;
+            s.quant = quant_kind_from_name(w.at("quant").get<std::string>());
+            if (!s.quant) throw Error(metrics.string(), w.value("name", ""), "unknown quantizer '" + w.at("quant").get<std::string>() + "'");
+            s.block = w.at("block").get<int>();
+            s.rank = w.at("rank").get<int>();
+            s.iters = w.at("iters").get<int>();
+            if (w.contains("svd")) s.svd = w["svd"].get<std::string>() == "exact" ? SvdMethod::Exact : SvdMethod::Randomized;
+            p.overrides[w.at("name").get<std::string>()] = s;
+        }
+    } catch (const nlohmann::json::exception& e) {
+        throw Error(metrics.string(), "", std::string("bad weights entry: ") + e.what());
+    }
+    return p;
 }
 
 }  // namespace loftq

@@ -5,6 +5,7 @@
 // after each step, final error) from loftq_metrics.json when present. Reads headers and the
 // metrics only, never weights.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,5 +25,11 @@ struct ExportSummary {
 
 // Throws loftq::Error naming the file for anything malformed.
 ExportSummary read_packed_export(const std::string& path);
+
+// The plan an HF-layout LoftQ export was made with (a folder with loftq_init/ and
+// loftq_metrics.json): the manifest's plan, with every weight the metrics list made explicit
+// (its quantizer, block, rank, steps and SVD as run). nullopt when `dir` is not such an export.
+// Throws loftq::Error naming loftq_metrics.json when it is malformed.
+std::optional<Plan> hf_export_plan(const std::string& dir);
 
 }  // namespace loftq
