@@ -25,9 +25,11 @@
 #include <QTimer>
 #include <QToolBar>
 #include <QVBoxLayout>
+#include <algorithm>
 #include <memory>
 
 #include "budget_bar.h"
+#include "loftq/budget.h"
 #include "device_combo.h"
 #include "error_chart.h"
 #include "error_heatmap.h"
@@ -61,6 +63,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     restoreSettings();
     connect(doc_, &PlanDocument::planChanged, this, [this] {
         budget_->setSize(doc_->size(), doc_->budgetBytes());
+        // What the exports of this plan take on disk (a sum over the tensors: cheap).
+        const bool nf4_64 = std::all_of(doc_->resolved().weights.begin(), doc_->resolved().weights.end(), [](const auto& w) {
+            return w.s.quant == loftq::QuantKind::NF4 && w.s.block == 64;
+        });
+        auto disk = [this](const char* f) { return loftq::export_footprint(doc_->resolved(), doc_->tensors(), f).total(); };
+        budget_->setDiskBytes(doc_->hasModel() ? disk("packed") : 0, doc_->hasModel() ? disk("hf") : 0,
+                              doc_->hasModel() && nf4_64 ? disk("bnb-nf4") : 0);
         updateTitle();
         updateActions();
         // Plan warnings are logged when they change, not again on every edit.

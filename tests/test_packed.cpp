@@ -248,6 +248,43 @@ private slots:
     }
 
     // Mixed precision in one (sharded) export; unpack reproduces the HF shards and index.
+    // export_footprint (what the budget bar and the export dialog say the folder takes) against
+    // the folders the three exporters write: tensor payloads to the byte, headers estimated
+    // within 1% of the whole (or 2 KB on this tiny model).
+    void exportFootprintMatchesTheFolder() {
+        std::string m = synthetic("pk-foot", small(DType::BF16));
+        std::string base = test::make_temp_dir("pk-foot-out");
+        auto ck = Checkpoint::open(m);
+        const std::vector<TensorMeta> metas = tensor_metas(*ck);
+        for (const char* format : {"hf", "packed", "bnb-nf4"}) {
+            QuantizeOptions o = opts(m, base + "/" + format, format);
+            if (std::string(format) != "bnb-nf4") {
+                o.plan.rules.push_back({"*.mlp.*", false, {}, {}, {.quant = QuantKind::NF2, .block = 32, .rank = 8}});
+                o.plan.overrides["model.layers.0.self_attn.v_proj.weight"] = {.target = false};
+            }
+            QuantizeResult r = run_quantize(o, {}, CancelToken{});
+            const ExportFootprint f = export_footprint(r.plan, metas, format);
+            uint64_t payload = 0, header = 0;
+            for (const auto& e : fs::recursive_directory_iterator(base + "/" + format)) {
+                if (e.path().extension() != ".safetensors") continue;
+                auto st = SafetensorsFile::open(e.path().string());
+                uint64_t p = 0;
+                for (const auto& t : st->tensors()) p += t.nbytes();
+                payload += p;
+                header += fs::file_size(e.path()) - p;
+            }
+            const uint64_t disk = payload + header;
+            qInfo("%s: footprint %llu (payload %llu + headers ~%llu), on disk %llu (payload %llu + headers %llu); plan_size %llu",
+                  format, (unsigned long long)f.total(), (unsigned long long)(f.model_bytes + f.adapter_bytes),
+                  (unsigned long long)f.header_bytes, (unsigned long long)disk, (unsigned long long)payload,
+                  (unsigned long long)header, (unsigned long long)r.size.total_bytes);
+            QCOMPARE(f.model_bytes + f.adapter_bytes, payload);
+            const double off = std::abs(double(f.total()) - double(disk));
+            QVERIFY2(off <= std::max(0.01 * double(disk), 2048.0), qPrintable(QString("%1: estimate off by %2 bytes").arg(format).arg(off)));
+            QVERIFY(f.total() > r.size.total_bytes);   // the LoRA factors at fp32 at least
+        }
+    }
+
     void mixedPrecisionSharded() {
         std::string m = synthetic("pk-mixed");
         std::string base = test::make_temp_dir("pk-mixed-out");

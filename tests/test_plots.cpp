@@ -353,6 +353,14 @@ private slots:
             QVERIFY(q.first >= 2 && q.first <= 3);   // after the 1 px frame
             QVERIFY(q.last < xb);   // quantized codes end before the budget here
         }
+        // What an export takes on disk: named in the summary (packed), every format in the tooltip.
+        bar.setSize(result_.size, 0);
+        bar.setDiskBytes(3 * ref.total_bytes, 4 * ref.total_bytes, 0);
+        QVERIFY2(bar.summaryText().endsWith(" · packed export ≈ " + format_bytes_decimal(3 * ref.total_bytes) + " on disk"),
+                 qPrintable(bar.summaryText()));
+        QVERIFY(bar.toolTip().contains(QString::number(3 * ref.total_bytes) + " B") &&
+                bar.toolTip().contains(QString::number(4 * ref.total_bytes) + " B"));
+        QVERIFY(!bar.toolTip().contains("bitsandbytes"));
         QCOMPARE(format_bytes_decimal(999), QString("999 B"));
         QCOMPARE(format_bytes_decimal(1230000000ull), QString("1.23 GB"));
     }

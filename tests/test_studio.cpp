@@ -21,6 +21,9 @@
 
 #include "error_chart.h"
 #include "error_heatmap.h"
+#include "loftq/budget.h"
+#include "plot_style.h"
+#include "studio_export_dialog.h"
 #include "log_panel.h"
 #include "core/cancel.h"
 #include "budget_bar.h"
@@ -464,6 +467,48 @@ private slots:
         const loftq::ExportSummary es = loftq::read_packed_export(packed.toStdString());
         QCOMPARE(loftq::resolve_plan(es.plan, es.tensors).weights.size(), w->document()->resolved().weights.size());
         QCOMPARE(es.stored_quantized_bytes, w->budgetBar()->size().quantized_bytes);
+
+        // What the folder takes on disk is what the bar and the dialog said (payloads exact,
+        // headers estimated: within 1%), not the plan's size (LoRA at 16-bit, once).
+        auto disk_of = [](const QString& d) {
+            uint64_t n = 0;
+            for (QDirIterator it(d, {"*.safetensors"}, QDir::Files, QDirIterator::Subdirectories); it.hasNext();) n += QFileInfo(it.next()).size();
+            return n;
+        };
+        const uint64_t bar_packed = w->budgetBar()->diskBytesPacked();
+        QVERIFY(bar_packed > w->budgetBar()->size().total_bytes);
+        QVERIFY2(std::abs(double(bar_packed) - double(disk_of(packed))) <= 0.01 * double(disk_of(packed)),
+                 qPrintable(QString("bar %1, disk %2").arg(bar_packed).arg(disk_of(packed))));
+        QVERIFY(w->budgetBar()->summaryText().contains("packed export ≈ " + format_bytes_decimal(bar_packed)));
+        const uint64_t hf = loftq::export_footprint(w->document()->resolved(), w->document()->tensors(), "hf").total();
+        QVERIFY2(std::abs(double(hf) - double(disk_of(out))) <= 0.01 * double(disk_of(out)),
+                 qPrintable(QString("hf estimate %1, disk %2").arg(hf).arg(disk_of(out))));
+        QVERIFY(w->budgetBar()->detailsText().contains(QString::number(hf) + " B"));
+
+        // The dialog: says what the chosen format takes; a non-empty folder keeps it open with a
+        // message (nothing entered is lost) until Replace is checked; bnb-nf4 of a non-NF4 plan too.
+        ExportDialog dlg(w->document()->resolved(), w->document()->tensors());
+        dlg.setFormat("packed");
+        dlg.setFolder(out);
+        dlg.setReplace(false);
+        QVERIFY2(dlg.footprintText().contains(format_bytes_decimal(bar_packed)), qPrintable(dlg.footprintText()));
+        QVERIFY(!dlg.tryAccept());
+        QVERIFY2(dlg.problemText().contains("not empty"), qPrintable(dlg.problemText()));
+        QCOMPARE(dlg.result(), int(QDialog::Rejected));
+        QCOMPARE(dlg.folder(), out);
+        dlg.setFormat("hf");
+        QVERIFY(dlg.footprintText().contains(format_bytes_decimal(hf)));
+        const bool all_nf4_64 = std::all_of(w->document()->resolved().weights.begin(), w->document()->resolved().weights.end(),
+                                            [](const auto& x) { return x.s.quant == loftq::QuantKind::NF4 && x.s.block == 64; });
+        dlg.setReplace(true);
+        dlg.setFormat("bnb-nf4");
+        if (!all_nf4_64) {
+            QVERIFY(!dlg.tryAccept());
+            QVERIFY2(dlg.problemText().contains("NF4"), qPrintable(dlg.problemText()));
+        }
+        dlg.setFormat("hf");
+        QVERIFY(dlg.tryAccept());
+        QCOMPARE(dlg.result(), int(QDialog::Accepted));
     }
 
     // Reload: a packed export opens read-only with its per-weight quantizers on the grid and its

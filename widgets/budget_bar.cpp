@@ -39,6 +39,14 @@ void BudgetBar::setSize(const loftq::PlanSize& size, uint64_t budget_bytes) {
     update();
 }
 
+void BudgetBar::setDiskBytes(uint64_t packed, uint64_t hf, uint64_t bnb) {
+    disk_packed_ = packed;
+    disk_hf_ = hf;
+    disk_bnb_ = bnb;
+    setToolTip(detailsText());
+    update();
+}
+
 QString BudgetBar::summaryText() const {
     if (size_.params == 0 && size_.total_bytes == 0) return tr("no model");
     QString s = QStringLiteral("%1 · %2 bits/param")
@@ -50,6 +58,7 @@ QString BudgetBar::summaryText() const {
         s += tr(" · budget %1 (%2%").arg(format_bytes_decimal(budget_)).arg(100.0 * double(size_.total_bytes) / double(budget_), 0, 'f', 0);
         s += overBudget() ? tr(", over)") : QStringLiteral(")");
     }
+    if (disk_packed_ > 0) s += tr(" · packed export ≈ %1 on disk").arg(format_bytes_decimal(disk_packed_));
     return s;
 }
 
@@ -63,6 +72,13 @@ QString BudgetBar::detailsText() const {
     l << bytes_line(tr("fp16 model"), size_.fp16_bytes);
     l << bytes_line(tr("source model"), size_.source_bytes);
     l << (budget_ > 0 ? bytes_line(tr("budget"), budget_) : tr("budget: none"));
+    if (disk_packed_ > 0) {
+        l << tr("An export takes more on disk than the plan's size: its LoRA factors are stored in fp32 (in loftq_init/, "
+                "and the packed model file holds them too); the HF layout stores every target dequantized:");
+        l << bytes_line(tr("  packed export"), disk_packed_);
+        l << bytes_line(tr("  HF LoftQ layout export"), disk_hf_);
+        if (disk_bnb_ > 0) l << bytes_line(tr("  bitsandbytes NF4 export"), disk_bnb_);
+    }
     l << tr("parameters: %1 (targets %2, LoRA %3)").arg(size_.params).arg(size_.target_params).arg(size_.lora_params);
     l << tr("bits per parameter: %1 overall, %2 for the targets' codes + scales")
              .arg(size_.bits_per_param(), 0, 'f', 4)

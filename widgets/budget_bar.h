@@ -21,6 +21,12 @@ public:
     explicit BudgetBar(QWidget* parent = nullptr);
 
     void setSize(const loftq::PlanSize& size, uint64_t budget_bytes);   // budget 0 = none
+    // What an export of the plan takes on disk (loftq::export_footprint totals; 0 = unknown):
+    // more than the plan's size, since exports store the LoRA factors in fp32 (the packed model
+    // file once more) and the HF layout every target dequantized. The summary names the packed
+    // figure, the tooltip all three.
+    void setDiskBytes(uint64_t packed, uint64_t hf, uint64_t bnb);
+    uint64_t diskBytesPacked() const { return disk_packed_; }
     const loftq::PlanSize& size() const { return size_; }
     uint64_t budget() const { return budget_; }
     bool overBudget() const { return budget_ > 0 && size_.total_bytes > budget_; }
@@ -44,6 +50,7 @@ protected:
 private:
     loftq::PlanSize size_;
     uint64_t budget_ = 0;
+    uint64_t disk_packed_ = 0, disk_hf_ = 0, disk_bnb_ = 0;
 };
 
 }  // namespace studio
