@@ -94,6 +94,9 @@ public:
     std::shared_ptr<const loftq::QuantizeResult> lastResult() const { return last_result_; }
     QString lastExportDir() const { return last_export_dir_; }
     bool openedExport() const { return openedExport_; }
+    // Where Save Plan's dialog starts: the plan's file, else the last plans folder, else the
+    // model's folder (when writable) or home, named after the model (never "/").
+    QString planSaveStart() const;
     void setThreads(int n);
     DeviceCombo* deviceCombo() const { return device_; }
 

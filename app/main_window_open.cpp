@@ -177,8 +177,20 @@ void MainWindow::loadPlanDialog() {
     loadPlan(path);
 }
 
+QString MainWindow::planSaveStart() const {
+    if (!planPath_.isEmpty()) return planPath_;
+    // The folder plans were last saved in, else the model's own folder when writable, else home;
+    // the file named after the model.
+    QString dir = QSettings().value("paths/plans").toString();
+    const QFileInfo model(doc_->modelPath());
+    const QString model_dir = model.isDir() ? model.absoluteFilePath() : model.absolutePath();
+    if (dir.isEmpty() || !QFileInfo(dir).isDir()) dir = !doc_->modelPath().isEmpty() && QFileInfo(model_dir).isWritable() ? model_dir : QDir::homePath();
+    const QString stem = doc_->modelPath().isEmpty() ? QStringLiteral("plan") : model.completeBaseName();
+    return QDir(dir).filePath(stem + ".loftq.json");
+}
+
 bool MainWindow::savePlanDialog() {
-    QString start = planPath_.isEmpty() ? QSettings().value("paths/plans").toString() + "/plan.loftq.json" : planPath_;
+    const QString start = planSaveStart();
     QString path = QFileDialog::getSaveFileName(this, tr("Save plan"), start, tr("LoftQ plans (*.loftq.json)"));
     if (path.isEmpty()) return false;
     if (!path.endsWith(".json")) path += ".loftq.json";

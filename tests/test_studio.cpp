@@ -98,6 +98,12 @@ private slots:
 
     // The synthetic demo (8 layers x 7 modules, hidden 256, with its own tokenizer and stories):
     // the tests up to opensAPackedExport use its shape (a T = 60 run long enough to cancel).
+    void savePlanStartsBesideTheModel() {
+        // Before any model or saved plan: home, never the root folder.
+        QVERIFY(!w->planSaveStart().startsWith("//"));
+        QVERIFY2(QFileInfo(w->planSaveStart()).absolutePath() != "/", qPrintable(w->planSaveStart()));
+    }
+
     void opensTheSyntheticDemo() {
         QElapsedTimer t;
         t.start();
@@ -110,6 +116,9 @@ private slots:
         QCOMPARE(doc->columns().size(), 7);
         QCOMPARE(int(doc->resolved().weights.size()), 8 * 7);
         QCOMPARE(QString::fromStdString(w->finetune()->options().data), QDir(dir).filePath("demo-stories.txt"));
+        // Save Plan starts in the model's folder (no plan saved yet in this test profile).
+        QCOMPARE(QFileInfo(w->planSaveStart()).absolutePath(), QFileInfo(dir).absoluteFilePath());
+        QVERIFY(w->planSaveStart().endsWith(".loftq.json"));
     }
 
     void editPlanRunAndWatch() {
