@@ -35,7 +35,11 @@ struct InitFlags {
     int block = 64, rank = 16, iters = 5;
     double lora_alpha = 0;
     uint64_t seed = 0;
+    std::string plan;
     void add_to(CLI::App* sub, const char* default_text) {
+        sub->add_option("--plan", plan,
+                        "A plan file (loftq plan init/auto, the workbench's Save Plan): --init loftq or qlora with its "
+                        "per-weight quantizers, ranks and steps (default init then loftq)");
         sub->add_option("--init", init, std::string("loftq (LoftQ in memory), qlora, lora16 or export (default: ") + default_text + ")")
             ->check(CLI::IsMember({"loftq", "qlora", "lora16", "export"}));
         sub->add_option("--quant", quant, "Quantizer for --init loftq/qlora: nf4 (default), nf3, nf2, int2, int3, int4, int8");
@@ -59,6 +63,12 @@ struct InitFlags {
         lo.iters = iters;
         lo.lora_alpha = lora_alpha;
         lo.seed = seed;
+        if (!plan.empty()) {
+            if (!init) lo.init = InitKind::Loftq;
+            if (lo.init != InitKind::Loftq && lo.init != InitKind::Qlora)
+                throw Error(plan, "", "--plan gives per-weight quantizer settings: use it with --init loftq or qlora");
+            lo.plan = std::make_shared<const Plan>(load_plan(plan));
+        }
         return lo;
     }
 };
@@ -179,8 +189,10 @@ void run_eval_cmd(EvalArgs& a) {
         if (info.has_base) {
             opt.load = info.base;
             opt.load.model = a.model;
-            std::fprintf(stderr, "loftq: base as the adapter was trained on: init %s%s\n", init_kind_name(opt.load.init),
-                         opt.load.init == InitKind::Export ? "" : (", " + opt.load.quant + " rank " + std::to_string(opt.load.rank)).c_str());
+            const std::string how = opt.load.plan                     ? ", a plan's per-weight settings"
+                                    : opt.load.init == InitKind::Export ? ""
+                                                                        : ", " + opt.load.quant + " rank " + std::to_string(opt.load.rank);
+            std::fprintf(stderr, "loftq: base as the adapter was trained on: init %s%s\n", init_kind_name(opt.load.init), how.c_str());
         }
     }
     opt.load.threads = opt.threads;

@@ -90,6 +90,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     // Statistics a run collected serve the next runs and sweeps on the same file.
     connect(job_, &StudioJob::calibrated, mixed_, &MixedPanel::rememberCalibration);
     connect(results_, &RunResults::outputErrorsChanged, this, &MainWindow::updateOutputToggle);
+    // The Fine-tune tab can start from the current plan (decomposed in memory there).
+    connect(doc_, &PlanDocument::planChanged, finetune_, [this] {
+        if (!doc_->hasModel() || openedExport_) return finetune_->setPlan(nullptr, {});
+        auto p = std::make_shared<loftq::Plan>(doc_->plan());
+        p->model = doc_->modelPath().toStdString();
+        finetune_->setPlan(std::move(p), doc_->resolved());
+    });
     // Results whose settings the plan no longer gives are marked stale (and unmarked on undo).
     connect(doc_, &PlanDocument::planChanged, results_, [this] { results_->setPlan(doc_->resolved()); });
     updateOutputToggle();

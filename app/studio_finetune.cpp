@@ -22,15 +22,23 @@
 #include <QStandardPaths>
 #include <QTableWidget>
 #include <QVBoxLayout>
+#include <algorithm>
+#include <map>
 #include <cmath>
 
 #include "device_combo.h"
 #include "loftq/compute_device.h"
 #include "model/llama.h"
+#include "quant/quantizer.h"
 #include "studio_job_thread.h"
 #include "training_curves.h"
 
 namespace studio {
+
+namespace {
+// The init combo's data for "LoftQ of the current plan" (InitKind::Loftq with LoadOptions::plan).
+constexpr int kPlanStart = 100;
+}  // namespace
 
 namespace {
 QSpinBox* spin(QWidget* parent, int lo, int hi, int value) {
@@ -74,6 +82,7 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     init_ = new QComboBox(this);
     init_->setObjectName("FinetuneInit");
     init_->addItem(tr("LoftQ (decompose now)"), int(loftq::InitKind::Loftq));
+    init_->addItem(tr("LoftQ of the current plan (its per-weight settings)"), kPlanStart);
     init_->addItem(tr("QLoRA (A random, B = 0)"), int(loftq::InitKind::Qlora));
     init_->addItem(tr("16-bit LoRA"), int(loftq::InitKind::Lora16));
     init_->addItem(tr("LoftQ export (as stored)"), int(loftq::InitKind::Export));
@@ -220,13 +229,40 @@ void FinetunePanel::updateInitChoices() {
                                       "model would train its original weights"));
     }
     if (!is_export && init_->currentIndex() == ex) init_->setCurrentIndex(init_->findData(int(loftq::InitKind::Loftq)));
-    const auto k = loftq::InitKind(init_->currentData().toInt());
-    quant_->setEnabled(k == loftq::InitKind::Loftq || k == loftq::InitKind::Qlora);
-    rank_->setEnabled(k != loftq::InitKind::Export);
-    iters_->setEnabled(k == loftq::InitKind::Loftq);
+    const int pl = init_->findData(kPlanStart);
+    if (items && pl >= 0) {
+        items->item(pl)->setEnabled(plan_ != nullptr && !is_export);
+        items->item(pl)->setToolTip(plan_ ? tr("Decompose the Plan tab's plan in memory (mixed quantizers, ranks and steps "
+                                               "as the grid shows them) and fine-tune from it")
+                                          : tr("Open a model in the Plan tab first"));
+    }
+    if ((!plan_ || is_export) && init_->currentIndex() == pl)
+        init_->setCurrentIndex(init_->findData(int(is_export ? loftq::InitKind::Export : loftq::InitKind::Loftq)));
+    const bool from_plan = init_->currentData().toInt() == kPlanStart;
+    const auto k = from_plan ? loftq::InitKind::Loftq : loftq::InitKind(init_->currentData().toInt());
+    quant_->setEnabled(!from_plan && (k == loftq::InitKind::Loftq || k == loftq::InitKind::Qlora));
+    rank_->setEnabled(!from_plan && k != loftq::InitKind::Export);
+    iters_->setEnabled(!from_plan && k == loftq::InitKind::Loftq);
+}
+
+void FinetunePanel::setPlan(std::shared_ptr<const loftq::Plan> plan, const loftq::ResolvedPlan& resolved) {
+    plan_ = std::move(plan);
+    // "loftq plan: nf2 r8 T5 x10, nf4 r16 T5 x4" (the most used settings first, at most three).
+    std::map<std::string, int> count;
+    for (const auto& w : resolved.weights)
+        ++count[std::string(loftq::quant_format(w.s.quant).name) + " r" + std::to_string(w.s.rank) + " T" + std::to_string(w.s.iters)];
+    std::vector<std::pair<int, std::string>> by;
+    for (const auto& [k, n] : count) by.push_back({-n, k});
+    std::sort(by.begin(), by.end());
+    QStringList parts;
+    for (size_t i = 0; i < by.size() && i < 3; ++i) parts << QString("%1 x%2").arg(QString::fromStdString(by[i].second)).arg(-by[i].first);
+    if (by.size() > 3) parts << tr("…");
+    planLabel_ = parts.isEmpty() ? tr("loftq plan (nothing quantized)") : tr("loftq plan: %1").arg(parts.join(", "));
+    updateInitChoices();
 }
 
 QString FinetunePanel::runLabel() const {
+    if (init_->currentData().toInt() == kPlanStart && plan_) return planLabel_;
     const auto k = loftq::InitKind(init_->currentData().toInt());
     switch (k) {
     case loftq::InitKind::Export: return tr("export %1").arg(QFileInfo(model_->text().trimmed()).fileName());
@@ -240,7 +276,9 @@ QString FinetunePanel::runLabel() const {
 loftq::TrainOptions FinetunePanel::options() const {
     loftq::TrainOptions o;
     o.load.model = model_->text().trimmed().toStdString();
-    o.load.init = loftq::InitKind(init_->currentData().toInt());
+    const bool from_plan = init_->currentData().toInt() == kPlanStart && plan_;
+    o.load.init = from_plan ? loftq::InitKind::Loftq : loftq::InitKind(init_->currentData().toInt());
+    if (from_plan) o.load.plan = plan_;
     o.load.quant = quant_->currentText().toStdString();
     o.load.rank = rank_->value();
     o.load.iters = iters_->value();
@@ -263,7 +301,7 @@ loftq::TrainOptions FinetunePanel::options() const {
 
 void FinetunePanel::setOptions(const loftq::TrainOptions& o) {
     model_->setText(QString::fromStdString(o.load.model));
-    init_->setCurrentIndex(std::max(0, init_->findData(int(o.load.init))));
+    init_->setCurrentIndex(std::max(0, init_->findData(o.load.plan && o.load.init == loftq::InitKind::Loftq ? kPlanStart : int(o.load.init))));
     quant_->setCurrentText(QString::fromStdString(o.load.quant));
     rank_->setValue(o.load.rank);
     iters_->setValue(o.load.iters);

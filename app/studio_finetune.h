@@ -34,6 +34,10 @@ public:
     // becomes the data file when none was chosen or the data is an earlier model's corpus that
     // this call filled in.
     void setModelPath(const QString& path);
+    // The Plan tab's current plan: the "LoftQ of the current plan" start decomposes it in memory
+    // (its per-weight quantizers, ranks and steps), no export needed. Null: no plan (start
+    // disabled).
+    void setPlan(std::shared_ptr<const loftq::Plan> plan, const loftq::ResolvedPlan& resolved);
     // Options as the form shows them; start() runs them (false while a run is going).
     loftq::TrainOptions options() const;
     void setOptions(const loftq::TrainOptions& o);
@@ -65,6 +69,8 @@ private:
     TrainingCurves* curves_ = nullptr;
     QLineEdit *model_ = nullptr, *data_ = nullptr, *evalData_ = nullptr, *out_ = nullptr;
     QComboBox *init_ = nullptr, *quant_ = nullptr;
+    std::shared_ptr<const loftq::Plan> plan_;   // setPlan
+    QString planLabel_;                         // the run's name when starting from it
     DeviceCombo* device_ = nullptr;   // Auto (default), CPU, CUDA (enabled when a usable GPU is present)
     QSpinBox *rank_ = nullptr, *iters_ = nullptr, *steps_ = nullptr, *batch_ = nullptr, *seq_ = nullptr, *accum_ = nullptr,
              *evalEvery_ = nullptr, *seed_ = nullptr, *threads_ = nullptr;

@@ -26,6 +26,7 @@
 #include "studio_export_dialog.h"
 #include "log_panel.h"
 #include "core/cancel.h"
+#include "core/fsutil.h"
 #include "budget_bar.h"
 #include "device_combo.h"
 #include "loftq/export_summary.h"
@@ -449,6 +450,49 @@ private slots:
         QVERIFY(done.wait(30000));
         QVERIFY(!done.takeFirst().at(0).toBool());
         qInfo("fine-tune stop honoured after %lld ms", t.elapsed());
+
+        // From the current plan: a mixed plan edited in the grid is decomposed in memory and
+        // trained, no export; the fields it ignores are disabled; the run says what it trained and
+        // its adapter records the plan (so `loftq eval --adapter` rebuilds the same base).
+        PlanDocument* doc = w->document();
+        w->grid()->selectCells({QPoint(0, 0), QPoint(1, 0)});
+        loftq::SettingsPatch p;
+        p.quant = loftq::QuantKind::NF2;
+        p.rank = 2;
+        p.iters = 1;
+        w->grid()->applyPatch(p, "NF2 r2 T1 on two cells");
+        auto* init = ft->findChild<QComboBox*>("FinetuneInit");
+        init->setCurrentIndex(init->findData(100));   // kPlanStart
+        QVERIFY(init->currentData().toInt() == 100);
+        QVERIFY(!ft->findChild<QWidget*>("FinetuneQuant")->isEnabled());
+        QVERIFY(!ft->findChild<QWidget*>("FinetuneRank")->isEnabled());
+        QVERIFY2(ft->runLabel().startsWith("loftq plan: ") && ft->runLabel().contains("nf2 r2 T1 x2"), qPrintable(ft->runLabel()));
+        loftq::TrainOptions po = ft->options();
+        QVERIFY(po.load.plan);
+        QCOMPARE(po.load.init, loftq::InitKind::Loftq);
+        QCOMPARE(loftq::plan_to_json(*po.load.plan).dump(), [&] {
+            loftq::Plan q = doc->plan();
+            q.model = doc->modelPath().toStdString();
+            return loftq::plan_to_json(q).dump();
+        }());
+        po.steps = 2;
+        po.eval_every = 0;
+        po.out_dir = dir + "/plan";
+        ft->setOptions(po);
+        QCOMPARE(init->currentData().toInt(), 100);
+        QVERIFY(ft->start());
+        QVERIFY(done.wait(300000));
+        QVERIFY2(done.takeFirst().at(0).toBool(), qPrintable(w->log()->plainText().right(400)));
+        const auto base = nlohmann::json::parse(loftq::read_text_file(dir + "/plan/adapter/loftq_base.json"));
+        QVERIFY(base.contains("plan"));
+        for (int col : {0, 1}) {
+            const std::string n = doc->resolved().weights[size_t(doc->weightAt(0, col))].name;
+            QCOMPARE(base["plan"]["overrides"][n]["quant"], "nf2");
+            QCOMPARE(base["plan"]["overrides"][n]["rank"], 2);
+        }
+        QVERIFY(c->runCount() >= 5);
+        doc->undoStack()->undo();
+        init->setCurrentIndex(init->findData(int(loftq::InitKind::Loftq)));
     }
 
     void exportWritesEverythingOrNothing() {

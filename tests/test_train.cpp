@@ -671,6 +671,29 @@ private slots:
         QVERIFY2(x.err.contains("not a LoftQ export") && x.err.contains(QString::fromStdString(synth.model)), qPrintable(x.err));
         QVERIFY(!QFile::exists(out + "-x"));
         QVERIFY(!is_loftq_export(synth.model));
+        // --plan: the plan's per-weight settings, recorded with the adapter; eval rebuilds that base.
+        const QString plan = QString::fromStdString(test::make_temp_dir("train-cli-plan")) + "/p.loftq.json";
+        Run pi = run_cli({"plan", "init", QString::fromStdString(synth.model), "-o", plan, "--quant", "nf3", "--rank", "2", "--iters", "1"});
+        QVERIFY2(pi.code == 0, qPrintable(pi.err));
+        {
+            json pj = json::parse(read_text_file(plan.toStdString()));
+            pj["overrides"]["model.layers.0.mlp.down_proj.weight"] = {{"quant", "int8"}, {"rank", 4}};
+            write_file_atomic(plan.toStdString(), pj.dump(2));
+        }
+        Run pf = run_cli({"finetune", QString::fromStdString(synth.model), "--plan", plan, "--data", QString::fromStdString(synth.data),
+                          "--eval-data", QString::fromStdString(synth.eval), "--out", out + "-plan", "--steps", "2", "--batch", "2",
+                          "--seq", "16", "--eval-every", "0", "--threads", "2", "--sample-tokens", "0"});
+        QVERIFY2(pf.code == 0, qPrintable(pf.err));
+        QVERIFY2(pf.err.contains("a plan's per-weight settings"), qPrintable(pf.err));
+        json pb = json::parse(read_text_file((out + "-plan/adapter/loftq_base.json").toStdString()));
+        QCOMPARE(pb["plan"]["overrides"]["model.layers.0.mlp.down_proj.weight"]["quant"], "int8");
+        Run pe = run_cli({"eval", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.eval), "--adapter",
+                          out + "-plan/adapter", "--seq", "16", "--batch", "2", "--max-examples", "4"});
+        QVERIFY2(pe.code == 0 && pe.err.contains("a plan's per-weight settings"), qPrintable(pe.err));
+        Run px = run_cli({"finetune", QString::fromStdString(synth.model), "--plan", plan, "--init", "lora16", "--data",
+                          QString::fromStdString(synth.data), "--out", out + "-px"});
+        QCOMPARE(px.code, 1);
+        QVERIFY2(px.err.contains("--init loftq or qlora"), qPrintable(px.err));
         if (!cuda_status().available) {
             Run c = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
                              out + "2", "--device", "cuda"});

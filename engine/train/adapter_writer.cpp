@@ -84,6 +84,8 @@ nlohmann::ordered_json load_options_json(const LoadOptions& o) {
     }
     j["lora_alpha"] = o.lora_alpha;
     j["seed"] = o.seed;
+    // A plan start (per-weight settings): the plan itself, so that the base can be rebuilt.
+    if (o.plan && (o.init == InitKind::Loftq || o.init == InitKind::Qlora)) j["plan"] = plan_to_json(*o.plan);
     return j;
 }
 
@@ -102,6 +104,7 @@ LoadOptions load_options_from_json(const nlohmann::json& j, const std::string& f
         }
         o.lora_alpha = j.at("lora_alpha").get<double>();
         o.seed = j.at("seed").get<uint64_t>();
+        if (j.contains("plan") && !j["plan"].is_null()) o.plan = std::make_shared<const Plan>(plan_from_json(j["plan"], file + " (plan)"));
     } catch (const nlohmann::json::exception& e) {
         throw Error(file, "", std::string("bad load options: ") + e.what());
     }

@@ -205,7 +205,7 @@ std::vector<std::string> check_resume_compatible(const std::string& file, const 
     auto differ = [&](const nlohmann::json& a, const nlohmann::json& b) { return a.dump() != b.dump(); };
     auto field = [&](const nlohmann::json& j, const std::string& k) { return j.contains(k) ? j.at(k) : nlohmann::json(); };
     // Settings that define the model being trained and the sequence of batches.
-    static const char* kLoad[] = {"init", "quant", "block", "rank", "iters", "lora_alpha", "seed"};
+    static const char* kLoad[] = {"init", "quant", "block", "rank", "iters", "lora_alpha", "seed", "plan"};
     const nlohmann::json sl = field(saved, "load"), cl = cur.at("load");
     for (const char* k : kLoad)
         if (differ(field(sl, k), field(cl, k)))

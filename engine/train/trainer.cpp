@@ -348,7 +348,10 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         e.kind = TrainEventKind::Started;
         std::ostringstream s;
         s << "fine-tuning " << opt.load.model << " (init " << init_kind_name(opt.load.init);
-        if (opt.load.init != InitKind::Export) s << ", " << opt.load.quant << " rank " << opt.load.rank;
+        if (opt.load.plan && (opt.load.init == InitKind::Loftq || opt.load.init == InitKind::Qlora))
+            s << ", a plan's per-weight settings";
+        else if (opt.load.init != InitKind::Export)
+            s << ", " << opt.load.quant << " rank " << opt.load.rank;
         s << ") on " << data.train.size() << " " << data.format << " examples of " << opt.seq << " tokens ("
           << data.scored_tokens << " scored), " << eval_ex.size() << " eval examples; tokenizer " << tok->kind();
         e.text = s.str();
