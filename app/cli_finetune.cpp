@@ -170,6 +170,8 @@ void run_finetune_cmd(FinetuneArgs& a) {
     if (std::isfinite(r.first_eval_loss))
         std::printf("eval loss %.4f -> %.4f (perplexity %.3f -> %.3f); last train loss %.4f\n", r.first_eval_loss,
                     r.final_eval_loss, std::exp(r.first_eval_loss), std::exp(r.final_eval_loss), r.final_train_loss);
+    if (std::isfinite(r.original_eval_loss))
+        std::printf("original model: eval loss %.4f (perplexity %.3f)\n", r.original_eval_loss, std::exp(r.original_eval_loss));
     if (!r.sample.empty()) std::printf("sample: %s\n", r.sample.c_str());
     std::printf("wrote %s (adapter/, checkpoint/, metrics.jsonl)\n", opt.out_dir.c_str());
 }
@@ -236,6 +238,8 @@ void add_finetune(CLI::App& app) {
     sub->add_option("--tokenizer", o.tokenizer, "Tokenizer file (default: beside MODEL)")->check(CLI::ExistingFile);
     sub->add_option("--threads", o.threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
     sub->add_flag("--resume", o.resume, "Continue from OUT/checkpoint");
+    sub->add_flag("--eval-original", o.eval_original,
+                  "Also measure the original (16-bit) model on the same held-out examples first: the reference loss");
     sub->add_flag("-q,--quiet", a->quiet, "No progress output");
     a->init.add_to(sub, "export when MODEL holds loftq_init/, else loftq");
     sub->callback([a] {

@@ -1,6 +1,7 @@
 // studio_finetune.cpp: see studio_finetune.h.
 #include "studio_finetune.h"
 
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDateTime>
 #include <QDir>
@@ -13,9 +14,12 @@
 #include <QHeaderView>
 #include <QLabel>
 #include <QLineEdit>
+#include <QMenu>
 #include <QPlainTextEdit>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QShortcut>
+#include <QSignalBlocker>
 #include <QSpinBox>
 #include <QSplitter>
 #include <QStandardItemModel>
@@ -152,6 +156,12 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
         const QString dir = QFileDialog::getExistingDirectory(this, tr("A fine-tuning run's folder"), lastOut_);
         if (!dir.isEmpty()) openRun(dir);
     });
+    measureOriginal_ = new QCheckBox(tr("Reference: the original model's held-out loss (measured once per data)"), this);
+    measureOriginal_->setObjectName("FinetuneMeasureOriginal");
+    measureOriginal_->setChecked(true);
+    measureOriginal_->setToolTip(tr("Before the first run on a model and held-out data, evaluate the unquantized model on the "
+                                    "same examples: the dashed line every quantized start should approach"));
+    form->addRow(measureOriginal_);
     auto* brow = new QHBoxLayout;
     brow->addWidget(startButton_);
     brow->addWidget(stopButton_);
@@ -170,11 +180,40 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     runs_->horizontalHeaderItem(3)->setToolTip(tr("Held-out loss at the last evaluation"));
     runs_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
     runs_->horizontalHeader()->setStretchLastSection(true);
+    runs_->setObjectName("FinetuneRuns");
     runs_->verticalHeader()->hide();
-    runs_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    runs_->setEditTriggers(QAbstractItemView::DoubleClicked | QAbstractItemView::EditKeyPressed | QAbstractItemView::SelectedClicked);
+    runs_->setSelectionBehavior(QAbstractItemView::SelectRows);
+    runs_->setSelectionMode(QAbstractItemView::SingleSelection);
+    runs_->setContextMenuPolicy(Qt::CustomContextMenu);
+    runs_->horizontalHeaderItem(0)->setToolTip(tr("Double-click to rename; Delete removes the run from the chart"));
+    connect(runs_, &QTableWidget::currentCellChanged, this, [this](int row) {
+        const int run = runAtRow(row);
+        curves_->setHighlight(run);
+        if (run >= 0) sample_->setPlainText(samples_.value(run));
+    });
+    connect(runs_, &QTableWidget::itemChanged, this, [this](QTableWidgetItem* it) {
+        if (it->column() != 0) return;
+        const int run = it->data(Qt::UserRole).toInt();
+        curves_->renameRun(run, it->text());
+        if (it->text() != curves_->runName(run)) {   // made unique, or an empty name refused
+            QSignalBlocker block(runs_);
+            it->setText(curves_->runName(run));
+        }
+    });
+    connect(runs_, &QWidget::customContextMenuRequested, this, [this](const QPoint& pos) {
+        const int row = runs_->rowAt(pos.y());
+        if (row < 0) return;
+        QMenu menu(this);
+        menu.addAction(tr("Rename"), this, [this, row] { runs_->editItem(runs_->item(row, 0)); });
+        menu.addAction(tr("Remove from the chart"), this, [this, row] { removeRunAt(row); });
+        menu.exec(runs_->viewport()->mapToGlobal(pos));
+    });
+    auto* del = new QShortcut(QKeySequence::Delete, runs_, nullptr, nullptr, Qt::WidgetShortcut);
+    connect(del, &QShortcut::activated, this, [this] { removeRunAt(runs_->currentRow()); });
     sample_ = new QPlainTextEdit(this);
     sample_->setReadOnly(true);
-    sample_->setPlaceholderText(tr("The greedy sample of the last run appears here."));
+    sample_->setPlaceholderText(tr("The greedy sample of the selected run (or the last one) appears here."));
 
     // Left: the form, then the runs and the last sample; right: the curves, which get the room.
     auto* left = new QSplitter(Qt::Vertical, this);
@@ -330,20 +369,21 @@ bool FinetunePanel::openRun(const QString& dir) {
         return false;
     }
     const int run = curves_->addRun(QFileInfo(dir).fileName());
-    const int row = runs_->rowCount();
-    runs_->insertRow(row);
-    runs_->setItem(row, 0, new QTableWidgetItem(QFileInfo(dir).fileName()));
+    addRunRow(run, curves_->runName(run));
+    const int row = rowOfRun(run);
     bool first_eval = true;
     for (const auto& r : recs) {
         if (r.kind == "train" && std::isfinite(r.train_loss)) {
             curves_->addTrainPoint(run, r.step, r.train_loss);
-            runs_->setItem(row, 1, new QTableWidgetItem(QString::number(r.step)));
-            if (std::isfinite(r.tokens_per_s)) runs_->setItem(row, 4, new QTableWidgetItem(QString::number(r.tokens_per_s, 'f', 0)));
+            setRunCell(row, 1, QString::number(r.step));
+            if (std::isfinite(r.tokens_per_s)) setRunCell(row, 4, QString::number(r.tokens_per_s, 'f', 0));
         } else if (r.kind == "eval" && std::isfinite(r.eval_loss)) {
             curves_->addEvalPoint(run, r.step, r.eval_loss);
-            if (first_eval) runs_->setItem(row, 2, new QTableWidgetItem(QString::number(r.eval_loss, 'f', 4)));
-            runs_->setItem(row, 3, new QTableWidgetItem(QString::number(r.eval_loss, 'f', 4)));
+            if (first_eval) setRunCell(row, 2, QString::number(r.eval_loss, 'f', 4));
+            setRunCell(row, 3, QString::number(r.eval_loss, 'f', 4));
             first_eval = false;
+        } else if (r.kind == "eval_original" && std::isfinite(r.eval_loss) && !std::isfinite(curves_->reference())) {
+            curves_->setReference(r.eval_loss, tr("original model (held-out)"));
         }
     }
     curves_->replotNow();
@@ -367,10 +407,17 @@ bool FinetunePanel::start() {
     }
     lastOut_ = QString::fromStdString(o.out_dir);
     currentRun_ = curves_->addRun(name);
-    const int row = runs_->rowCount();
-    runs_->insertRow(row);
-    runs_->setItem(row, 0, new QTableWidgetItem(name));
+    addRunRow(currentRun_, curves_->runName(currentRun_));
     sample_->clear();
+    // The original model's loss, once per (model, held-out data, seq, eval batches).
+    const QString refKey = QString::fromStdString(o.load.model + "|" + (o.eval_data.empty() ? o.data + "#split" : o.eval_data) + "|" +
+                                                  std::to_string(o.seq) + "|" + std::to_string(o.eval_batches));
+    o.eval_original = measureOriginal_->isChecked() && (refKey != referenceKey_ || !std::isfinite(curves_->reference()));
+    if (!measureOriginal_->isChecked()) curves_->setReference(NAN, {});
+    if (o.eval_original) {
+        curves_->setReference(NAN, {});
+        referenceKey_ = refKey;
+    }
     progress_->setValue(0);
     status_->setText(tr("Loading %1…").arg(model_->text()));
     emit message(tr("fine-tune \"%1\" started: %2").arg(name, lastOut_), false);
@@ -390,8 +437,14 @@ void FinetunePanel::stop() {
 }
 
 void FinetunePanel::onEvent(const loftq::TrainEvent& e) {
-    const int row = runs_->rowCount() - 1;
-    auto set = [&](int col, const QString& t) { runs_->setItem(row, col, new QTableWidgetItem(t)); };
+    const int row = rowOfRun(currentRun_);
+    auto set = [&](int col, const QString& t) {
+        if (row >= 0) setRunCell(row, col, t);
+    };
+    if (e.kind == loftq::TrainEventKind::Eval && e.step < 0) {   // the original model, measured first
+        curves_->setReference(e.eval_loss, tr("original model (held-out)"));
+        return;
+    }
     switch (e.kind) {
     case loftq::TrainEventKind::Step:
         curves_->addTrainPoint(currentRun_, e.step, e.train_loss);
@@ -400,11 +453,12 @@ void FinetunePanel::onEvent(const loftq::TrainEvent& e) {
         break;
     case loftq::TrainEventKind::Eval:
         curves_->addEvalPoint(currentRun_, e.step, e.eval_loss);
-        if (!runs_->item(row, 2)) set(2, QString::number(e.eval_loss, 'f', 4));
+        if (row >= 0 && !runs_->item(row, 2)) set(2, QString::number(e.eval_loss, 'f', 4));
         set(3, QString::number(e.eval_loss, 'f', 4));
         break;
     case loftq::TrainEventKind::Sample:
-        sample_->setPlainText(QString::fromStdString(e.text));
+        samples_[currentRun_] = QString::fromStdString(e.text);
+        if (runAtRow(runs_->currentRow()) == currentRun_ || runs_->currentRow() < 0) sample_->setPlainText(samples_[currentRun_]);
         break;
     case loftq::TrainEventKind::Message:
     case loftq::TrainEventKind::Checkpoint:
@@ -442,6 +496,52 @@ void FinetunePanel::onEnded(bool ok, const QString& why) {
     updateEnabled();
     emit runFinished(ok);
 }
+
+void FinetunePanel::addRunRow(int run, const QString& name) {
+    QSignalBlocker block(runs_);
+    const int row = runs_->rowCount();
+    runs_->insertRow(row);
+    auto* it = new QTableWidgetItem(name);
+    it->setData(Qt::UserRole, run);
+    it->setFlags(Qt::ItemIsSelectable | Qt::ItemIsEnabled | Qt::ItemIsEditable);
+    runs_->setItem(row, 0, it);
+}
+
+void FinetunePanel::setRunCell(int row, int col, const QString& text) {
+    QSignalBlocker block(runs_);
+    auto* it = new QTableWidgetItem(text);
+    it->setFlags(Qt::ItemIsSelectable | Qt::ItemIsEnabled);
+    runs_->setItem(row, col, it);
+}
+
+int FinetunePanel::runAtRow(int row) const {
+    const QTableWidgetItem* it = row >= 0 && row < runs_->rowCount() ? runs_->item(row, 0) : nullptr;
+    return it ? it->data(Qt::UserRole).toInt() : -1;
+}
+
+int FinetunePanel::rowOfRun(int run) const {
+    for (int r = 0; r < runs_->rowCount(); ++r)
+        if (runAtRow(r) == run) return r;
+    return -1;
+}
+
+bool FinetunePanel::removeRunAt(int row) {
+    const int run = runAtRow(row);
+    if (run < 0) return false;
+    if (job_->running() && run == currentRun_) {
+        emit message(tr("The run in progress cannot be removed; stop it first."), true);
+        return false;
+    }
+    curves_->removeRun(run);
+    samples_.remove(run);
+    runs_->removeRow(row);
+    if (runs_->currentRow() < 0) sample_->clear();
+    return true;
+}
+
+QString FinetunePanel::sampleText() const { return sample_->toPlainText(); }
+
+void FinetunePanel::setMeasureOriginal(bool on) { measureOriginal_->setChecked(on); }
 
 void FinetunePanel::updateEnabled() {
     startButton_->setEnabled(!job_->running());

@@ -3,11 +3,13 @@
 // bits), the runs' results and the greedy sample. It fills loftq::TrainOptions and calls the
 // engine's run_finetune on a JobThread, exactly as `loftq finetune` does; no numerics here.
 #pragma once
+#include <QHash>
 #include <QWidget>
 #include <memory>
 
 #include "train/trainer.h"
 
+class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -59,10 +61,23 @@ private:
     void onEnded(bool ok, const QString& why);
     void updateEnabled();
     void updateInitChoices();   // export start only for an export; ignored fields disabled
+    void addRunRow(int run, const QString& name);      // a table row for a curves run
+    void setRunCell(int row, int col, const QString& text);
+    int rowOfRun(int run) const;
 public:
     // The run's name in the table and the legend: what is really trained, e.g. "loftq nf2 r8 T5",
     // "qlora nf4 r16", "lora16 r8", "export my-export".
     QString runLabel() const;
+    // The runs table: selecting a row shows that run's sample and highlights its curves; the name
+    // cell is editable (renames the run, kept unique); Delete or the context menu removes a run
+    // (not the one training).
+    QTableWidget* runsTable() const { return runs_; }
+    int runAtRow(int row) const;                 // TrainingCurves index of a table row, -1 none
+    bool removeRunAt(int row);
+    QString sampleText() const;
+    // Each run measures the original model once per (model, held-out data, seq) for the curves'
+    // dashed reference line (TrainOptions::eval_original); off: no reference.
+    void setMeasureOriginal(bool on);
 private:
 
     JobThread* job_ = nullptr;
@@ -71,6 +86,9 @@ private:
     QComboBox *init_ = nullptr, *quant_ = nullptr;
     std::shared_ptr<const loftq::Plan> plan_;   // setPlan
     QString planLabel_;                         // the run's name when starting from it
+    QHash<int, QString> samples_;               // greedy sample per curves run
+    QCheckBox* measureOriginal_ = nullptr;
+    QString referenceKey_;                      // what the reference line was measured for
     DeviceCombo* device_ = nullptr;   // Auto (default), CPU, CUDA (enabled when a usable GPU is present)
     QSpinBox *rank_ = nullptr, *iters_ = nullptr, *steps_ = nullptr, *batch_ = nullptr, *seq_ = nullptr, *accum_ = nullptr,
              *evalEvery_ = nullptr, *seed_ = nullptr, *threads_ = nullptr;

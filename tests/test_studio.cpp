@@ -15,6 +15,7 @@
 #include <QProcess>
 #include <QStandardItemModel>
 #include <QStandardPaths>
+#include <QTableWidget>
 #include <QThread>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -423,6 +424,14 @@ private slots:
         QVERIFY(QFileInfo::exists(QString::fromStdString(dir + "/loftq/adapter/adapter_model.safetensors")));
         QVERIFY(QFileInfo::exists(QString::fromStdString(dir + "/loftq/metrics.jsonl")));
         const double loftq_final = ft->lastResult().final_eval_loss;
+        const QString loftq_sample = QString::fromStdString(ft->lastResult().sample);
+        // The original model was measured first on the same held-out examples: the dashed
+        // reference, recorded in metrics.jsonl (this synthetic model is untrained, so no ordering).
+        QVERIFY(std::isfinite(c->reference()));
+        QVERIFY(std::isfinite(ft->lastResult().original_eval_loss));
+        QCOMPARE(c->reference(), ft->lastResult().original_eval_loss);
+        QCOMPARE(c->evalPoints(0)[0].x(), 0.0);   // the runs' own curves start at step 0; the reference is no point of them
+        QVERIFY(loftq::read_text_file(dir + "/loftq/metrics.jsonl").find("\"eval_original\"") != std::string::npos);
 
         o.load.init = loftq::InitKind::Qlora;
         o.out_dir = dir + "/qlora";
@@ -437,13 +446,44 @@ private slots:
         QCOMPARE(c->trainPoints(2).size(), c->trainPoints(0).size());
         for (int i = 0; i < c->trainPoints(0).size(); ++i) QCOMPARE(float(c->trainPoints(2)[i].y()), float(c->trainPoints(0)[i].y()));
         QCOMPARE(c->evalPoints(2).size(), c->evalPoints(0).size());
-        qInfo("demo fine-tune, 8 steps, NF2 r4: held-out loss LoftQ %.4f, QLoRA %.4f", loftq_final, ft->lastResult().final_eval_loss);
+        qInfo("demo fine-tune, 8 steps, NF2 r4: held-out loss LoftQ %.4f, QLoRA %.4f (original model %.4f)", loftq_final,
+              ft->lastResult().final_eval_loss, c->reference());
+        // Same model and held-out data: not measured again.
+        QVERIFY(loftq::read_text_file(dir + "/qlora/metrics.jsonl").find("\"eval_original\"") == std::string::npos);
+        QVERIFY(c->legendNames().contains("original model (held-out)"));
+
+        // The runs table: selecting a run shows its sample and highlights its curves; names are
+        // unique in the legend; renaming keeps them unique; a run can be removed.
+        QTableWidget* runs = ft->runsTable();
+        QCOMPARE(runs->rowCount(), 3);
+        runs->setCurrentCell(0, 1);
+        QCOMPARE(c->highlight(), 0);
+        QCOMPARE(ft->sampleText(), loftq_sample);
+        runs->setCurrentCell(1, 1);
+        QCOMPARE(c->highlight(), 1);
+        QVERIFY(ft->sampleText() != loftq_sample || loftq_sample.isEmpty());
+        QVERIFY(ft->openRun(QString::fromStdString(dir + "/loftq")));   // the same folder twice
+        QCOMPARE(c->runName(3), c->runName(2) + " (2)");
+        c->replotNow();
+        QVERIFY(c->legendNames().contains(c->runName(3) + " (held-out)"));
+        runs->item(0, 0)->setText("mine");
+        QCOMPARE(c->runName(0), QString("mine"));
+        runs->item(1, 0)->setText("mine");
+        QCOMPARE(c->runName(1), QString("mine (2)"));
+        QCOMPARE(runs->item(1, 0)->text(), QString("mine (2)"));
+        QVERIFY(ft->removeRunAt(3));
+        QVERIFY(!c->runAlive(3));
+        QCOMPARE(runs->rowCount(), 3);
+        c->replotNow();
+        for (const QString& n : c->legendNames()) QVERIFY2(!n.startsWith(c->runName(2) + " (2)"), qPrintable(n));
 
         o.steps = 100000;
         o.out_dir = dir + "/long";
         ft->setOptions(o);
         QVERIFY(ft->start());
-        QTRY_VERIFY_WITH_TIMEOUT(c->trainPoints(3).size() >= 1 || !ft->running(), 120000);
+        const int long_run = c->runCount() - 1;
+        QTRY_VERIFY_WITH_TIMEOUT(c->trainPoints(long_run).size() >= 1 || !ft->running(), 120000);
+        QVERIFY(!ft->removeRunAt(runs->rowCount() - 1));   // the run in progress stays
         QElapsedTimer t;
         t.start();
         ft->stop();
@@ -490,7 +530,7 @@ private slots:
             QCOMPARE(base["plan"]["overrides"][n]["quant"], "nf2");
             QCOMPARE(base["plan"]["overrides"][n]["rank"], 2);
         }
-        QVERIFY(c->runCount() >= 5);
+        QVERIFY(c->runCount() >= 6);
         doc->undoStack()->undo();
         init->setCurrentIndex(init->findData(int(loftq::InitKind::Loftq)));
     }

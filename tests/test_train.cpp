@@ -647,6 +647,37 @@ private slots:
         }
     }
 
+    // eval_original: the original model's loss on the run's own held-out examples, equal to
+    // run_eval of the unquantized model (Lora16, rank 0 = W as stored) on the same file.
+    void evalOriginalIsTheUnquantizedModelsLoss() {
+        TrainOptions o = synth_opts(synth, test::make_temp_dir("train-orig") + "/out");
+        o.steps = 1;
+        o.eval_every = 0;
+        o.eval_batches = 1000;   // every held-out example, as run_eval takes them
+        o.sample_tokens = 0;
+        o.eval_original = true;
+        o.load.quant = "nf2";
+        int ref_events = 0;
+        TrainResult r = run_finetune(o, [&](const TrainEvent& e) { ref_events += e.kind == TrainEventKind::Eval && e.step < 0; }, CancelToken{});
+        QCOMPARE(ref_events, 1);
+        EvalOptions eo;
+        eo.load.model = synth.model;
+        eo.load.init = InitKind::Lora16;
+        eo.load.rank = 0;
+        eo.data = synth.eval;
+        eo.batch = o.batch;
+        eo.seq = o.seq;
+        eo.threads = 2;
+        const EvalResult ref = run_eval(eo, CancelToken{});
+        qInfo("original %.6f (run_eval %.6f), nf2 LoftQ start %.6f", r.original_eval_loss, ref.loss, r.first_eval_loss);
+        QVERIFY(std::abs(r.original_eval_loss - ref.loss) <= 1e-6 * ref.loss);
+        QVERIFY(r.first_eval_loss != r.original_eval_loss);
+        // Off by default: NaN.
+        o.eval_original = false;
+        o.out_dir = test::make_temp_dir("train-orig2") + "/out";
+        QVERIFY(std::isnan(run_finetune(o, nullptr, CancelToken{}).original_eval_loss));
+    }
+
     void cliFinetuneAndEval() {
         if (cli_path().isEmpty()) QSKIP("the loftq binary was not found (set LOFTQ_CLI)");
         const QString out = QString::fromStdString(test::make_temp_dir("train-cli")) + "/out";

@@ -19,6 +19,19 @@ struct TrainingCurves::Impl {
         bool alive = true;
     };
     QVector<Run> runs;
+    int highlight = -1;
+    double reference = NAN;
+    QString reference_label;
+    QString unique(const QString& name, int except) const {
+        auto taken = [&](const QString& n) {
+            for (int i = 0; i < runs.size(); ++i)
+                if (i != except && runs[i].alive && runs[i].name == n) return true;
+            return false;
+        };
+        if (!taken(name)) return name;
+        for (int k = 2;; ++k)
+            if (!taken(QStringLiteral("%1 (%2)").arg(name).arg(k))) return QStringLiteral("%1 (%2)").arg(name).arg(k);
+    }
 };
 
 TrainingCurves::TrainingCurves(QWidget* parent) : QWidget(parent), d(std::make_unique<Impl>()) {
@@ -47,7 +60,7 @@ TrainingCurves::TrainingCurves(QWidget* parent) : QWidget(parent), d(std::make_u
 TrainingCurves::~TrainingCurves() = default;
 
 int TrainingCurves::addRun(const QString& name) {
-    d->runs.push_back({name, {}, {}, true});
+    d->runs.push_back({d->unique(name, -1), {}, {}, true});
     request_replot(d->timer);
     return int(d->runs.size()) - 1;
 }
@@ -67,10 +80,42 @@ void TrainingCurves::addEvalPoint(int run, int step, double loss) {
 void TrainingCurves::removeRun(int run) {
     if (run < 0 || run >= d->runs.size()) return;
     d->runs[run].alive = false;  // indices stay valid for the runs after it
+    if (d->highlight == run) d->highlight = -1;
     replotNow();
 }
 
+void TrainingCurves::renameRun(int run, const QString& name) {
+    if (run < 0 || run >= d->runs.size() || name.trimmed().isEmpty()) return;
+    d->runs[run].name = d->unique(name.trimmed(), run);
+    replotNow();
+}
+
+bool TrainingCurves::runAlive(int run) const { return run >= 0 && run < d->runs.size() && d->runs[run].alive; }
+
+void TrainingCurves::setHighlight(int run) {
+    d->highlight = runAlive(run) ? run : -1;
+    replotNow();
+}
+
+int TrainingCurves::highlight() const { return d->highlight; }
+
+void TrainingCurves::setReference(double loss, const QString& label) {
+    d->reference = loss;
+    d->reference_label = label;
+    replotNow();
+}
+
+double TrainingCurves::reference() const { return d->reference; }
+
+QStringList TrainingCurves::legendNames() const {
+    QStringList l;
+    for (int i = 0; i < d->plot->legend->itemCount(); ++i)
+        if (auto* it = qobject_cast<QCPPlottableLegendItem*>(d->plot->legend->item(i))) l << it->plottable()->name();
+    return l;
+}
+
 void TrainingCurves::clear() {
+    d->highlight = -1;
     d->runs.clear();
     replotNow();
 }
@@ -102,13 +147,31 @@ void TrainingCurves::replotNow() {
         g->setData(x, y, true);
     };
     int colour = 0;
-    for (const auto& r : d->runs) {
-        const QColor c = series_color(colour++);
+    const bool focus = d->highlight >= 0;
+    QVector<int> order;   // the highlighted run last, so that it is drawn on top
+    for (int i = 0; i < d->runs.size(); ++i)
+        if (i != d->highlight) order << i;
+    if (focus) order << d->highlight;
+    for (int i : order) {
+        const auto& r = d->runs[i];
+        colour = i;
+        QColor c = series_color(colour);
         if (!r.alive) continue;
+        const bool hi = i == d->highlight;
+        if (focus && !hi) c.setAlphaF(0.35);
         QColor light = c;
-        light.setAlphaF(0.55);
-        add(r.train, r.name + tr(" (train)"), QPen(light, 1.2), false);
-        add(r.eval, r.name + tr(" (held-out)"), QPen(c, 2.4), true);
+        light.setAlphaF(c.alphaF() * 0.55);
+        add(r.train, r.name + tr(" (train)"), QPen(light, hi ? 1.8 : 1.2), false);
+        add(r.eval, r.name + tr(" (held-out)"), QPen(c, hi ? 3.4 : 2.4), true);
+    }
+    if (std::isfinite(d->reference)) {
+        const QColor text = palette().color(QPalette::Text);
+        QCPGraph* g = p->addGraph();
+        g->setName(d->reference_label.isEmpty() ? tr("original model (held-out)") : d->reference_label);
+        g->setPen(QPen(text, 1.5, Qt::DashLine));
+        g->setData(QVector<double>{0, std::max(xmax, 1.0) * 1e6}, QVector<double>{d->reference, d->reference}, true);
+        ymin = std::min(ymin, d->reference);
+        ymax = std::max(ymax, d->reference);
     }
     if (!std::isfinite(ymin)) {
         ymin = 0;

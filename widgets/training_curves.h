@@ -6,6 +6,7 @@
 #pragma once
 #include <QPointF>
 #include <QString>
+#include <QStringList>
 #include <QVector>
 #include <QWidget>
 #include <memory>
@@ -18,7 +19,18 @@ public:
     explicit TrainingCurves(QWidget* parent = nullptr);
     ~TrainingCurves() override;
 
+    // Runs keep their index for life (a removed run leaves a gap). Legend names are unique:
+    // a name already shown gets " (2)", " (3)", ...
     int addRun(const QString& name);              // returns the run's index
+    void renameRun(int run, const QString& name); // made unique the same way
+    bool runAlive(int run) const;                 // not removed
+    // One run drawn bold on top, the others faded (-1: none).
+    void setHighlight(int run);
+    int highlight() const;
+    // A dashed horizontal reference: the original model's held-out loss (NaN: none).
+    void setReference(double loss, const QString& label);
+    double reference() const;
+    QStringList legendNames() const;              // as the legend shows them (after a replot)
     void addTrainPoint(int run, int step, double loss);
     void addEvalPoint(int run, int step, double loss);
     void removeRun(int run);

@@ -358,6 +358,33 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         emit(e);
     }
     message(dev.note);
+    // The original model on the same held-out examples (loaded, measured and freed first, so
+    // that only one model is in memory at a time).
+    double original_loss = NAN;
+    if (opt.eval_original && !opt.resume && !eval_ex.empty() && opt.load.init != InitKind::Export) {
+        message("measuring the original model on the held-out examples...");
+        LoadOptions lo0 = opt.load;
+        lo0.init = InitKind::Lora16;
+        lo0.plan.reset();
+        lo0.rank = 0;   // W as stored, no adapter
+        lo0.keep_packed = false;
+        if (lo0.threads == 0) lo0.threads = opt.threads;
+        DeviceModel m0 = load_on_device(lo0, dev.device, opt.gemm, opt.recompute, opt.batch, opt.seq, 1, {}, message);
+        m0.model->set_threads(resolve_threads(opt.threads));
+        check_examples(eval_ex, opt.seq, m0.model->config().vocab, eval_file);
+        original_loss = mean_loss(*m0.model, eval_ex, opt.batch, opt.seq, opt.eval_batches, cancel, nullptr);
+        TrainEvent e;
+        e.kind = TrainEventKind::Eval;
+        e.step = -1;
+        e.eval_loss = original_loss;
+        e.eval_ppl = std::exp(original_loss);
+        e.text = "original model";
+        emit(e);
+        message("original model: held-out loss " + std::to_string(original_loss));
+    } else if (opt.eval_original && opt.load.init == InitKind::Export) {
+        message("the original model of an export is not at hand: no reference loss");
+    }
+    cancel.throw_if_cancelled();
     message(opt.load.init == InitKind::Loftq ? "loading the model and running LoftQ in memory..." : "loading the model...");
     LoadOptions lo = opt.load;
     if (lo.threads == 0) lo.threads = opt.threads;
@@ -408,6 +435,13 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         if (ec) throw Error(out, "", "cannot create the output folder: " + ec.message());
     }
     metrics.start(opt.resume, st.step);
+    if (std::isfinite(original_loss)) {
+        nlohmann::ordered_json j;
+        j["kind"] = "eval_original";
+        j["step"] = 0;
+        j["eval_loss"] = num(original_loss);
+        metrics.append(j);
+    }
 
     TrainResult res;
     std::vector<std::string> files;
@@ -562,6 +596,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
 
     res.steps_done = st.step;
     res.first_eval_loss = st.first_eval_loss;
+    res.original_eval_loss = original_loss;
     res.final_eval_loss = st.last_eval_loss;
     res.final_train_loss = st.last_train_loss;
     res.seconds = since(t0);

@@ -12,6 +12,7 @@
 // with a Message saying why). The loop, data order, checkpoints and outputs are the same on both;
 // optimizer.h hides where the update runs.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -36,6 +37,11 @@ struct TrainOptions {
     int warmup = -1;                  // steps; -1 = 3% of steps
     int eval_every = 50, eval_batches = 8;
     double eval_fraction = 0.05;
+    // Also measure the original model (16-bit W, no adapter) on the same held-out examples, before
+    // the start is loaded (one model at a time): TrainResult::original_eval_loss, an Eval event
+    // with step -1 and a {"kind": "eval_original"} line in metrics.jsonl. The reference line that
+    // every quantized start should approach.
+    bool eval_original = false;
     int sample_tokens = 64;
     std::string sample_prompt;        // "" = BOS only
     int checkpoint_every = 0;         // 0 = at evals and the end
@@ -57,6 +63,7 @@ using TrainCallback = std::function<void(const TrainEvent&)>;
 struct TrainResult {
     int steps_done = 0;
     double first_eval_loss = 0, final_eval_loss = 0, final_train_loss = 0;
+    double original_eval_loss = NAN;  // TrainOptions::eval_original, else NaN
     double seconds = 0, tokens_per_s = 0;
     std::string sample;
     std::vector<std::string> files;
