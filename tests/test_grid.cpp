@@ -282,11 +282,28 @@ private slots:
         Snapshot before = snapshot(doc);
         std::string dump = planDump(doc);
         int count = doc.undoStack()->count();
+        QVERIFY(!bar->pending());
+        QCOMPARE(bar->applyAction()->text(), QString("Apply"));
         bar->quantCombo()->setCurrentIndex(bar->quantCombo()->findData(int(loftq::QuantKind::INT3)));
+        // A changed field is marked as not applied yet (nothing changes in the plan until Apply).
+        QVERIFY(bar->pending());
+        QVERIFY(bar->applyAction()->text().contains(QString::fromUtf8("•")));
+        QVERIFY2(bar->selectionLabel()->text().contains("not applied"), qPrintable(bar->selectionLabel()->text()));
+        QCOMPARE(planDump(doc), dump);
         bar->blockCombo()->setCurrentIndex(bar->blockCombo()->findData(128));
         bar->rankSpin()->setValue(48);
+        // T typed as 300 is not read as 30: it stays 300, is refused with a reason, Apply is off.
+        bar->itersSpin()->clear();
+        QTest::keyClicks(bar->itersSpin(), "300");
+        QCOMPARE(bar->itersSpin()->value(), 300);
+        QVERIFY(!bar->problem().isEmpty());
+        QVERIFY(!bar->applyAction()->isEnabled());
+        QVERIFY(bar->selectionLabel()->text().contains("at most 100"));
         bar->itersSpin()->setValue(2);
+        QVERIFY(bar->problem().isEmpty() && bar->applyAction()->isEnabled());
         bar->applyAction()->trigger();
+        QVERIFY(!bar->pending());   // applied: the fields are the selection's settings again
+        QCOMPARE(bar->applyAction()->text(), QString("Apply"));
         expectOnly(doc, before, cells, [](const Settings& s) {
             loftq::WeightSettings n = *s;
             n.quant = loftq::QuantKind::INT3;

@@ -7,6 +7,7 @@
 // the shipped stories260K opens byte for byte, runs, and fine-tunes from the Fine-tune tab.
 #include <QtTest>
 
+#include <QApplication>
 #include <QComboBox>
 #include <QCryptographicHash>
 #include <QDirIterator>
@@ -16,7 +17,10 @@
 #include <QStandardItemModel>
 #include <QStandardPaths>
 #include <QTableWidget>
+#include <QLabel>
+#include <QSpinBox>
 #include <QThread>
+#include <QToolButton>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -34,6 +38,7 @@
 #include "loftq/job.h"
 #include "main_window.h"
 #include "plan_document.h"
+#include "plan_edit_bar.h"
 #include "plan_grid_model.h"
 #include "plan_grid_view.h"
 #include "run_results.h"
@@ -104,6 +109,33 @@ private slots:
         // Before any model or saved plan: home, never the root folder.
         QVERIFY(!w->planSaveStart().startsWith("//"));
         QVERIFY2(QFileInfo(w->planSaveStart()).absolutePath() != "/", qPrintable(w->planSaveStart()));
+    }
+
+    // At the default window size nothing of the edit bar is pushed into the "››" overflow,
+    // Apply above all (issue: it hid there).
+    void editBarFitsTheWindow() {
+        auto* bar = w->findChild<PlanEditBar*>("PlanEditBar");
+        QVERIFY(bar);
+        // At the default size and at 1000x650 (where the bar wraps onto a second row), every
+        // field and Apply are shown whole inside the bar.
+        for (const QSize size : {QSize(1400, 900), QSize(1000, 650)}) {
+            w->resize(size);
+            QTest::qWait(50);
+            QApplication::processEvents();
+            for (QWidget* f : {static_cast<QWidget*>(bar->quantCombo()), static_cast<QWidget*>(bar->blockCombo()),
+                               static_cast<QWidget*>(bar->rankSpin()), static_cast<QWidget*>(bar->itersSpin()),
+                               static_cast<QWidget*>(bar->applyButton())}) {
+                QVERIFY2(f->isVisible(), f->metaObject()->className());
+                const QRect r(f->mapTo(bar, QPoint(0, 0)), f->size());
+                QVERIFY2(bar->rect().contains(r), qPrintable(QString("%1 at %2x%3: %4,%5 %6x%7 outside the bar %8x%9")
+                                                                  .arg(f->metaObject()->className()).arg(size.width()).arg(size.height())
+                                                                  .arg(r.x()).arg(r.y()).arg(r.width()).arg(r.height())
+                                                                  .arg(bar->width()).arg(bar->height())));
+                QVERIFY(f->width() >= f->sizeHint().width());   // not squeezed
+            }
+        }
+        w->resize(1400, 900);
+        QTest::qWait(50);
     }
 
     void opensTheSyntheticDemo() {

@@ -1,10 +1,14 @@
 // plan_edit_bar.cpp: see plan_edit_bar.h.
 #include "plan_edit_bar.h"
 
+#include <QAction>
 #include <QComboBox>
+#include <QHBoxLayout>
 #include <QLabel>
 #include <QSpinBox>
+#include <QToolButton>
 
+#include "flow_layout.h"
 #include "plan_document.h"
 #include "plan_grid_view.h"
 #include "quant_colors.h"
@@ -12,15 +16,23 @@
 namespace studio {
 
 namespace {
-QLabel* caption(const QString& text, QWidget* parent) {
-    auto* l = new QLabel(text, parent);
-    l->setContentsMargins(6, 0, 2, 0);
-    return l;
+// A caption and its field, kept together when the bar wraps.
+QWidget* labelled(const QString& text, QWidget* field, QWidget* parent) {
+    auto* box = new QWidget(parent);
+    auto* h = new QHBoxLayout(box);
+    h->setContentsMargins(0, 0, 0, 0);
+    h->setSpacing(3);
+    auto* l = new QLabel(text, box);
+    l->setBuddy(field);
+    h->addWidget(l);
+    field->setParent(box);
+    h->addWidget(field);
+    return box;
 }
 }  // namespace
 
 PlanEditBar::PlanEditBar(PlanDocument* doc, PlanGridView* grid, QWidget* parent)
-    : QToolBar(tr("Edit selected cells"), parent), doc_(doc), grid_(grid) {
+    : QWidget(parent), doc_(doc), grid_(grid) {
     setObjectName("planEditBar");
 
     quant_ = new QComboBox(this);
@@ -40,29 +52,41 @@ PlanEditBar::PlanEditBar(PlanDocument* doc, PlanGridView* grid, QWidget* parent)
     rank_->setRange(0, 65536);
     rank_->setToolTip(tr("LoRA rank r"));
     iters_ = new QSpinBox(this);
-    iters_->setRange(0, 100);
+    // Up to 999 can be typed, so that "300" is not silently read as 30; above the engine's 100
+    // the bar says so and Apply is disabled.
+    iters_->setRange(0, 999);
     iters_->setSpecialValueText(tr("0 (QLoRA)"));
     iters_->setToolTip(tr("Alternating steps T (0 = plain QLoRA quantization, no low-rank correction)"));
 
-    addWidget(caption(tr("Quantizer"), this));
-    addWidget(quant_);
-    addWidget(caption(tr("Block"), this));
-    addWidget(block_);
-    addWidget(caption(tr("Rank"), this));
-    addWidget(rank_);
-    addWidget(caption(tr("T"), this));
-    addWidget(iters_);
-    addSeparator();
-    apply_ = addAction(tr("Apply to selection"), this, &PlanEditBar::apply);
+    // A flow of groups: in a narrow window the bar wraps onto a second row, never hiding a field.
+    auto* flow = new FlowLayout(this, 10, 3);
+    flow->setContentsMargins(4, 3, 4, 3);
+    flow->addWidget(labelled(tr("Quantizer"), quant_, this));
+    flow->addWidget(labelled(tr("Block"), block_, this));
+    flow->addWidget(labelled(tr("Rank"), rank_, this));
+    flow->addWidget(labelled(tr("T"), iters_, this));
+    apply_ = new QAction(tr("Apply"), this);
+    connect(apply_, &QAction::triggered, this, &PlanEditBar::apply);
+    addAction(apply_);   // its Return/Enter shortcut, while the bar has focus
+    applyButton_ = new QToolButton(this);
+    applyButton_->setDefaultAction(apply_);
+    applyButton_->setToolButtonStyle(Qt::ToolButtonTextOnly);
+    flow->addWidget(applyButton_);
     apply_->setObjectName("applyToSelection");
     apply_->setShortcuts({QKeySequence(Qt::Key_Return), QKeySequence(Qt::Key_Enter)});
     apply_->setShortcutContext(Qt::WidgetWithChildrenShortcut);
-    apply_->setToolTip(tr("Set quantizer, block, rank and T on every selected cell (Return)"));
+    apply_->setToolTip(tr("Apply to selection: set quantizer, block, rank and T on every selected cell (Return)"));
     info_ = new QLabel(this);
     info_->setContentsMargins(8, 0, 4, 0);
-    addWidget(info_);
+    info_->setTextFormat(Qt::RichText);
+    flow->addWidget(info_);
 
     connect(quant_, &QComboBox::currentIndexChanged, this, [this] { updateEnabled(); });
+    // Any change of a field shows that it is pending until applied.
+    connect(quant_, &QComboBox::currentIndexChanged, this, [this] { updatePending(); });
+    connect(block_, &QComboBox::currentIndexChanged, this, [this] { updatePending(); });
+    connect(rank_, &QSpinBox::valueChanged, this, [this] { updatePending(); });
+    connect(iters_, &QSpinBox::valueChanged, this, [this] { updatePending(); });
     connect(grid_, &PlanGridView::cellSelectionChanged, this, [this] { refresh(); });
     connect(doc_, &PlanDocument::planChanged, this, &PlanEditBar::refresh);
     refresh();
@@ -104,9 +128,39 @@ void PlanEditBar::refresh() {
     rank_->setValue(show.rank);
     iters_->setValue(show.iters);
     QString count = n == 1 ? tr("1 cell") : tr("%1 cells").arg(n);
-    info_->setText(n == 0 ? tr("no cells selected") : mixed ? tr("%1, mixed: showing the first").arg(count) : count);
-    apply_->setEnabled(n > 0);
+    selectionText_ = n == 0 ? tr("no cells selected") : mixed ? tr("%1, mixed: showing the first").arg(count) : count;
+    selected_ = n;
+    shown_ = currentPatch();
     updateEnabled();
+    updatePending();
+}
+
+bool PlanEditBar::pending() const {
+    const loftq::SettingsPatch p = currentPatch();
+    return selected_ > 0 && (p.target != shown_.target || p.quant != shown_.quant || p.block != shown_.block ||
+                             p.rank != shown_.rank || p.iters != shown_.iters);
+}
+
+QString PlanEditBar::problem() const {
+    if (quant_->currentData().toInt() != kQuantKeep && iters_->value() > kMaxSteps)
+        return tr("T is at most %1").arg(kMaxSteps);
+    return {};
+}
+
+void PlanEditBar::updatePending() {
+    const QString why = problem();
+    const bool changed = pending();
+    apply_->setEnabled(selected_ > 0 && why.isEmpty());
+    apply_->setText(changed ? tr("Apply •") : tr("Apply"));
+    QFont f = applyButton_->font();
+    f.setBold(changed);
+    applyButton_->setFont(f);
+    QString text = selectionText_.toHtmlEscaped();
+    if (!why.isEmpty())
+        text += QStringLiteral(" · <span style=\"color:#c62828\">%1</span>").arg(why.toHtmlEscaped());
+    else if (changed)
+        text += QStringLiteral(" · <b>%1</b>").arg(tr("changed, not applied: Return or Apply").toHtmlEscaped());
+    info_->setText(text);
 }
 
 void PlanEditBar::updateEnabled() {
@@ -134,6 +188,7 @@ void PlanEditBar::apply() {
     loftq::SettingsPatch p = currentPatch();
     QString what = p.target ? tr("Keep in 16-bit")
                             : tr("Set %1/b%2 r%3 T%4").arg(quant_->currentText()).arg(*p.block).arg(*p.rank).arg(*p.iters);
+    if (!problem().isEmpty() || selected_ == 0) return;
     grid_->applyPatch(p, what);
 }
 
