@@ -164,6 +164,8 @@ private slots:
         QVERIFY(t.out.contains("model.layers.1.mlp.down_proj.weight"));
         QVERIFY(t.out.contains("nf4/b64 r16 T5 randomized"));
         QVERIFY(t.out.contains("plan size:"));
+        // One unit family with the workbench: decimal (kB, MB), never KiB/MiB.
+        QVERIFY2(t.out.contains(" kB") && !t.out.contains("iB"), qPrintable(t.out.right(300)));
         Run j = run({"inspect", model, "--json", "--quant", "nf2", "--rank", "4"});
         QVERIFY2(j.code == 0, qPrintable(j.err));
         json v = json::parse(j.out.toStdString());

@@ -1,6 +1,8 @@
 // plot_style.cpp: see plot_style.h. Leaves out anything specific to one plot (layouts, data).
 #include "plot_style.h"
 
+#include "core/units.h"
+
 #include <QFile>
 #include <QFileDialog>
 #include <QMenu>
@@ -137,14 +139,7 @@ QCustomPlot* add_filling_plot(QWidget* host) {
     return plot;
 }
 
-QString format_bytes_decimal(uint64_t bytes) {
-    const double b = double(bytes);
-    if (bytes < 1000) return QStringLiteral("%1 B").arg(bytes);
-    if (b < 1e6) return QStringLiteral("%1 kB").arg(b / 1e3, 0, 'f', 2);
-    if (b < 1e9) return QStringLiteral("%1 MB").arg(b / 1e6, 0, 'f', 2);
-    if (b < 1e12) return QStringLiteral("%1 GB").arg(b / 1e9, 0, 'f', 2);
-    return QStringLiteral("%1 TB").arg(b / 1e12, 0, 'f', 2);
-}
+QString format_bytes_decimal(uint64_t bytes) { return QString::fromStdString(loftq::human_bytes(double(bytes))); }
 
 QSize plot_export_size(const QCustomPlot* plot, int width, int height) {
     // A plot never laid out keeps QWidget's default child size (100 x 30): not a real size.

@@ -6,10 +6,12 @@
 namespace loftq {
 
 std::string human_bytes(double b) {
-    const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    // Decimal units (1 kB = 1000 B), as the workbench, disk tools with --si and model hubs show
+    // sizes: one family everywhere.
+    const char* u[] = {"B", "kB", "MB", "GB", "TB"};
     int i = 0;
-    while (b >= 1024 && i < 4) {
-        b /= 1024;
+    while (b >= 1000 && i < 4) {
+        b /= 1000;
         ++i;
     }
     char buf[32];

@@ -4,7 +4,8 @@
 
 namespace loftq {
 
-// Binary units with two decimals: "512 B", "1.50 KiB", "12.60 GiB".
+// Decimal units with two decimals: "512 B", "1.50 kB", "12.60 GB" (1 kB = 1000 B). The
+// workbench shows the same (widgets/plot_style.h format_bytes_decimal calls this).
 std::string human_bytes(double bytes);
 
 }  // namespace loftq

@@ -52,7 +52,7 @@ std::string cuda_device_name() {
     cudaDeviceProp p{};
     LOFTQ_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
     char buf[64];
-    std::snprintf(buf, sizeof buf, " (sm_%d%d, %.1f GiB)", p.major, p.minor, double(p.totalGlobalMem) / (1u << 30));
+    std::snprintf(buf, sizeof buf, " (sm_%d%d, %.1f GB)", p.major, p.minor, double(p.totalGlobalMem) / 1e9);   // decimal, as everywhere
     return std::string(p.name) + buf;
 }
 
