@@ -72,6 +72,7 @@ void MainWindow::onOpened(const OpenedModel& m) {
     planPath_.clear();
     openedExport_ = m.packed;
     doc_->setModel(m.path, m.tensors, plan);
+    results_->setModelLayout(doc_->layers(), doc_->columns());   // the heatmap shows the grid's rows, kept ones too
     if (m.recorded) {  // the export's own run: heatmap, curves and grid errors as recorded
         results_->start(m.recorded->plan);
         results_->finish(*m.recorded);

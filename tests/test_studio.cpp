@@ -333,6 +333,30 @@ private slots:
             if (res->weight(i).layer == 5 && res->weight(i).settings.iters != 60) QVERIFY(!res->weight(i).stale);
     }
 
+    // A layer kept whole in 16-bit still has its row in the heatmap (8 grid rows, 8 heatmap
+    // rows), drawn as "no result", not dropped.
+    void heatmapKeepsKeptLayers() {
+        PlanDocument* doc = w->document();
+        QList<QPoint> row;
+        for (int c = 0; c < doc->columns().size(); ++c) row << QPoint(c, doc->layers() - 1);
+        w->grid()->selectCells(row);
+        loftq::SettingsPatch keep;
+        keep.target = false;
+        w->grid()->applyPatch(keep, "keep the last layer");
+        QVERIFY(w->runAll());
+        QVERIFY(wait_for(w.get(), &MainWindow::runFinished, 300000));
+        ErrorHeatmap* map = w->heatmap();
+        map->replotNow();
+        QCOMPARE(map->cellGrid(), QSize(int(doc->columns().size()), doc->layers()));
+        for (int c = 0; c < doc->columns().size(); ++c) {
+            QVERIFY(std::isnan(map->valueAt(doc->layers() - 1, c)));
+            QVERIFY(std::isfinite(map->valueAt(0, c)));
+        }
+        doc->undoStack()->undo();
+        QVERIFY(w->runAll());   // back to results for every cell, as the tests below expect
+        QVERIFY(wait_for(w.get(), &MainWindow::runFinished, 300000));
+    }
+
     // Opening another model (or the demo) with unsaved plan edits asks first; Cancel keeps
     // everything as it was.
     void unsavedPlanIsNotDiscardedSilently() {

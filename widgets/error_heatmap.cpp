@@ -130,6 +130,8 @@ void ErrorHeatmap::setMode(Mode m) {
     replotNow();
 }
 
+QSize ErrorHeatmap::cellGrid() const { return QSize(d->results->modules().size(), d->results->layers()); }
+
 int ErrorHeatmap::staleMarkCount() const { return int(d->stale_cells.size()); }
 
 bool ErrorHeatmap::staleMarkAt(int layer, int column) const { return d->stale_cells.contains(QPoint(column, layer)); }

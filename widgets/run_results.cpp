@@ -16,9 +16,8 @@ void RunResults::clear() {
     weights_.clear();
     run_index_.clear();
     replaced_.clear();
-    modules_.clear();
-    cell_weight_.clear();
-    layers_ = done_ = 0;
+    done_ = 0;
+    relayout();   // the model's grid, empty
     fraction_ = 0;
     eta_ = -1;
     elapsed_ = 0;
@@ -75,9 +74,10 @@ void RunResults::start(const loftq::ResolvedPlan& plan, Mode mode) {
 }
 
 void RunResults::relayout() {
-    // Columns in first-seen order over the weights (earlier runs first), rows = layers.
-    modules_.clear();
-    layers_ = 0;
+    // The model's grid first (setModelLayout), then columns in first-seen order over the weights
+    // (earlier runs first); rows = layers.
+    modules_ = model_modules_;
+    layers_ = model_layers_;
     for (WeightRun& w : weights_) {
         w.column = -1;
         if (w.layer < 0) continue;
@@ -120,6 +120,13 @@ void RunResults::setPlan(const loftq::ResolvedPlan& current) {
     bool any = false;
     for (WeightRun& w : weights_) any |= markStale(w);
     if (any) emit staleChanged();
+}
+
+void RunResults::setModelLayout(int layers, const QStringList& modules) {
+    model_layers_ = std::max(0, layers);
+    model_modules_ = modules;
+    relayout();
+    emit reset();
 }
 
 int RunResults::staleCount() const {

@@ -72,6 +72,10 @@ public:
     // The document's current plan: marks results whose settings it no longer gives (stale), and
     // un-marks them when it gives them again (undo). Emits staleChanged() when any mark changed.
     void setPlan(const loftq::ResolvedPlan& current);
+    // The model's grid (decoder layers x module kinds, as the plan grid shows it): the heatmap
+    // then has a row for every layer and a column for every module, kept ones included (no
+    // result: drawn as such), instead of only those the run touched.
+    void setModelLayout(int layers, const QStringList& modules);
     int staleCount() const;
     // One engine event (GUI thread). Emits weightChanged() / progressChanged().
     void apply(const loftq::JobEvent& e);
@@ -111,6 +115,8 @@ private:
     QHash<int, WeightRun> replaced_;  // earlier results of the run's weights, until it finishes
     loftq::ResolvedPlan current_;     // the last setPlan(), for marking results as they arrive
     bool has_current_ = false;
+    int model_layers_ = 0;
+    QStringList model_modules_;
     void noteOutput(bool any);   // sets has_output_, emits outputErrorsChanged on a change
     void relayout();             // modules_, layers_, cell_weight_ from weights_
     bool markStale(WeightRun& w) const;   // from current_; true when the mark changed
