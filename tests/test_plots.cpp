@@ -353,6 +353,17 @@ private slots:
             QVERIFY(q.first >= 2 && q.first <= 3);   // after the 1 px frame
             QVERIFY(q.last < xb);   // quantized codes end before the budget here
         }
+        // The budget marker never cuts a label: a budget in the middle of the LoRA segment hides
+        // "LoRA" (the segment still painted); elsewhere it is shown.
+        {
+            BudgetBar b2;
+            b2.resize(W, b2.sizeHint().height());
+            b2.setSize(result_.size, 0);
+            QVERIFY2(b2.shownLabels().contains("LoRA"), qPrintable(b2.shownLabels().join(",")));
+            b2.setSize(result_.size, ref.quantized_bytes + ref.lora_bytes / 2);
+            QVERIFY(!b2.shownLabels().contains("LoRA"));
+            QVERIFY(b2.shownLabels().contains("quantized"));
+        }
         // What an export takes on disk: named in the summary (packed), every format in the tooltip.
         bar.setSize(result_.size, 0);
         bar.setDiskBytes(3 * ref.total_bytes, 4 * ref.total_bytes, 0);

@@ -96,6 +96,37 @@ QSize BudgetBar::minimumSizeHint() const {
     return QSize(fm.averageCharWidth() * 12, 2 * fm.height() + fm.height() / 3 + 4);
 }
 
+std::vector<BudgetBar::Segment> BudgetBar::segments() const {
+    const QFontMetrics fm = fontMetrics();
+    const QRectF bar(2, 2, std::max(4, width() - 4), fm.height());
+    const uint64_t scale = std::max({size_.fp16_bytes, budget_, size_.total_bytes, uint64_t(1)});
+    auto x_of = [&](uint64_t bytes) { return bar.left() + bar.width() * double(bytes) / double(scale); };
+    const double marker = budget_ > 0 ? std::clamp(x_of(budget_), bar.left() + 1.5, bar.right() - 1.5) : -1e9;
+    std::vector<Segment> out;
+    uint64_t at = 0;
+    const std::pair<uint64_t, std::pair<QColor, QString>> parts[] = {{size_.quantized_bytes, {kQuantized, tr("quantized")}},
+                                                                      {size_.lora_bytes, {kLora, tr("LoRA")}},
+                                                                      {size_.untouched_bytes, {kUntouched, tr("other")}}};
+    for (const auto& [bytes, look] : parts) {
+        const QRectF r(QPointF(x_of(at), bar.top()), QPointF(x_of(at + bytes), bar.bottom()));
+        at += bytes;
+        if (r.width() <= 0) continue;
+        // The label only where it fits and the budget marker (3 px) does not cross its text.
+        const double tw = fm.horizontalAdvance(look.second);
+        const double tx = r.center().x() - tw / 2;
+        const bool crossed = marker >= tx - 3 && marker <= tx + tw + 3;
+        out.push_back({r, look.first, look.second, tw + 6 <= r.width() && !crossed});
+    }
+    return out;
+}
+
+QStringList BudgetBar::shownLabels() const {
+    QStringList l;
+    for (const Segment& s : segments())
+        if (s.label_shown) l << s.label;
+    return l;
+}
+
 void BudgetBar::paintEvent(QPaintEvent*) {
     QPainter p(this);
     p.setRenderHint(QPainter::Antialiasing, false);
@@ -111,23 +142,11 @@ void BudgetBar::paintEvent(QPaintEvent*) {
     const uint64_t scale = std::max({size_.fp16_bytes, budget_, size_.total_bytes, uint64_t(1)});
     auto x_of = [&](uint64_t bytes) { return bar.left() + bar.width() * double(bytes) / double(scale); };
 
-    struct Segment {
-        uint64_t bytes;
-        QColor color;
-        QString label;
-    };
-    const Segment segments[] = {{size_.quantized_bytes, kQuantized, tr("quantized")},
-                                {size_.lora_bytes, kLora, tr("LoRA")},
-                                {size_.untouched_bytes, kUntouched, tr("other")}};
-    uint64_t at = 0;
-    for (const Segment& s : segments) {
-        const QRectF r(QPointF(x_of(at), bar.top()), QPointF(x_of(at + s.bytes), bar.bottom()));
-        at += s.bytes;
-        if (r.width() <= 0) continue;
-        p.fillRect(r, s.color);
-        if (fm.horizontalAdvance(s.label) + 6 <= r.width()) {
+    for (const Segment& s : segments()) {
+        p.fillRect(s.rect, s.color);
+        if (s.label_shown) {
             p.setPen(s.color.lightnessF() > 0.6 ? Qt::black : Qt::white);
-            p.drawText(r, Qt::AlignCenter, s.label);
+            p.drawText(s.rect, Qt::AlignCenter, s.label);
         }
     }
     // Over budget: the part beyond the budget hatched red.

@@ -7,9 +7,12 @@
 // (the app's setting) and per-tensor breakdowns (the grid's job).
 #pragma once
 #include <QColor>
+#include <QRectF>
 #include <QString>
+#include <QStringList>
 #include <QWidget>
 #include <cstdint>
+#include <vector>
 
 #include "loftq/budget.h"
 
@@ -41,6 +44,10 @@ public:
     enum class Part { Quantized, Lora, Untouched, Over };
     static QColor color(Part part);
 
+    // The segment labels drawn ("quantized", "LoRA", "other"): those that fit their segment and
+    // that the budget marker does not cross.
+    QStringList shownLabels() const;
+
     QSize sizeHint() const override;
     QSize minimumSizeHint() const override;
 
@@ -48,6 +55,13 @@ protected:
     void paintEvent(QPaintEvent* e) override;
 
 private:
+    struct Segment {
+        QRectF rect;
+        QColor color;
+        QString label;
+        bool label_shown = false;
+    };
+    std::vector<Segment> segments() const;   // in paint order, with the bar's geometry now
     loftq::PlanSize size_;
     uint64_t budget_ = 0;
     uint64_t disk_packed_ = 0, disk_hf_ = 0, disk_bnb_ = 0;
