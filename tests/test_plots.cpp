@@ -152,6 +152,41 @@ private slots:
         QCOMPARE(chart.curveCount(), 0);
     }
 
+    // The legend, when it sits inside the plot, covers no point and no baseline: it takes the
+    // free corner (the top right, where it used to sit, holds the baselines).
+    void chartLegendCoversNothing() {
+        RunResults rr;
+        replay(rr, -1, true);
+        ErrorChart chart(&rr);
+        chart.setWeights({"model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight"});
+        chart.show();
+        auto* plot = chart.findChild<QCustomPlot*>();
+        int inside_cases = 0;
+        for (int width = 360; width <= 720; width += 60) {   // beside the plot when wide, inside when narrow
+            chart.resize(width, 380);
+            QTest::qWait(10);
+            chart.replotNow();
+            if (!plot->legend->visible()) continue;
+            const bool inside = plot->legend->layout() == plot->axisRect()->insetLayout();
+            inside_cases += inside ? 1 : 0;
+            QVERIFY2(chart.legendCollisions() == 0,
+                     qPrintable(QString("%1 px: %2 points/baselines under the legend").arg(width).arg(chart.legendCollisions())));
+            QVERIFY(plot->rect().contains(plot->legend->outerRect()));
+        }
+        // One weight, a short legend: a free corner exists and the legend goes there, inside.
+        chart.setWeights({"model.layers.0.self_attn.q_proj.weight"});
+        for (int width = 360; width <= 720; width += 60) {
+            chart.resize(width, 760);
+            QTest::qWait(10);
+            chart.replotNow();
+            if (!plot->legend->visible()) continue;
+            inside_cases += plot->legend->layout() == plot->axisRect()->insetLayout() ? 1 : 0;
+            QCOMPARE(chart.legendCollisions(), 0);
+        }
+        qInfo("legend inside the plot in %d of the cases, never over a point or a baseline", inside_cases);
+        QVERIFY(inside_cases > 0);   // the case that used to cover the baselines was exercised
+    }
+
     void chartCapsCurves() {
         // A made-up run of 30 weights (no engine needed to count curves).
         loftq::ResolvedPlan plan;

@@ -337,6 +337,55 @@ void ErrorChart::replotNow() {
         d->setting_range = false;
     }
     p->replot();
+    // A legend inside the plot goes to the corner where it covers the fewest points and
+    // baselines (error curves fall to the right and the baselines run along the top, so the top
+    // right, QCustomPlot's default, is often the worst place).
+    if (p->legend->visible() && p->legend->layout() == p->axisRect()->insetLayout()) {
+        QCPLayoutInset* inset = p->axisRect()->insetLayout();
+        const int idx = [&] {
+            for (int i = 0; i < inset->elementCount(); ++i)
+                if (inset->elementAt(i) == p->legend) return i;
+            return -1;
+        }();
+        if (idx >= 0) {
+            int best = -1;
+            Qt::Alignment best_at = Qt::AlignTop | Qt::AlignRight;
+            for (Qt::Alignment at : {Qt::AlignTop | Qt::AlignRight, Qt::AlignBottom | Qt::AlignLeft, Qt::AlignBottom | Qt::AlignRight,
+                                     Qt::AlignTop | Qt::AlignLeft}) {
+                inset->setInsetAlignment(idx, at);
+                p->replot(QCustomPlot::rpQueuedRefresh);   // lays the legend out where it would be drawn
+                const int n = legendCollisionsAt(p->legend->outerRect());
+                if (best < 0 || n < best) {
+                    best = n;
+                    best_at = at;
+                }
+                if (n == 0) break;
+            }
+            inset->setInsetAlignment(idx, best_at);
+            if (best > 0) d->side->addElement(0, 0, p->legend);   // no free corner: beside the plot
+            p->replot();
+        }
+    }
+}
+
+int ErrorChart::legendCollisionsAt(const QRect& r) const {
+    QCustomPlot* p = d->plot;
+    int n = 0;
+    for (const Impl::Curve& c : d->curves) {
+        for (auto it = c.graph->data()->constBegin(); it != c.graph->data()->constEnd(); ++it)
+            n += r.contains(QPointF(p->xAxis->coordToPixel(it->key), p->yAxis->coordToPixel(it->value)).toPoint()) ? 1 : 0;
+        if (!std::isnan(c.baseline)) {
+            const double y = p->yAxis->coordToPixel(c.baseline);
+            n += y >= r.top() - 2 && y <= r.bottom() + 2 ? 1 : 0;
+        }
+    }
+    return n;
+}
+
+int ErrorChart::legendCollisions() const {
+    QCustomPlot* p = d->plot;
+    if (!p->legend->visible() || p->legend->layout() != p->axisRect()->insetLayout()) return 0;
+    return legendCollisionsAt(p->legend->outerRect());
 }
 
 }  // namespace studio

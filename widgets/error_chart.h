@@ -36,7 +36,9 @@ public:
     // What is drawn (as of the last replot; replotNow() flushes pending updates).
     int curveCount() const;                      // selected weights present in the run, capped
     QString curveWeight(int i) const;            // tensor name of curve i
-    QString curveLabel(int i) const;             // its legend text ("L0 q_proj", "... (stale)": dotted)
+    QString curveLabel(int i) const;
+    // Points and baselines under the legend as drawn (0 when it is beside the plot or hidden).
+    int legendCollisions() const;             // its legend text ("L0 q_proj", "... (stale)": dotted)
     QVector<double> curveValues(int i) const;    // y of curve i, one point per finished step
     double baselineValue(int i) const;           // its dashed QLoRA line; NaN before the first step
     QString noteText() const;                    // "showing 24 of 30 selected", or empty
@@ -50,6 +52,7 @@ protected:
     void resizeEvent(QResizeEvent* e) override;
 
 private:
+    int legendCollisionsAt(const QRect& r) const;
     void placeLegend(const QSize& size);   // wrap and position for a plot of this size
     struct Impl;
     std::unique_ptr<Impl> d;
