@@ -44,6 +44,7 @@
 #include "run_results.h"
 #include "studio_finetune.h"
 #include "studio_job.h"
+#include "studio_help.h"
 #include "studio_mixed.h"
 
 namespace studio {
@@ -348,6 +349,11 @@ void MainWindow::buildMenus() {
     add(viewMenu_, tr("&Reset Layout"), [this] { restoreState(defaultState_); });
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
+    add(help, tr("&Getting Started"), [this] { showHelp(HelpDialog::Page::GettingStarted); }, QKeySequence::HelpContents);
+    add(help, tr("Reading the &Grid"), [this] { showHelp(HelpDialog::Page::Grid); });
+    add(help, tr("&Keyboard Shortcuts"), [this] { showHelp(HelpDialog::Page::Shortcuts); });
+    add(help, tr("&Documentation"), [this] { showHelp(HelpDialog::Page::Documentation); });
+    help->addSeparator();
     add(help, tr("&About LoftQ Studio"), &MainWindow::about);
     connect(help->addAction(tr("About &Qt")), &QAction::triggered, qApp, &QApplication::aboutQt);
 
@@ -432,6 +438,25 @@ void MainWindow::showError(const QString& title, const QString& text) {
     auto* box = new QMessageBox(QMessageBox::Warning, title, text, QMessageBox::Ok, this);
     box->setAttribute(Qt::WA_DeleteOnClose);
     box->open();  // non-modal to the event loop: runs and timers go on
+}
+
+HelpDialog* MainWindow::showHelp(HelpDialog::Page page) {
+    if (!help_) {
+        help_ = new HelpDialog(this, this);
+        help_->setAttribute(Qt::WA_DeleteOnClose, false);
+    }
+    help_->showPage(page);
+    help_->show();
+    help_->raise();
+    return help_;
+}
+
+bool MainWindow::showFirstRunHelp() {
+    QSettings s;
+    if (!interactive_ || s.value("help/first_run_shown", false).toBool()) return false;
+    s.setValue("help/first_run_shown", true);
+    showHelp(HelpDialog::Page::GettingStarted);
+    return true;
 }
 
 void MainWindow::about() {

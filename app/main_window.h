@@ -18,6 +18,7 @@
 
 #include "loftq/job.h"
 #include "run_results.h"
+#include "studio_help.h"
 #include "studio_open.h"
 
 class QAction;
@@ -94,6 +95,10 @@ public:
     std::shared_ptr<const loftq::QuantizeResult> lastResult() const { return last_result_; }
     QString lastExportDir() const { return last_export_dir_; }
     bool openedExport() const { return openedExport_; }
+    // Help (studio_help.h): the dialog on one of its pages (non-modal, one per window); and the
+    // getting-started page once, on the first start of an interactive window (true when shown).
+    HelpDialog* showHelp(HelpDialog::Page page);
+    bool showFirstRunHelp();
     // Where Save Plan's dialog starts: the plan's file, else the last plans folder, else the
     // model's folder (when writable) or home, named after the model (never "/").
     QString planSaveStart() const;
@@ -181,6 +186,7 @@ private:
     std::vector<std::string> loggedWarnings_;   // the plan warnings last written to the log
     std::vector<std::pair<QDockWidget*, bool>> planDocks_;   // chart, results, mixed docks; open before Fine-tune
     int threads_ = 0;
+    HelpDialog* help_ = nullptr;
     std::function<int()> askUnsaved_;   // setUnsavedPlanPrompt
     DeviceCombo* device_ = nullptr;   // toolbar: where runs and exports decompose
     std::shared_ptr<const loftq::QuantizeResult> last_result_;

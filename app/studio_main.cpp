@@ -110,7 +110,10 @@ int main(int argc, char** argv) {
                  if (ok && p.isSet(plan)) w.loadPlan(p.value(plan));
              }, Qt::SingleShotConnection);
     }
-    if (!screenshot) return app.exec();
+    if (!screenshot) {
+        QTimer::singleShot(300, &w, [&w] { w.showFirstRunHelp(); });   // the guided first run, once
+        return app.exec();
+    }
 
     if (!opened && (p.isSet(demo) || !model.isEmpty())) {
         std::fprintf(stderr, "loftq-studio: could not open the model\n");

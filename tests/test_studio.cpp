@@ -18,6 +18,7 @@
 #include <QStandardPaths>
 #include <QTableWidget>
 #include <QLabel>
+#include <QSettings>
 #include <QSpinBox>
 #include <QThread>
 #include <QToolButton>
@@ -42,7 +43,9 @@
 #include "plan_grid_model.h"
 #include "plan_grid_view.h"
 #include "run_results.h"
+#include "quant_colors.h"
 #include "studio_finetune.h"
+#include "studio_help.h"
 #include "studio_open.h"
 #include "gui_wait.h"
 #include "test_support.h"
@@ -109,6 +112,39 @@ private slots:
         // Before any model or saved plan: home, never the root folder.
         QVERIFY(!w->planSaveStart().startsWith("//"));
         QVERIFY2(QFileInfo(w->planSaveStart()).absolutePath() != "/", qPrintable(w->planSaveStart()));
+    }
+
+    // Help: the shortcut list is every action's shortcut (read from the window), the grid page
+    // has every quantizer's colour and explains the bar under a cell, the documentation links
+    // exist; the getting-started page opens once on the first interactive start.
+    void helpSaysWhatTheAppHas() {
+        HelpDialog* h = w->showHelp(HelpDialog::Page::Shortcuts);
+        QVERIFY(h && h->isVisible());
+        QCOMPARE(h->page(), HelpDialog::Page::Shortcuts);
+        int with_keys = 0;
+        for (QAction* a : w->findChildren<QAction*>()) {
+            if (a->shortcut().isEmpty() || a->text().isEmpty()) continue;
+            ++with_keys;
+            const QString key = a->shortcut().toString(QKeySequence::NativeText);
+            QVERIFY2(h->pageText(HelpDialog::Page::Shortcuts).contains(key), qPrintable(a->text() + " " + key));
+        }
+        QVERIFY(with_keys >= 8);
+        QVERIFY(h->shortcutRows().contains("Run All\tF5"));
+        for (const QuantStyle& st : quantStyles())
+            if (st.code != kQuantEmpty) QVERIFY2(h->pageText(HelpDialog::Page::Grid).contains(st.label), qPrintable(st.label));
+        QVERIFY(h->pageText(HelpDialog::Page::Grid).contains("bar under a cell"));
+        QVERIFY(h->documentationFiles().size() >= 5);
+        for (const QString& f : h->documentationFiles()) QVERIFY2(QFileInfo(f).isFile(), qPrintable(f));
+        h->close();
+        // First start: shown once, then never again.
+        QSettings().remove("help/first_run_shown");
+        w->setInteractive(true);
+        QVERIFY(w->showFirstRunHelp());
+        QCOMPARE(h->page(), HelpDialog::Page::GettingStarted);
+        QVERIFY(h->isVisible());
+        QVERIFY(!w->showFirstRunHelp());
+        w->setInteractive(false);
+        h->close();
     }
 
     // At the default window size nothing of the edit bar is pushed into the "››" overflow,
