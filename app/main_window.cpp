@@ -22,6 +22,7 @@
 #include <QStatusBar>
 #include <QStyle>
 #include <QTabWidget>
+#include <QScrollArea>
 #include <QTimer>
 #include <QToolBar>
 #include <QVBoxLayout>
@@ -180,10 +181,22 @@ void MainWindow::buildWidgets() {
 
 void MainWindow::buildDocks() {
     setDockNestingEnabled(true);
-    auto dock = [this](const QString& title, const QString& name, QWidget* w, Qt::DockWidgetArea area) {
+    // Form-like docks scroll when the window is small instead of imposing their full size on it
+    // (so that the window fits 1000x650); plots and tables shrink by themselves.
+    auto dock = [this](const QString& title, const QString& name, QWidget* w, Qt::DockWidgetArea area, bool scroll = false) {
         auto* d = new QDockWidget(title, this);
         d->setObjectName(name);
-        d->setWidget(w);
+        if (scroll) {
+            auto* area_ = new QScrollArea(d);
+            area_->setObjectName(name + "Scroll");
+            area_->setWidget(w);
+            area_->setWidgetResizable(true);
+            area_->setFrameShape(QFrame::NoFrame);
+            area_->setHorizontalScrollBarPolicy(Qt::ScrollBarAsNeeded);
+            d->setWidget(area_);
+        } else {
+            d->setWidget(w);
+        }
         addDockWidget(area, d);
         return d;
     };
@@ -191,7 +204,7 @@ void MainWindow::buildDocks() {
     rules_ = new RulesPanel(doc_, this);
     connect(rules_, &RulesPanel::previewChanged, this, [this](const std::vector<bool>& hits) { grid_->gridModel()->setHighlight(hits); });
     auto* dModel = dock(tr("Model"), "ModelDock", overview_, Qt::LeftDockWidgetArea);
-    auto* dRules = dock(tr("Rules"), "RulesDock", rules_, Qt::LeftDockWidgetArea);
+    auto* dRules = dock(tr("Rules"), "RulesDock", rules_, Qt::LeftDockWidgetArea, true);
     tabifyDockWidget(dModel, dRules);
     dModel->raise();
 
@@ -223,7 +236,7 @@ void MainWindow::buildDocks() {
     connect(mixed_, &MixedPanel::message, this, [this](const QString& text, bool error) {
         log_->append(error ? LogPanel::Level::Error : LogPanel::Level::Info, text);
     });
-    auto* dMixed = dock(tr("Mixed precision"), "MixedDock", mixed_, Qt::RightDockWidgetArea);
+    auto* dMixed = dock(tr("Mixed precision"), "MixedDock", mixed_, Qt::RightDockWidgetArea, true);
     tabifyDockWidget(dChart, dMixed);
     dChart->raise();
     connect(dMixed->toggleViewAction(), &QAction::triggered, dMixed, [dMixed](bool on) {
@@ -277,13 +290,23 @@ void MainWindow::buildDocks() {
     });
     // Default proportions (in font heights, so they scale with DPI and font): applied once the
     // window has its size; a saved layout replaces them.
-    QTimer::singleShot(0, this, [this, dModel, dChart, dResults, dLog] {
-        if (layoutRestored_) return;
+    applyDefaultProportions_ = [this, dModel, dChart, dResults, dLog] {
         const int em = fontMetrics().height();
         resizeDocks({dModel, dChart}, {std::min(22 * em, width() / 5), std::min(34 * em, width() * 9 / 25)}, Qt::Horizontal);
         resizeDocks({dChart, dResults}, {height() / 2, height() / 2}, Qt::Vertical);
         resizeDocks({dLog}, {7 * em}, Qt::Vertical);
+    };
+    QTimer::singleShot(0, this, [this] {
+        if (!layoutRestored_) applyDefaultProportions_();
     });
+}
+
+void MainWindow::resetLayout() {
+    // The default docks and tabs, then the default proportions for the window's size now (the
+    // state saved at construction has no sizes worth keeping: the window was not shown yet).
+    restoreState(defaultState_);
+    for (QDockWidget* d : findChildren<QDockWidget*>()) d->setFloating(false);
+    applyDefaultProportions_();
 }
 
 void MainWindow::buildMenus() {
@@ -346,7 +369,7 @@ void MainWindow::buildMenus() {
     });
     connect(outputErrorsBox_, &QCheckBox::toggled, actOutputErrors_, &QAction::setChecked);
     viewMenu_->addSeparator();
-    add(viewMenu_, tr("&Reset Layout"), [this] { restoreState(defaultState_); });
+    add(viewMenu_, tr("&Reset Layout"), &MainWindow::resetLayout);
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     add(help, tr("&Getting Started"), [this] { showHelp(HelpDialog::Page::GettingStarted); }, QKeySequence::HelpContents);

@@ -98,6 +98,8 @@ public:
     // Help (studio_help.h): the dialog on one of its pages (non-modal, one per window); and the
     // getting-started page once, on the first start of an interactive window (true when shown).
     HelpDialog* showHelp(HelpDialog::Page page);
+    // View > Reset Layout: the default docks, tabs and proportions for the window's size.
+    void resetLayout();
     bool showFirstRunHelp();
     // Where Save Plan's dialog starts: the plan's file, else the last plans folder, else the
     // model's folder (when writable) or home, named after the model (never "/").
@@ -191,6 +193,7 @@ private:
     DeviceCombo* device_ = nullptr;   // toolbar: where runs and exports decompose
     std::shared_ptr<const loftq::QuantizeResult> last_result_;
     QByteArray defaultState_;
+    std::function<void()> applyDefaultProportions_;   // dock sizes in font heights for this window size
 };
 
 }  // namespace studio

@@ -18,6 +18,8 @@
 #include <QPlainTextEdit>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QShortcut>
 #include <QSignalBlocker>
 #include <QSpinBox>
@@ -217,21 +219,30 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
 
     // Left: the form, then the runs and the last sample; right: the curves, which get the room.
     auto* left = new QSplitter(Qt::Vertical, this);
-    left->addWidget(formBox);
+    // The form scrolls in a small window rather than setting the window's minimum size.
+    auto* formScroll = new QScrollArea(this);
+    formScroll->setObjectName("FinetuneFormScroll");
+    formScroll->setWidget(formBox);
+    formScroll->setWidgetResizable(true);
+    formScroll->setFrameShape(QFrame::NoFrame);
+    left->addWidget(formScroll);
     left->addWidget(runs_);
     left->addWidget(sample_);
     left->setStretchFactor(0, 0);
     left->setStretchFactor(1, 1);
     left->setStretchFactor(2, 1);
     sample_->setLineWrapMode(QPlainTextEdit::WidgetWidth);
-    auto* split = new QSplitter(Qt::Horizontal, this);
+    auto* split = split_ = new QSplitter(Qt::Horizontal, this);
     split->addWidget(left);
     split->addWidget(curves_);
     split->setStretchFactor(0, 0);
     split->setStretchFactor(1, 1);
     const int em = fontMetrics().height();
-    split->setSizes({30 * em, 40 * em});
-    formBox->setMinimumWidth(24 * em);
+    // The form whole when the window allows (its own width plus a scroll bar), the curves the rest.
+    const int form_w = formWidth_ = formBox->sizeHint().width() + formScroll->verticalScrollBar()->sizeHint().width() + 4;
+    split->setSizes({std::max(30 * em, form_w), 40 * em});
+    // No fixed minimum width for the form: its layout's own (every spin box wide enough for its
+    // largest value) holds, and the scroll area scrolls below it.
     auto* lay = new QVBoxLayout(this);
     lay->setContentsMargins(4, 4, 4, 4);
     lay->addWidget(split);
@@ -542,6 +553,19 @@ bool FinetunePanel::removeRunAt(int row) {
 QString FinetunePanel::sampleText() const { return sample_->toPlainText(); }
 
 void FinetunePanel::setMeasureOriginal(bool on) { measureOriginal_->setChecked(on); }
+
+void FinetunePanel::resizeEvent(QResizeEvent* e) {
+    QWidget::resizeEvent(e);
+    // In a narrow window the curves keep at least two fifths of the width (up to 26 em), so that
+    // their legend and axes stay readable; the form then scrolls sideways.
+    const QList<int> sz = split_->sizes();
+    if (sz.size() != 2) return;
+    const int total = sz[0] + sz[1], want = std::min(total * 2 / 5, 26 * fontMetrics().height());
+    if (sz[1] < want)
+        split_->setSizes({total - want, want});
+    else if (sz[0] < formWidth_ && total - formWidth_ >= want)   // room again (the window grew): the form whole
+        split_->setSizes({formWidth_, total - formWidth_});
+}
 
 void FinetunePanel::updateEnabled() {
     startButton_->setEnabled(!job_->running());

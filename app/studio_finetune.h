@@ -10,6 +10,7 @@
 #include "train/trainer.h"
 
 class QCheckBox;
+class QSplitter;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -60,6 +61,7 @@ private:
     void onEvent(const loftq::TrainEvent& e);
     void onEnded(bool ok, const QString& why);
     void updateEnabled();
+    void resizeEvent(QResizeEvent* e) override;
     void updateInitChoices();   // export start only for an export; ignored fields disabled
     void addRunRow(int run, const QString& name);      // a table row for a curves run
     void setRunCell(int row, int col, const QString& text);
@@ -87,6 +89,8 @@ private:
     std::shared_ptr<const loftq::Plan> plan_;   // setPlan
     QString planLabel_;                         // the run's name when starting from it
     QHash<int, QString> samples_;               // greedy sample per curves run
+    QSplitter* split_ = nullptr;                // form | curves
+    int formWidth_ = 0;                         // the form's natural width (with its scroll bar)
     QCheckBox* measureOriginal_ = nullptr;
     QString referenceKey_;                      // what the reference line was measured for
     DeviceCombo* device_ = nullptr;   // Auto (default), CPU, CUDA (enabled when a usable GPU is present)

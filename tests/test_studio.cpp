@@ -9,6 +9,7 @@
 
 #include <QApplication>
 #include <QComboBox>
+#include <QDockWidget>
 #include <QCryptographicHash>
 #include <QDirIterator>
 #include <QImage>
@@ -19,6 +20,8 @@
 #include <QTableWidget>
 #include <QLabel>
 #include <QSettings>
+#include <QScrollBar>
+#include <QScrollArea>
 #include <QSpinBox>
 #include <QThread>
 #include <QToolButton>
@@ -48,6 +51,7 @@
 #include "studio_help.h"
 #include "studio_open.h"
 #include "gui_wait.h"
+#include "layout_check.h"
 #include "test_support.h"
 #include "training_curves.h"
 
@@ -557,7 +561,8 @@ private slots:
         QVERIFY(ft->openRun(QString::fromStdString(dir + "/loftq")));   // the same folder twice
         QCOMPARE(c->runName(3), c->runName(2) + " (2)");
         c->replotNow();
-        QVERIFY(c->legendNames().contains(c->runName(3) + " (held-out)"));
+        QVERIFY(c->legendNames().contains(c->runName(3)));
+        QVERIFY(!c->legendCoversPlot());   // below the plot, never over the curves
         runs->item(0, 0)->setText("mine");
         QCOMPARE(c->runName(0), QString("mine"));
         runs->item(1, 0)->setText("mine");
@@ -567,7 +572,7 @@ private slots:
         QVERIFY(!c->runAlive(3));
         QCOMPARE(runs->rowCount(), 3);
         c->replotNow();
-        for (const QString& n : c->legendNames()) QVERIFY2(!n.startsWith(c->runName(2) + " (2)"), qPrintable(n));
+        QVERIFY(!c->legendNames().contains(c->runName(2) + " (2)"));
 
         o.steps = 100000;
         o.out_dir = dir + "/long";
@@ -798,6 +803,72 @@ private slots:
     // The first look at the demo as it comes: Run LoftQ with the default plan, then fine-tune from
     // the Fine-tune tab with its defaults (corpus, tokenizer, NF4 r8 LoftQ start): real curves,
     // a held-out loss of a trained model that fine-tuning lowers, and a real sample.
+    // The main window and the Fine-tune tab at 1000x650, 1400x880 and 1920x1080, and again after
+    // shrinking and growing back: no editor, label or legend clipped or sticking out (geometry
+    // against size hints and parents). With LOFTQ_LAYOUT_SHOTS=DIR the renders are saved there.
+    void layoutHoldsAtEverySize() {
+        const QString shots = qEnvironmentVariable("LOFTQ_LAYOUT_SHOTS");
+        QStringList problems;
+        auto check = [&](const QString& tag, QSize size) {
+            w->resize(size);
+            QTest::qWait(60);
+            QApplication::processEvents();
+            for (int tab : {0, 1}) {
+                w->centralTabs()->setCurrentIndex(tab);
+                QTest::qWait(40);
+                QApplication::processEvents();
+                const QString where = QString("%1 %2x%3 %4").arg(tag).arg(size.width()).arg(size.height()).arg(tab ? "fine-tune" : "plan");
+                if (w->size() != size) {
+                    QStringList mins;
+                    for (QDockWidget* d : w->findChildren<QDockWidget*>())
+                        if (d->isVisible()) mins << QString("%1 %2x%3").arg(d->objectName()).arg(d->minimumSizeHint().width()).arg(d->minimumSizeHint().height());
+                    mins << QString("central %1x%2").arg(w->centralWidget()->minimumSizeHint().width()).arg(w->centralWidget()->minimumSizeHint().height());
+                    problems << where + QString(": the window is %1x%2 (its minimum %3x%4: %5)").arg(w->width()).arg(w->height())
+                                            .arg(w->minimumSizeHint().width()).arg(w->minimumSizeHint().height()).arg(mins.join(", "));
+                }
+                for (const QString& p : loftq::test::layout_problems(w.get())) problems << where + ": " + p;
+                if (tab == 1 && w->finetune()->curves()->legendCoversPlot()) problems << where + ": the training legend covers the curves";
+                if (tab == 0) {   // the plots' axis labels and hints fit (short label, wrapped hint when small)
+                    for (int k = 0; k < 2; ++k) {   // the second pass sees the first one's layout
+                        w->chart()->replotNow();
+                        w->heatmap()->replotNow();
+                    }
+                    if (!w->chart()->textsFit()) problems << where + ": the error chart's axis label or hint is cut";
+                    if (!w->heatmap()->textsFit()) problems << where + ": the heatmap's axis label or hint is cut";
+                }
+                if (tab == 1 && w->finetune()->curves()->legendClipped()) problems << where + ": the training legend is cut off";
+                // From 1400 px on, the Fine-tune form is shown whole (no sideways scrolling).
+                if (tab == 1 && size.width() >= 1400)
+                    if (auto* fs = w->findChild<QScrollArea*>("FinetuneFormScroll"); fs && fs->horizontalScrollBar()->isVisible())
+                        problems << where + ": the Fine-tune form needs sideways scrolling";
+                if (!shots.isEmpty())
+                    w->grab().save(QString("%1/layout-%2-%3x%4-%5.png").arg(shots, tag).arg(size.width()).arg(size.height()).arg(tab ? "finetune" : "plan"));
+            }
+            w->centralTabs()->setCurrentIndex(0);
+        };
+        auto dockWidth = [&](const char* name) { return w->findChild<QDockWidget*>(name)->width(); };
+        check("first", QSize(1400, 880));
+        const int chart0 = dockWidth("ChartDock"), model0 = dockWidth("ModelDock");
+        for (QSize s : {QSize(1000, 650), QSize(1920, 1080)}) check("first", s);
+        check("grown-back", QSize(1400, 880));
+        // Shrunk and grown back, the docks have their room again (not stuck at the small size).
+        QVERIFY2(dockWidth("ChartDock") >= chart0 * 8 / 10, qPrintable(QString("chart dock %1 px, was %2").arg(dockWidth("ChartDock")).arg(chart0)));
+        QVERIFY2(dockWidth("ModelDock") >= model0 * 8 / 10, qPrintable(QString("model dock %1 px, was %2").arg(dockWidth("ModelDock")).arg(model0)));
+        // View > Reset Layout after a shrink brings the default proportions back.
+        w->resize(1000, 650);
+        QTest::qWait(60);
+        w->resize(1400, 880);
+        QTest::qWait(60);
+        for (QAction* a : w->findChildren<QAction*>())
+            if (a->text() == "&Reset Layout") a->trigger();
+        QTest::qWait(60);
+        QApplication::processEvents();
+        QVERIFY2(std::abs(dockWidth("ChartDock") - chart0) <= chart0 / 10,
+                 qPrintable(QString("after Reset Layout: chart dock %1 px, default %2").arg(dockWidth("ChartDock")).arg(chart0)));
+        for (const QString& p : problems) qWarning("%s", qPrintable(p));
+        QVERIFY2(problems.isEmpty(), qPrintable(QString("%1 layout problems (listed above)").arg(problems.size())));
+    }
+
     void shippedDemoRunsAndFineTunes() {
         PlanDocument* doc = w->document();
         QVERIFY(w->runAll());

@@ -27,6 +27,7 @@ struct ErrorChart::Impl {
     };
     RunResults* results = nullptr;
     QCustomPlot* plot = nullptr;
+    QCPItemText* hint_item = nullptr;   // the centred hint of the last replot, if any
     QTimer timer;
     QStringList names;
     QVector<int> selected;            // RunResults indices of `names` in the run, -1 when absent
@@ -239,6 +240,8 @@ void ErrorChart::replotNow() {
 
     p->clearGraphs();
     p->clearItems();
+    d->hint_item = nullptr;
+    set_fitting_label(p->yAxis, y_label(d->kind), d->kind == ErrorKind::Output ? tr("output error") : tr("relative error"));
     p->legend->clearItems();
     d->curves.clear();
     const int em = QFontMetrics(p->legend->font()).height();
@@ -321,7 +324,13 @@ void ErrorChart::replotNow() {
         item->setPadding(QMargins(4, 2, 4, 2));
         item->setSelectable(false);
     };
-    if (!hint.isEmpty()) add_text(hint, 0.5, 0.5, Qt::AlignCenter);
+    if (!hint.isEmpty()) {
+        const int room = (p->axisRect()->width() > 0 ? p->axisRect()->width() : p->width() * 2 / 3) - 12;
+        add_text(wrap_to_width(hint, QFontMetrics(font()), room), 0.5, 0.5, Qt::AlignCenter);
+        d->hint_item = qobject_cast<QCPItemText*>(p->item(p->itemCount() - 1));
+    } else {
+        d->hint_item = nullptr;
+    }
     if (!d->note.isEmpty()) add_text(d->note, 0.0, 0.0, Qt::AlignLeft | Qt::AlignTop);
 
     if (!d->user_view) {
@@ -381,6 +390,8 @@ int ErrorChart::legendCollisionsAt(const QRect& r) const {
     }
     return n;
 }
+
+bool ErrorChart::textsFit() const { return plot_texts_fit(d->plot, d->hint_item); }
 
 int ErrorChart::legendCollisions() const {
     QCustomPlot* p = d->plot;

@@ -38,7 +38,10 @@ public:
     QString curveWeight(int i) const;            // tensor name of curve i
     QString curveLabel(int i) const;
     // Points and baselines under the legend as drawn (0 when it is beside the plot or hidden).
-    int legendCollisions() const;             // its legend text ("L0 q_proj", "... (stale)": dotted)
+    int legendCollisions() const;
+    // The y axis label and the hint fit the plot as last laid out (a short label, a wrapped hint
+    // when narrow).
+    bool textsFit() const;             // its legend text ("L0 q_proj", "... (stale)": dotted)
     QVector<double> curveValues(int i) const;    // y of curve i, one point per finished step
     double baselineValue(int i) const;           // its dashed QLoRA line; NaN before the first step
     QString noteText() const;                    // "showing 24 of 30 selected", or empty

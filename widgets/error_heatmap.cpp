@@ -136,6 +136,8 @@ int ErrorHeatmap::staleMarkCount() const { return int(d->stale_cells.size()); }
 
 bool ErrorHeatmap::staleMarkAt(int layer, int column) const { return d->stale_cells.contains(QPoint(column, layer)); }
 
+bool ErrorHeatmap::textsFit() const { return plot_texts_fit(d->plot, d->hint); }
+
 double ErrorHeatmap::valueAt(int layer, int column) const {
     QCPColorMapData* data = d->map->data();
     if (layer < 0 || column < 0 || column >= data->keySize() || layer >= data->valueSize()) return NAN;
@@ -299,8 +301,9 @@ void ErrorHeatmap::replotNow() {
     const bool empty = rr->count() == 0 || cols == 0;
     d->map->setVisible(!empty);
     d->hint->setVisible(empty);
-    d->hint->setText(rr->count() == 0 ? tr("Run the plan to see the final error per layer and module")
-                                      : tr("No weights of this run sit in decoder layers"));
+    const int hint_room = (p->axisRect()->width() > 0 ? p->axisRect()->width() : p->width() / 2) - 16;
+    d->hint->setText(wrap_to_width(rr->count() == 0 ? tr("Run the plan to see the final error per layer and module")
+                                      : tr("No weights of this run sit in decoder layers"), QFontMetrics(font()), hint_room));
     d->hint->setFont(font());
     d->hint->setColor(text);
     d->hint->setBrush(base);

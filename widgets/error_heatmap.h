@@ -31,7 +31,8 @@ public:
     // Cells whose result is stale (the plan changed its settings since the run), as of the last
     // replot: drawn greyed and cross-hatched over their old colour, "stale" first in the tooltip.
     int staleMarkCount() const;
-    QSize cellGrid() const;   // (modules, layers) drawn, as of the last replot
+    QSize cellGrid() const;
+    bool textsFit() const;    // the axis label and the hint fit the plot as last laid out   // (modules, layers) drawn, as of the last replot
     bool staleMarkAt(int layer, int column) const;
     QString toolTipAt(int layer, int column) const { return cellTip(layer, column); }
     void setMode(Mode m);

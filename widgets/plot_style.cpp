@@ -245,4 +245,38 @@ QCPItemText* add_centre_hint(QCustomPlot* plot) {
     return hint;
 }
 
+QString wrap_to_width(const QString& text, const QFontMetrics& fm, int width) {
+    QStringList lines;
+    QString line;
+    for (const QString& word : text.split(' ', Qt::SkipEmptyParts)) {
+        const QString next = line.isEmpty() ? word : line + ' ' + word;
+        if (!line.isEmpty() && fm.horizontalAdvance(next) > width) {
+            lines << line;
+            line = word;
+        } else {
+            line = next;
+        }
+    }
+    if (!line.isEmpty()) lines << line;
+    return lines.join('\n');
+}
+
+void set_fitting_label(QCPAxis* axis, const QString& full, const QString& brief) {
+    const QFontMetrics fm(axis->labelFont());
+    const int room = axis->axisRect()->height() > 0 ? axis->axisRect()->height() : axis->parentPlot()->height() * 2 / 3;
+    axis->setLabel(fm.horizontalAdvance(full) + 8 <= room ? full : brief);
+}
+
+bool plot_texts_fit(QCustomPlot* plot, const QCPItemText* hint) {
+    const QRect r = plot->axisRect()->rect();
+    const QFontMetrics lf(plot->yAxis->labelFont());
+    if (lf.horizontalAdvance(plot->yAxis->label()) > r.height() + 1) return false;
+    if (hint && hint->visible()) {
+        const QFontMetrics hf(hint->font());
+        for (const QString& l : hint->text().split('\n'))
+            if (hf.horizontalAdvance(l) + hint->padding().left() + hint->padding().right() > r.width() + 1) return false;
+    }
+    return true;
+}
+
 }  // namespace studio

@@ -15,6 +15,7 @@ class QCustomPlot;
 class QMenu;
 class QCPItemText;
 class QCPAxis;
+class QFontMetrics;
 class QCPColorGradient;
 class QWidget;
 
@@ -63,6 +64,13 @@ inline void request_replot(QTimer& timer) {
 }
 // The centred hint text of an empty plot (e.g. "Run the plan to ..."), placed in axis-rect ratios.
 QCPItemText* add_centre_hint(QCustomPlot* plot);
+// `text` broken into lines (at spaces) that each fit `width` pixels in `fm`: a centred hint that
+// does not run off a narrow plot.
+QString wrap_to_width(const QString& text, const QFontMetrics& fm, int width);
+// The y axis label that fits the axis rect's height: `full` when it fits, else `brief`.
+void set_fitting_label(QCPAxis* axis, const QString& full, const QString& brief);
+// The axis label and the centred hint (if shown) fit the axis rect as last laid out.
+bool plot_texts_fit(QCustomPlot* plot, const QCPItemText* hint);
 
 // "Export PNG/SVG/PDF…" entries for a plot's context menu: a save dialog proposing
 // `<stem>.<suffix>`, then `save(path, error)`; a failure shows a message box.

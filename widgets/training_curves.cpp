@@ -3,6 +3,7 @@
 
 #include <QMenu>
 #include <QTimer>
+#include <algorithm>
 #include <cmath>
 #include <qcustomplot.h>
 
@@ -40,8 +41,13 @@ TrainingCurves::TrainingCurves(QWidget* parent) : QWidget(parent), d(std::make_u
     p->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
     p->xAxis->setLabel(tr("step"));
     p->yAxis->setLabel(tr("loss (nats / token)"));
+    // The legend has its own row below the plot (runs' names can be long and many: inside the
+    // axis rect it would cover the curves), one entry per run plus keys for the line styles.
     p->legend->setVisible(true);
-    p->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+    p->plotLayout()->addElement(1, 0, p->legend);
+    p->plotLayout()->setRowStretchFactor(1, 0.001);
+    p->legend->setFillOrder(QCPLegend::foColumnsFirst, true);
+    p->legend->setMargins(QMargins(4, 2, 4, 2));
     p->setContextMenuPolicy(Qt::CustomContextMenu);
     connect(p, &QCustomPlot::mouseDoubleClick, this, [this] { replotNow(); });
     connect(p, &QCustomPlot::customContextMenuRequested, this, [this](const QPoint& pos) {
@@ -107,6 +113,21 @@ void TrainingCurves::setReference(double loss, const QString& label) {
 
 double TrainingCurves::reference() const { return d->reference; }
 
+bool TrainingCurves::legendCoversPlot() const {
+    return d->plot->legend->visible() && d->plot->legend->outerRect().intersects(d->plot->axisRect()->rect());
+}
+
+bool TrainingCurves::legendClipped() const {
+    const QCPLegend* l = d->plot->legend;
+    if (!l->visible()) return false;
+    for (int i = 0; i < l->itemCount(); ++i) {
+        const QCPAbstractLegendItem* it = l->item(i);   // null for an empty cell of the wrapped grid
+        if (it && (it->outerRect().right() > d->plot->width() + 1 || it->minimumOuterSizeHint().width() > it->outerRect().width() + 1))
+            return true;
+    }
+    return false;
+}
+
 QStringList TrainingCurves::legendNames() const {
     QStringList l;
     for (int i = 0; i < d->plot->legend->itemCount(); ++i)
@@ -162,7 +183,18 @@ void TrainingCurves::replotNow() {
         QColor light = c;
         light.setAlphaF(c.alphaF() * 0.55);
         add(r.train, r.name + tr(" (train)"), QPen(light, hi ? 1.8 : 1.2), false);
-        add(r.eval, r.name + tr(" (held-out)"), QPen(c, hi ? 3.4 : 2.4), true);
+        p->graph()->removeFromLegend();   // one legend entry per run: its held-out curve
+        // Long names (a mixed plan's) are shortened in the legend; the runs table has them whole.
+        add(r.eval, r.name.size() > 26 ? r.name.left(25) + QStringLiteral("…") : r.name, QPen(c, hi ? 3.4 : 2.4), true);
+    }
+    if (p->graphCount() > 0) {   // keys for the line styles
+        const QColor text = palette().color(QPalette::Text);
+        QColor faint = text;
+        faint.setAlphaF(0.55);
+        p->addGraph()->setName(tr("thin: train loss"));
+        p->graph()->setPen(QPen(faint, 1.2));
+        p->addGraph()->setName(tr("bold: held-out loss"));
+        p->graph()->setPen(QPen(text, 2.4));
     }
     if (std::isfinite(d->reference)) {
         const QColor text = palette().color(QPalette::Text);
@@ -181,6 +213,11 @@ void TrainingCurves::replotNow() {
     p->xAxis->setRange(0, xmax);
     p->yAxis->setRange(ymin - pad, ymax + pad);
     p->legend->setVisible(p->graphCount() > 0);
+    // As many legend columns as fit the width.
+    int widest = 1;
+    for (int i = 0; i < p->legend->itemCount(); ++i)
+        if (QCPAbstractLegendItem* it = p->legend->item(i)) widest = std::max(widest, it->minimumOuterSizeHint().width());
+    p->legend->setWrap(std::max(1, (p->width() - 8) / (widest + 8)));
     p->replot();
 }
 

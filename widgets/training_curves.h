@@ -1,6 +1,7 @@
 // training_curves.h: train and eval loss against step for one or more fine-tuning runs, overlaid
 // (e.g. LoftQ vs QLoRA at the same bits): per run a thin line for the train loss and a bold
-// line with markers for the held-out loss, in the run's colour; legend; zoom/pan; double-click
+// line with markers for the held-out loss, in the run's colour; a legend below the plot (one
+// entry per run, keys for the line styles); zoom/pan; double-click
 // resets; PNG/SVG/PDF export from the context menu. QCustomPlot stays behind a pimpl; points
 // arrive from the GUI thread and replots are coalesced (one per 40 ms at most).
 #pragma once
@@ -31,6 +32,8 @@ public:
     void setReference(double loss, const QString& label);
     double reference() const;
     QStringList legendNames() const;              // as the legend shows them (after a replot)
+    bool legendCoversPlot() const;                // the legend overlaps the curves' area (never should)
+    bool legendClipped() const;                   // some legend entry is wider than the legend's room
     void addTrainPoint(int run, int step, double loss);
     void addEvalPoint(int run, int step, double loss);
     void removeRun(int run);
