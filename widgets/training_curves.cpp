@@ -201,7 +201,8 @@ void TrainingCurves::replotNow() {
         QCPGraph* g = p->addGraph();
         g->setName(d->reference_label.isEmpty() ? tr("original model (held-out)") : d->reference_label);
         g->setPen(QPen(text, 1.5, Qt::DashLine));
-        g->setData(QVector<double>{0, std::max(xmax, 1.0) * 1e6}, QVector<double>{d->reference, d->reference}, true);
+        // Across the x range shown (a segment far longer than the view draws its dashes solid).
+        g->setData(QVector<double>{0, std::max(xmax, 1.0)}, QVector<double>{d->reference, d->reference}, true);
         ymin = std::min(ymin, d->reference);
         ymax = std::max(ymax, d->reference);
     }
