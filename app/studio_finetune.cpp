@@ -218,7 +218,7 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     sample_->setPlaceholderText(tr("The greedy sample of the selected run (or the last one) appears here."));
 
     // Left: the form, then the runs and the last sample; right: the curves, which get the room.
-    auto* left = new QSplitter(Qt::Vertical, this);
+    auto* left = leftSplit_ = new QSplitter(Qt::Vertical, this);
     // The form scrolls in a small window rather than setting the window's minimum size.
     auto* formScroll = new QScrollArea(this);
     formScroll->setObjectName("FinetuneFormScroll");
@@ -558,6 +558,18 @@ void FinetunePanel::resizeEvent(QResizeEvent* e) {
     QWidget::resizeEvent(e);
     // In a narrow window the curves keep at least two fifths of the width (up to 26 em), so that
     // their legend and axes stay readable; the form then scrolls sideways.
+    // Vertically the form (with its status line) whole when there is room, the runs table and
+    // the sample sharing the rest.
+    const QList<int> vs = leftSplit_->sizes();
+    QWidget* form = static_cast<QScrollArea*>(leftSplit_->widget(0))->widget();
+    const int fw = std::max(form->minimumSizeHint().width(), leftSplit_->width());
+    const int form_h = (form->hasHeightForWidth() ? form->heightForWidth(fw) : form->sizeHint().height()) + 2;
+    const int em = fontMetrics().height();
+    if (vs.size() == 3 && vs[0] != form_h) {
+        const int total = vs[0] + vs[1] + vs[2];
+        const int top = std::min(form_h, total - 10 * em);   // the runs table and the sample keep 10 em
+        if (top > 0 && top != vs[0]) leftSplit_->setSizes({top, (total - top) / 2, total - top - (total - top) / 2});
+    }
     const QList<int> sz = split_->sizes();
     if (sz.size() != 2) return;
     const int total = sz[0] + sz[1], want = std::min(total * 2 / 5, 26 * fontMetrics().height());

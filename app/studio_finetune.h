@@ -90,6 +90,7 @@ private:
     QString planLabel_;                         // the run's name when starting from it
     QHash<int, QString> samples_;               // greedy sample per curves run
     QSplitter* split_ = nullptr;                // form | curves
+    QSplitter* leftSplit_ = nullptr;            // form / runs table / sample
     int formWidth_ = 0;                         // the form's natural width (with its scroll bar)
     QCheckBox* measureOriginal_ = nullptr;
     QString referenceKey_;                      // what the reference line was measured for

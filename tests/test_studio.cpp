@@ -837,10 +837,12 @@ private slots:
                     if (!w->heatmap()->textsFit()) problems << where + ": the heatmap's axis label or hint is cut";
                 }
                 if (tab == 1 && w->finetune()->curves()->legendClipped()) problems << where + ": the training legend is cut off";
-                // From 1400 px on, the Fine-tune form is shown whole (no sideways scrolling).
+                // From 1400x880 on, the Fine-tune form is shown whole, status line included (no scrolling).
                 if (tab == 1 && size.width() >= 1400)
-                    if (auto* fs = w->findChild<QScrollArea*>("FinetuneFormScroll"); fs && fs->horizontalScrollBar()->isVisible())
-                        problems << where + ": the Fine-tune form needs sideways scrolling";
+                    if (auto* fs = w->findChild<QScrollArea*>("FinetuneFormScroll"); fs) {
+                        if (fs->horizontalScrollBar()->isVisible()) problems << where + ": the Fine-tune form needs sideways scrolling";
+                        if (fs->verticalScrollBar()->isVisible()) problems << where + ": the Fine-tune form needs scrolling down";
+                    }
                 if (!shots.isEmpty())
                     w->grab().save(QString("%1/layout-%2-%3x%4-%5.png").arg(shots, tag).arg(size.width()).arg(size.height()).arg(tab ? "finetune" : "plan"));
             }
