@@ -16,17 +16,20 @@ namespace loftq::test {
 std::string shared_dir() {
     // LOFTQ_SHARED_DIR (CTest sets it from the CMake cache variable of that name), else the
     // folder beside the source tree (the build's LOFTQ_DEFAULT_SHARED_DIR), never the working
-    // directory. Missing: "" (the caller skips, saying why), unless LOFTQ_REQUIRE_SHARED=1 (CI,
-    // which has the folder): then the test run stops, so that real-data checks cannot skip unseen.
+    // directory. Missing: "" (the caller skips, saying why), unless it is required: configured
+    // explicitly (-DLOFTQ_SHARED_DIR) or LOFTQ_REQUIRE_SHARED=1; then the test run stops, so that
+    // real-data checks cannot skip unseen.
     const char* env = std::getenv("LOFTQ_SHARED_DIR");
     std::string d = env && *env ? env : std::string(LOFTQ_DEFAULT_SHARED_DIR);
     std::error_code ec;
     if (fs::is_directory(d, ec) && fs::is_directory(fs::path(d) / "models", ec)) return fs::absolute(d).string();
     const char* req = std::getenv("LOFTQ_REQUIRE_SHARED");
-    if (req && std::string(req) == "1") {
-        std::fprintf(stderr, "FATAL: LOFTQ_REQUIRE_SHARED=1 but the shared folder '%s' (models, data) is missing\n", d.c_str());
+    if (LOFTQ_SHARED_REQUIRED || (req && std::string(req) == "1")) {
+        std::fprintf(stderr, "FATAL: the shared folder '%s' (models, data) is missing, but it is required (%s)\n", d.c_str(),
+                     LOFTQ_SHARED_REQUIRED ? "configured with -DLOFTQ_SHARED_DIR" : "LOFTQ_REQUIRE_SHARED=1");
         std::abort();
     }
+    std::fprintf(stderr, "note: the shared folder '%s' is absent: the tests on real models and data skip\n", d.c_str());
     return "";
 }
 
