@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 #include <cstring>
 #include <vector>
 
@@ -214,6 +215,22 @@ void TestLinalg::gemm_degenerate_shapes() {
     QCOMPARE(blas_threads(), 1);
     set_blas_threads(before);
     QCOMPARE(blas_threads(), before);
+    // One owner: while a single-threaded scope lives (on any thread) BLAS stays at 1 whatever
+    // is preferred meanwhile; the preference applies when the last scope ends.
+    prefer_blas_threads(2);
+    QCOMPARE(blas_threads(), 2);
+    {
+        SingleThreadedBlas scope;
+        QCOMPARE(blas_threads(), 1);
+        std::thread other([] {
+            SingleThreadedBlas nested;   // another job's scope, ending first
+            prefer_blas_threads(2);      // a trainer starting meanwhile
+        });
+        other.join();
+        QCOMPARE(blas_threads(), 1);
+    }
+    QCOMPARE(blas_threads(), 2);
+    prefer_blas_threads(before);
 }
 
 // ---- exact ------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@
 #include <tuple>
 
 #include <cmath>
+#include <thread>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +28,8 @@
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
 #include "loftq/compute_device.h"
+#include "linalg/blas.h"
+#include "loftq/job.h"
 #include "model/llama.h"
 #include "train/adamw.h"
 #include "train/adapter_writer.h"
@@ -645,6 +649,47 @@ private slots:
         } catch (const Error& e) {
             QVERIFY2(std::string(e.what()).find("no checkpoint") != std::string::npos, e.what());
         }
+    }
+
+    // A quantize job and a fine-tune at once (the app allows it): BLAS threads have one owner
+    // (linalg/blas.h), so the job's decompositions stay single-threaded whatever the trainer
+    // asks for, and both give exactly what they give alone.
+    void quantizeJobAndFinetuneAtOnce() {
+        const test::Synth big = test::make_synth("train-conc", 256, 688, 3);   // decompositions long enough to overlap
+        QuantizeOptions q;
+        q.model = big.model;
+        q.plan.defaults.quant = QuantKind::NF2;
+        q.plan.defaults.rank = 16;
+        q.plan.defaults.iters = 12;
+        q.plan.defaults.svd = SvdMethod::Exact;
+        q.threads = 2;
+        TrainOptions o = synth_opts(synth, test::make_temp_dir("train-conc-solo") + "/out");
+        o.steps = 6;
+        o.eval_every = 0;
+        o.sample_tokens = 0;
+        prefer_blas_threads(2);
+        const QuantizeResult job_solo = run_quantize(q, {}, CancelToken{});
+        const TrainResult ft_solo = run_finetune(o, nullptr, CancelToken{});
+        QCOMPARE(blas_threads(), 2);
+        // Together: the fine-tune starts (and sets its threads) while the job decomposes.
+        QuantizeResult job_both;
+        std::atomic<bool> started{false};
+        std::thread job([&] {
+            job_both = run_quantize(q, [&](const JobEvent& e) { if (e.kind == EventKind::WeightStarted) started = true; }, CancelToken{});
+        });
+        while (!started) std::this_thread::yield();
+        o.out_dir = test::make_temp_dir("train-conc-both") + "/out";
+        const TrainResult ft_both = run_finetune(o, nullptr, CancelToken{});
+        job.join();
+        QCOMPARE(job_both.weights.size(), job_solo.weights.size());
+        for (size_t i = 0; i < job_solo.weights.size(); ++i) {
+            QCOMPARE(job_both.weights[i].final_error, job_solo.weights[i].final_error);
+            for (size_t t = 0; t < job_solo.weights[i].steps.size(); ++t)
+                QCOMPARE(job_both.weights[i].steps[t].error, job_solo.weights[i].steps[t].error);
+        }
+        qInfo("fine-tune alone %.9f, beside the job %.9f", ft_solo.final_train_loss, ft_both.final_train_loss);
+        QCOMPARE(ft_both.final_train_loss, ft_solo.final_train_loss);
+        QCOMPARE(blas_threads(), 2);   // the trainer's preference stands after the job ended
     }
 
     // eval_original: the original model's loss on the run's own held-out examples, equal to

@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include <climits>
+#include <mutex>
 #include <string>
 
 #include "core/error.h"
@@ -16,6 +17,45 @@ namespace loftq {
 void set_blas_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
 
 int blas_threads() { return openblas_get_num_threads(); }
+
+namespace {
+// The owner's state: how many single-threaded scopes are alive, and the preferred count.
+struct BlasOwner {
+    std::mutex mu;
+    int single = 0;
+    int preferred = 0;   // 0: OpenBLAS's own default, read at first use
+};
+BlasOwner& owner() {
+    static BlasOwner o;
+    return o;
+}
+}  // namespace
+
+SingleThreadedBlas::SingleThreadedBlas() {
+    BlasOwner& o = owner();
+    std::lock_guard<std::mutex> lock(o.mu);
+    if (o.preferred == 0) o.preferred = blas_threads();
+    if (o.single++ == 0) set_blas_threads(1);
+}
+
+SingleThreadedBlas::~SingleThreadedBlas() {
+    BlasOwner& o = owner();
+    std::lock_guard<std::mutex> lock(o.mu);
+    if (--o.single == 0) set_blas_threads(o.preferred);
+}
+
+void prefer_blas_threads(int n) {
+    BlasOwner& o = owner();
+    std::lock_guard<std::mutex> lock(o.mu);
+    o.preferred = n < 1 ? 1 : n;
+    if (o.single == 0) set_blas_threads(o.preferred);
+}
+
+int preferred_blas_threads() {
+    BlasOwner& o = owner();
+    std::lock_guard<std::mutex> lock(o.mu);
+    return o.preferred == 0 ? blas_threads() : o.preferred;
+}
 
 namespace {
 

@@ -131,9 +131,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     }
     res.streams = on_gpu ? workers : 0;
     const int inner = on_gpu ? 1 : std::max(1, threads / workers);
-    const int saved_blas = blas_threads();
-    set_blas_threads(1);  // LAPACK steps single-threaded: identical results for any thread count
-    struct BlasRestore { int n; ~BlasRestore() { set_blas_threads(n); } } blas_restore{saved_blas};
+    SingleThreadedBlas single_blas;  // LAPACK steps single-threaded: identical results for any thread count (linalg/blas.h)
 
     std::unique_ptr<Exporter> exporter;
     if (!opt.out_dir.empty()) exporter = make_exporter(*ck, opt, res.plan);

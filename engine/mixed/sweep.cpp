@@ -360,9 +360,7 @@ SweepResult run_sweep(const SweepOptions& opt, const std::function<void(const Sw
     const int threads = opt.threads > 0 ? opt.threads : hardware_threads();
     const int workers = int(std::max<size_t>(1, std::min<size_t>(size_t(threads), K)));
     const int inner = std::max(1, threads / workers);
-    const int saved_blas = blas_threads();
-    set_blas_threads(1);
-    struct BlasRestore { int n; ~BlasRestore() { set_blas_threads(n); } } restore{saved_blas};
+    SingleThreadedBlas single_blas;  // LAPACK steps single-threaded: identical results for any thread count (linalg/blas.h)
     std::vector<size_t> order(K);
     for (size_t i = 0; i < K; ++i) order[i] = i;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {

@@ -538,9 +538,7 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
             const int threads = m->threads();
             const int workers = std::max(1, std::min(threads, K));
             const int inner = std::max(1, threads / workers);
-            const int saved_blas = blas_threads();
-            set_blas_threads(1);
-            struct BlasRestore { int n; ~BlasRestore() { set_blas_threads(n); } } restore{saved_blas};
+            SingleThreadedBlas single_blas;  // LAPACK steps single-threaded: identical results for any thread count (linalg/blas.h)
             std::atomic<int> next{0};
             std::atomic<bool> failed{false};
             std::exception_ptr first_error;

@@ -11,7 +11,7 @@
 //
 // Threads: `threads` splits rows (norms, elementwise, loss) or (batch, kv head) pairs (attention)
 // into contiguous chunks; results do not depend on the thread count. GEMMs go to OpenBLAS, whose
-// thread count is process-wide (set_blas_threads).
+// thread count is process-wide and owned by linalg/blas.h (prefer_blas_threads, SingleThreadedBlas).
 // Leaves out: the model's buffers and loading (llama_cpu.h, llama_load.cpp), fused kernels.
 #pragma once
 #include <cstdint>
