@@ -107,7 +107,7 @@ LlamaCpu::LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const st
 
 void LlamaCpu::set_threads(int n) {
     threads_ = n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency()));
-    set_blas_threads(threads_);
+    prefer_blas_threads(threads_);   // applied unless a decomposition needs BLAS single-threaded (linalg/blas.h)
 }
 
 float* LlamaCpu::site_weight(int l, LoraSite s) {
