@@ -29,8 +29,8 @@
 #include <QTableWidget>
 #include <QVBoxLayout>
 #include <algorithm>
-#include <map>
 #include <cmath>
+#include <map>
 
 #include "device_combo.h"
 #include "loftq/compute_device.h"
@@ -44,9 +44,7 @@ namespace studio {
 namespace {
 // The init combo's data for "LoftQ of the current plan" (InitKind::Loftq with LoadOptions::plan).
 constexpr int kPlanStart = 100;
-}  // namespace
 
-namespace {
 QSpinBox* spin(QWidget* parent, int lo, int hi, int value) {
     auto* s = new QSpinBox(parent);
     s->setRange(lo, hi);
@@ -108,7 +106,13 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     qrow->addWidget(iters_);
     form->addRow(tr("Quantizer:"), qrow);
     // The export start only for an export; fields the chosen start ignores are disabled.
-    connect(model_, &QLineEdit::textChanged, this, [this] { updateInitChoices(); });
+    connect(model_, &QLineEdit::textChanged, this, [this] {
+        // Whether the model is an export is read here, once per path (it opens the checkpoint's
+        // header), not on every plan edit that refreshes the choices.
+        const QString path = model_->text().trimmed();
+        modelIsExport_ = !path.isEmpty() && loftq::is_loftq_export(path.toStdString());
+        updateInitChoices();
+    });
     connect(init_, qOverload<int>(&QComboBox::currentIndexChanged), this, [this] { updateInitChoices(); });
     steps_ = spin(this, 1, 1000000, 100);
     batch_ = spin(this, 1, 4096, 4);
@@ -261,14 +265,12 @@ void FinetunePanel::setModelPath(const QString& path) {
         data_->setText(demo);
         autoData_ = demo;
     }
-    const bool is_export = loftq::is_loftq_export(path.toStdString());
-    init_->setCurrentIndex(init_->findData(int(is_export ? loftq::InitKind::Export : loftq::InitKind::Loftq)));
+    init_->setCurrentIndex(init_->findData(int(modelIsExport_ ? loftq::InitKind::Export : loftq::InitKind::Loftq)));
     updateInitChoices();
 }
 
 void FinetunePanel::updateInitChoices() {
-    const QString path = model_->text().trimmed();
-    const bool is_export = !path.isEmpty() && loftq::is_loftq_export(path.toStdString());
+    const bool is_export = modelIsExport_;
     auto* items = qobject_cast<QStandardItemModel*>(init_->model());
     const int ex = init_->findData(int(loftq::InitKind::Export));
     if (items && ex >= 0) {
@@ -551,8 +553,6 @@ bool FinetunePanel::removeRunAt(int row) {
 }
 
 QString FinetunePanel::sampleText() const { return sample_->toPlainText(); }
-
-void FinetunePanel::setMeasureOriginal(bool on) { measureOriginal_->setChecked(on); }
 
 void FinetunePanel::resizeEvent(QResizeEvent* e) {
     QWidget::resizeEvent(e);

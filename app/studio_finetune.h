@@ -77,9 +77,6 @@ public:
     int runAtRow(int row) const;                 // TrainingCurves index of a table row, -1 none
     bool removeRunAt(int row);
     QString sampleText() const;
-    // Each run measures the original model once per (model, held-out data, seq) for the curves'
-    // dashed reference line (TrainOptions::eval_original); off: no reference.
-    void setMeasureOriginal(bool on);
 private:
 
     JobThread* job_ = nullptr;
@@ -88,6 +85,7 @@ private:
     QComboBox *init_ = nullptr, *quant_ = nullptr;
     std::shared_ptr<const loftq::Plan> plan_;   // setPlan
     QString planLabel_;                         // the run's name when starting from it
+    bool modelIsExport_ = false;                // loftq::is_loftq_export of the model field's path
     QHash<int, QString> samples_;               // greedy sample per curves run
     QSplitter* split_ = nullptr;                // form | curves
     QSplitter* leftSplit_ = nullptr;            // form / runs table / sample

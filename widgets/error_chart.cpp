@@ -362,7 +362,7 @@ void ErrorChart::replotNow() {
             for (Qt::Alignment at : {Qt::AlignTop | Qt::AlignRight, Qt::AlignBottom | Qt::AlignLeft, Qt::AlignBottom | Qt::AlignRight,
                                      Qt::AlignTop | Qt::AlignLeft}) {
                 inset->setInsetAlignment(idx, at);
-                p->replot(QCustomPlot::rpQueuedRefresh);   // lays the legend out where it would be drawn
+                inset->updateLayout();   // places the legend in that corner (the axis rect is laid out already)
                 const int n = legendCollisionsAt(p->legend->outerRect());
                 if (best < 0 || n < best) {
                     best = n;

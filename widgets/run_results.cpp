@@ -95,18 +95,14 @@ void RunResults::relayout() {
 }
 
 bool RunResults::markStale(WeightRun& w) const {
-    if (!has_current_) return false;
+    if (!current_) return false;
     QString reason;
-    const std::string name = w.name.toStdString();
-    const auto it = std::find_if(current_.weights.begin(), current_.weights.end(), [&](const loftq::WeightPlan& p) { return p.name == name; });
-    if (it == current_.weights.end()) {
+    const auto it = current_->constFind(w.name);
+    if (it == current_->constEnd())
         reason = tr("the plan no longer quantizes this weight");
-    } else {
-        const loftq::WeightSettings &a = w.settings, &b = it->s;
-        if (a.quant != b.quant || a.block != b.block || a.rank != b.rank || a.iters != b.iters || a.svd != b.svd)
-            reason = tr("computed with %1; the plan now says %2")
-                         .arg(QString::fromStdString(loftq::settings_summary(a)), QString::fromStdString(loftq::settings_summary(b)));
-    }
+    else if (!(w.settings == *it))
+        reason = tr("computed with %1; the plan now says %2")
+                     .arg(QString::fromStdString(loftq::settings_summary(w.settings)), QString::fromStdString(loftq::settings_summary(*it)));
     const bool stale = !reason.isEmpty();
     const bool changed = stale != w.stale || reason != w.staleReason;
     w.stale = stale;
@@ -115,8 +111,8 @@ bool RunResults::markStale(WeightRun& w) const {
 }
 
 void RunResults::setPlan(const loftq::ResolvedPlan& current) {
-    current_ = current;
-    has_current_ = true;
+    current_.emplace();
+    for (const loftq::WeightPlan& p : current.weights) current_->insert(QString::fromStdString(p.name), p.s);
     bool any = false;
     for (WeightRun& w : weights_) any |= markStale(w);
     if (any) emit staleChanged();

@@ -25,6 +25,7 @@
 #include <QHash>
 #include <QVector>
 #include <cmath>
+#include <optional>
 
 #include "loftq/job.h"
 
@@ -96,7 +97,6 @@ public:
     double eta() const { return eta_; }           // seconds, < 0 unknown
     double elapsed() const { return elapsed_; }
     int weightsDone() const { return done_; }         // of the current (or last) run
-    int runWeights() const { return int(run_index_.size()); }   // weights in the current (or last) run
     // True once any weight of this run reported an output error (the run had calibration).
     bool hasOutputErrors() const { return has_output_; }
 
@@ -113,8 +113,8 @@ private:
     QStringList modules_;
     QVector<int> run_index_;          // the run's weight i (engine index) -> index into weights_
     QHash<int, WeightRun> replaced_;  // earlier results of the run's weights, until it finishes
-    loftq::ResolvedPlan current_;     // the last setPlan(), for marking results as they arrive
-    bool has_current_ = false;
+    // The last setPlan() by weight name, for marking results as they arrive; unset before the first.
+    std::optional<QHash<QString, loftq::WeightSettings>> current_;
     int model_layers_ = 0;
     QStringList model_modules_;
     void noteOutput(bool any);   // sets has_output_, emits outputErrorsChanged on a change

@@ -51,12 +51,6 @@ void prefer_blas_threads(int n) {
     if (o.single == 0) set_blas_threads(o.preferred);
 }
 
-int preferred_blas_threads() {
-    BlasOwner& o = owner();
-    std::lock_guard<std::mutex> lock(o.mu);
-    return o.preferred == 0 ? blas_threads() : o.preferred;
-}
-
 namespace {
 
 // cblas takes 32-bit ints (Debian's OpenBLAS is not the ILP64 build). A weight has at most a

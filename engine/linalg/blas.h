@@ -22,7 +22,6 @@ public:
     SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
 };
 void prefer_blas_threads(int n);
-int preferred_blas_threads();
 
 // Low level (tests and benchmarks only): openblas_set/get_num_threads as they are.
 void set_blas_threads(int n);

@@ -29,6 +29,7 @@ struct WeightSettings {
     int rank = 16;       // LoRA rank r
     int iters = 5;       // alternating steps T; 0 = QLoRA baseline (no low-rank correction)
     SvdMethod svd = SvdMethod::Randomized;
+    bool operator==(const WeightSettings&) const = default;
 };
 
 // Settings a rule or override changes; unset fields leave what was there.
