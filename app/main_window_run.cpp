@@ -15,20 +15,12 @@
 #include "device_combo.h"
 #include "plan_document.h"
 #include "plan_grid_view.h"
+#include "plot_style.h"
 #include "run_results.h"
 #include "studio_job.h"
 #include "studio_mixed.h"
 
 namespace studio {
-
-namespace {
-QString seconds_text(double s) {
-    if (s < 0) return "?";
-    if (s < 60) return QString("%1 s").arg(s, 0, 'f', s < 10 ? 1 : 0);
-    if (s < 3600) return QString("%1 min %2 s").arg(int(s) / 60).arg(int(s) % 60);
-    return QString("%1 h %2 min").arg(int(s) / 3600).arg((int(s) % 3600) / 60);
-}
-}  // namespace
 
 bool MainWindow::isRunning() const { return job_->running(); }
 
@@ -114,7 +106,7 @@ void MainWindow::onJobEvent(const loftq::JobEvent& e) {
     if (e.kind != loftq::EventKind::Message && e.kind != loftq::EventKind::Writing) {
         progress_->setValue(int(e.fraction * 1000));
         progress_->setFormat(QString("%1/%2 weights").arg(e.weights_done).arg(e.weights_total));
-        etaLabel_->setText(e.eta >= 0 ? tr("%1 elapsed, %2 left").arg(seconds_text(e.elapsed), seconds_text(e.eta)) : QString());
+        etaLabel_->setText(e.eta >= 0 ? tr("%1 elapsed, %2 left").arg(format_seconds(e.elapsed), format_seconds(e.eta)) : QString());
     }
 }
 
@@ -130,7 +122,7 @@ void MainWindow::onJobFinished() {
     const double n = std::max<size_t>(1, r->weights.size());
     QString summary = tr("%1 weights in %2: mean relative error %3 (QLoRA %4)")
                           .arg(r->weights.size())
-                          .arg(seconds_text(r->seconds))
+                          .arg(format_seconds(r->seconds))
                           .arg(sum_final / n, 0, 'g', 5)
                           .arg(sum_base / n, 0, 'g', 5);
     if (exporting_) {

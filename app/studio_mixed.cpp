@@ -40,13 +40,6 @@ const char* const MixedPanel::kUniformLabels[8] = {"nf2 r16", "nf2 r64", "nf3 r1
 
 namespace {
 
-QString seconds_text(double s) {
-    if (s < 0) return QStringLiteral("?");
-    if (s < 60) return QStringLiteral("%1 s").arg(s, 0, 'f', s < 10 ? 1 : 0);
-    if (s < 3600) return QStringLiteral("%1 min %2 s").arg(int(s) / 60).arg(int(s) % 60);
-    return QStringLiteral("%1 h %2 min").arg(int(s) / 3600).arg((int(s) % 3600) / 60);
-}
-
 // The file's size and modification time, folded: a changed calibration file makes cached
 // statistics stale (the engine's own key is a content hash; this is the GUI's cheap check).
 qint64 file_stamp(const std::string& path) {
@@ -425,8 +418,8 @@ bool MixedPanel::startSweep() {
                 }
                 sweepProgress_->setValue(int(e.fraction * 1000));
                 sweepProgress_->setFormat(tr("%1/%2 weights").arg(e.weights_done).arg(e.weights_total));
-                sweepStatus_->setText(e.eta >= 0 ? tr("%1 elapsed, %2 left").arg(seconds_text(e.elapsed), seconds_text(e.eta))
-                                                 : seconds_text(e.elapsed));
+                sweepStatus_->setText(e.eta >= 0 ? tr("%1 elapsed, %2 left").arg(format_seconds(e.elapsed), format_seconds(e.eta))
+                                                 : format_seconds(e.elapsed));
             });
         }, token);
         token.throw_if_cancelled();   // a cancel during a cache hit still cancels
@@ -466,7 +459,7 @@ void MixedPanel::onSweepDone(std::shared_ptr<const MixedSweep> s) {
                                 .arg(QString::fromLatin1(loftq::sweep_mode_name(sw.mode)),
                                      sw.calibrated ? tr("output errors on %1").arg(QFileInfo(calibrationFile()).fileName())
                                                    : tr("weight errors"),
-                                     seconds_text(sw.seconds),
+                                     format_seconds(sw.seconds),
                                      sw.from_cache ? tr(", cached") : QString());
     emit message(tr("sweep: %1").arg(summary), false);
     // The status line is narrow: the short form, the whole summary on hover.

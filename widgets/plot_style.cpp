@@ -141,6 +141,13 @@ QCustomPlot* add_filling_plot(QWidget* host) {
 
 QString format_bytes_decimal(uint64_t bytes) { return QString::fromStdString(loftq::human_bytes(double(bytes))); }
 
+QString format_seconds(double s) {
+    if (s < 0) return QStringLiteral("?");
+    if (s < 60) return QStringLiteral("%1 s").arg(s, 0, 'f', s < 10 ? 1 : 0);
+    if (s < 3600) return QStringLiteral("%1 min %2 s").arg(int(s) / 60).arg(int(s) % 60);
+    return QStringLiteral("%1 h %2 min").arg(int(s) / 3600).arg((int(s) % 3600) / 60);
+}
+
 QSize plot_export_size(const QCustomPlot* plot, int width, int height) {
     // A plot never laid out keeps QWidget's default child size (100 x 30): not a real size.
     const bool laid_out = plot->width() >= 120 && plot->height() >= 90;

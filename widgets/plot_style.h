@@ -40,6 +40,8 @@ QString short_weight_name(const QString& tensor, const QString& module, int laye
 QString format_sig(double v, int digits = 5);
 // Decimal (1000-based) bytes with two decimals: "999 B", "12.35 kB", "1.23 MB", "2.00 GB", "1.50 TB".
 QString format_bytes_decimal(uint64_t bytes);
+// A duration as people read it: "4.2 s", "37 s", "3 min 5 s", "1 h 12 min"; "?" when negative (unknown).
+QString format_seconds(double s);
 
 // Writes the plot to `path`: PNG, SVG or PDF by the (case-insensitive) suffix. width/height 0 =
 // the plot's current size (800 x 500 when it has never been laid out, or is tiny). The file is first written
