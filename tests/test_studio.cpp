@@ -649,6 +649,7 @@ private slots:
         QVERIFY(w->exportTo(out, true, false));
         QVERIFY(!wait_for(w.get(), &MainWindow::exportFinished, 60000));
         QVERIFY(w->log()->plainText().contains("Export failed"));
+        QVERIFY(w->log()->plainText().contains("Replace the folder's contents"));   // the app's words, not only a CLI flag
         QVERIFY(QFileInfo::exists(out + "/loftq_metrics.json"));  // the earlier export is intact
         // The same plan as a packed low-bit export, chosen in the dialog's format list.
         const QString packed = QString::fromStdString(dir + "/packed");

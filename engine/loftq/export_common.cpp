@@ -44,7 +44,7 @@ std::string prepare_output_dir(const std::string& out_dir, const std::string& in
     std::error_code ec;
     if (fs::exists(out, ec) && !fs::is_directory(out, ec)) throw Error(out, "", "exists and is not a folder");
     if (fs::is_directory(out, ec) && !fs::is_empty(out, ec) && !force)
-        throw Error(out, "", "output folder is not empty (use --force to replace the files it will write)");
+        throw Error(out, "", "output folder is not empty (allow replacing the files an export writes: --force in the CLI, \"Replace the folder's contents\" in the export dialog)");
     fs::create_directories(out, ec);
     if (ec) throw Error(out, "", "cannot create output folder: " + ec.message());
     return out;
