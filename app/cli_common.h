@@ -67,7 +67,7 @@ private:
 };
 
 std::string human_seconds(double seconds);    // "1m05s"
-// Where a command runs (loftq/compute_device.h): --device auto|cpu|cuda (sets `device` to "auto"
+// Where a command runs (device/compute_device.h): --device auto|cpu|cuda (sets `device` to "auto"
 // first: the CLI's default); for fine-tuning also --gemm tf32|fp32|bf16 and --recompute
 // auto|on|off when their targets are given. `where` ends the --device help line.
 void add_device_options(CLI::App* sub, std::string& device, const std::string& where, std::string* gemm = nullptr,

@@ -23,7 +23,7 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "io/checkpoint.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 #include "train/trainer.h"
 
 namespace loftq::cli {

@@ -9,7 +9,7 @@
 #include "io/checkpoint.h"
 #include "io/packed_reader.h"
 #include "loftq/budget.h"
-#include "loftq/export_summary.h"
+#include "export/summary.h"
 #include "loftq/job.h"
 
 namespace loftq::cli {

@@ -7,7 +7,7 @@
 
 #include "cli_common.h"
 #include "cli_progress.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 
 namespace loftq::cli {
 

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "cli_common.h"
-#include "loftq/unpack.h"
+#include "export/unpack.h"
 
 namespace loftq::cli {
 

@@ -47,6 +47,7 @@
 #include "studio_job.h"
 #include "studio_help.h"
 #include "studio_mixed.h"
+#include "export/footprint.h"
 
 namespace studio {
 

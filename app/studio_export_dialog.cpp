@@ -16,6 +16,7 @@
 
 #include "loftq/budget.h"
 #include "plot_style.h"
+#include "export/footprint.h"
 
 namespace studio {
 

@@ -33,7 +33,7 @@
 #include <map>
 
 #include "device_combo.h"
-#include "loftq/compute_device.h"
+#include "device/compute_device.h"
 #include "model/llama.h"
 #include "quant/quantizer.h"
 #include "studio_job_thread.h"

@@ -1,6 +1,8 @@
 // studio_job.cpp: see studio_job.h.
 #include "studio_job.h"
 
+#include "export/quantize.h"
+
 namespace studio {
 
 StudioJob::StudioJob(QObject* parent) : JobThread(parent) { qRegisterMetaType<loftq::JobEvent>(); }

@@ -14,7 +14,7 @@
 #include "core/fsutil.h"
 #include "io/synthetic_model.h"
 #include "train/demo_data.h"
-#include "loftq/export_summary.h"
+#include "export/summary.h"
 #include "loftq/job.h"
 
 // Where the shipped demo model lies: relative to the program's folder (the build copies it there,

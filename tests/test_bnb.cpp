@@ -1,4 +1,4 @@
-// test_bnb.cpp: the bitsandbytes NF4 serialization ("bnb-nf4", export_bnb.h) on a synthetic F32
+// test_bnb.cpp: the bitsandbytes NF4 serialization ("bnb-nf4", export/bnb.h) on a synthetic F32
 // LLaMA-shaped checkpoint: per target exactly the keys, dtypes and shapes of bitsandbytes'
 // QuantState.as_dict(packed=True) layout, the quant_state JSON, quant_map == the NF4 table bit for
 // bit, dequantized (high nibble first, table[code] * absmax per 64) == the Q of an "hf" export of
@@ -21,7 +21,7 @@
 #include "expect_error.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 #include "quant/quantizer.h"
 #include "test_support.h"
 

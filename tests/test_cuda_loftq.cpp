@@ -33,9 +33,9 @@
 #include "cuda/device.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
-#include "loftq/compute_device.h"
-#include "loftq/cuda_plugin.h"
-#include "loftq/job.h"
+#include "device/compute_device.h"
+#include "device/cuda_plugin.h"
+#include "export/quantize.h"
 #include "linalg/blas.h"
 #include "loftq/decompose.h"
 #include "test_support.h"
@@ -114,7 +114,7 @@ private slots:
         set_blas_threads(1);
     }
 
-    // The plugin the engine opens at run time (loftq/cuda_plugin.h) loads with every symbol
+    // The plugin the engine opens at run time (device/cuda_plugin.h) loads with every symbol
     // resolved, answers with this program's ABI, and says whether a device is usable: runs
     // wherever CUDA is built, GPU or not.
     void pluginLoadsAndAnswers() {

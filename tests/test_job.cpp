@@ -20,7 +20,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 #include "test_support.h"
 
 using namespace loftq;

@@ -20,7 +20,7 @@
 #include "linalg/svd.h"
 #include "loftq/budget.h"
 #include "loftq/decompose.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 #include "mixed/allocator.h"
 #include "mixed/calibration.h"
 #include "mixed/eval_plan.h"

@@ -29,7 +29,7 @@
 #include "io/safetensors.h"
 #include "linalg/blas.h"
 #include "loftq/decompose.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 #include "model/llama.h"
 #include "model/llama_cpu.h"
 #include "model/ops.h"

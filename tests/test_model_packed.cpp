@@ -17,7 +17,7 @@
 #include "core/fsutil.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 #include "train/demo_data.h"
 #include "train/trainer.h"
 #include "io/synthetic_model.h"

@@ -1,5 +1,5 @@
-// test_packed.cpp: the packed LoftQ safetensors export (export_packed.h), its reader
-// (packed_reader.h) and `unpack` (unpack.h): for every quantizer and several block sizes on odd
+// test_packed.cpp: the packed LoftQ safetensors export (export/packed.h), its reader
+// (packed_reader.h) and `unpack` (export/unpack.h): for every quantizer and several block sizes on odd
 // shapes, the stored codes/scales equal the quantizer's, the dequantized weight equals the HF
 // export's Q bit for bit, and unpack reproduces the HF export byte for byte; mixed precision and
 // shards in one export; double quantization (smaller, small added error, reported); target bytes
@@ -22,8 +22,9 @@
 #include "io/synthetic_model.h"
 #include "loftq/budget.h"
 #include "loftq/decompose.h"
-#include "loftq/job.h"
-#include "loftq/unpack.h"
+#include "export/footprint.h"
+#include "export/quantize.h"
+#include "export/unpack.h"
 #include "test_support.h"
 
 using namespace loftq;

@@ -25,7 +25,7 @@
 #include "io/checkpoint.h"
 #include "io/synthetic_model.h"
 #include "log_panel.h"
-#include "loftq/job.h"
+#include "export/quantize.h"
 #include "plot_style.h"
 #include "run_results.h"
 #include "test_support.h"

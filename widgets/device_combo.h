@@ -1,11 +1,11 @@
 // device_combo.h: the device chooser of runs and fine-tunes — Auto, CPU, CUDA — over the
-// engine's loftq::cuda_status() (loftq/compute_device.h). CUDA is listed in every build: with
+// engine's loftq::cuda_status() (device/compute_device.h). CUDA is listed in every build: with
 // the GPU's name when usable, disabled with the reason as its tooltip otherwise, so the user sees
 // why a run goes to the CPU. Auto (the default) says where it will run.
 #pragma once
 #include <QComboBox>
 
-#include "loftq/compute_device.h"
+#include "device/compute_device.h"
 
 namespace studio {
 

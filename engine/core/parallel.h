@@ -9,6 +9,9 @@
 
 namespace loftq {
 
+// The hardware thread count (at least 1): what "all threads" (threads = 0) means.
+inline int hardware_threads() { return int(std::max(1u, std::thread::hardware_concurrency())); }
+
 // Calls fn(begin, end) on [0, n) split into at most `threads` contiguous chunks of at least
 // `min_chunk` indices; runs inline when one chunk suffices.
 template <class Fn>

@@ -12,6 +12,7 @@
 #include <string>
 #include <tuple>
 
+#include "core/clock.h"
 #include "core/rng.h"
 #include "cuda/blas_cuda.h"
 #include "cuda/device.h"
@@ -22,8 +23,6 @@
 namespace loftq {
 
 namespace {
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Page-locked host memory, grown on demand, freed on destruction.
 struct PinnedBuffer {

@@ -7,7 +7,7 @@
 // tensor a weight needs, zero padding bits after the last code); values are checked when read
 // (codes below the format's level count, scales finite and >= 0). Every problem throws
 // loftq::Error naming the file and the tensor ("__metadata__" for the header metadata).
-// Writing is the exporter's job (loftq/export_packed.h); this file has no engine dependencies
+// Writing is the exporter's job (export/packed.h); this file has no engine dependencies
 // beyond core, quant and io.
 #pragma once
 #include <cstdint>

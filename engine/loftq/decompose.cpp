@@ -9,6 +9,7 @@
 #include <memory>
 #include <thread>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -16,8 +17,6 @@
 namespace loftq {
 
 namespace {
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // sum (a - b)^2 (b == nullptr: sum a^2) in float64, chunked so the result does not depend on
 // the thread count.

@@ -1,13 +1,10 @@
-// exporter.h: what the quantize job writes results through. One implementation per output
-// format, chosen by QuantizeOptions::format:
-//   "hf"      the Hugging Face LoftQ layout, backbone dequantized (export_hf.h);
-//   "packed"  packed k-bit codes + block scales + LoRA factors in safetensors (export_packed.h,
-//             docs/FORMAT.md);
-//   "bnb-nf4" the bitsandbytes 4-bit serialization transformers loads pre-quantized, with the
-//             loftq_init adapter beside it (export_bnb.h).
+// exporter.h: what the quantize job (job.h) writes results through, the interface only. The
+// implementations, one per output format, live in engine/export (export/quantize.h picks one by
+// QuantizeOptions::format); the job knows none of them.
 // The job calls write_copy / write_target from worker threads (thread-safe), then commit once
 // on one thread; an exporter destroyed without commit leaves nothing in place.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,8 +30,9 @@ public:
     virtual std::vector<std::string> commit(const QuantizeResult& result, const nlohmann::ordered_json& manifest) = 0;
 };
 
-// The exporter for opt.format; throws loftq::Error for an unknown format or a plan the format
-// cannot hold (e.g. bnb-nf4 with a weight that is not NF4 / block 64).
-std::unique_ptr<Exporter> make_exporter(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan);
+// Makes the job's exporter once the checkpoint is open and the plan resolved (before any weight
+// runs, so that a refused output folder costs nothing).
+using ExporterFactory =
+    std::function<std::unique_ptr<Exporter>(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan)>;
 
 }  // namespace loftq

@@ -1,28 +1,24 @@
-// job.cpp: see job.h. Tasks (one per tensor) are taken from an atomic counter by the workers;
-// targets first, largest first (so the long ones do not end up alone at the tail), then copies.
+// job.cpp: see job.h. Tasks (one per tensor) go to the engine's pool (core/task_pool.h): targets
+// first, largest first (so the long ones do not end up alone at the tail), then copies.
 #include "loftq/job.h"
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <cstdio>
-#include <exception>
-#include <functional>
 #include <filesystem>
+#include <functional>
 #include <mutex>
-#include <thread>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/parallel.h"
+#include "core/task_pool.h"
 #include "core/units.h"
 #include "io/checkpoint.h"
 #include "linalg/blas.h"
-#include "loftq/export_hf.h"
 #include "loftq/weight_decomposer.h"
 
 namespace loftq {
-
-int hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
 std::vector<TensorMeta> tensor_metas(const Checkpoint& ck) {
     std::vector<TensorMeta> v;
@@ -31,7 +27,6 @@ std::vector<TensorMeta> tensor_metas(const Checkpoint& ck) {
 }
 
 namespace {
-using Clock = std::chrono::steady_clock;
 
 nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint& ck, int threads, int workers,
                                    const QuantizeResult& res) {
@@ -89,9 +84,10 @@ int cuda_streams_for(const QuantizeOptions& opt, const ResolvedPlan& plan, size_
 }
 }  // namespace
 
-QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel) {
+QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFactory& make_exporter,
+                                 const JobCallback& on_event, const CancelToken& cancel) {
     const auto t0 = Clock::now();
-    auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+    auto elapsed = [&] { return since(t0); };
     std::mutex ev_mu;
     // Progress is stamped under the same lock that delivers the event, so the fractions a
     // listener sees never go backwards even when two workers report at once.
@@ -134,7 +130,7 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     SingleThreadedBlas single_blas;  // LAPACK steps single-threaded: identical results for any thread count (linalg/blas.h)
 
     std::unique_ptr<Exporter> exporter;
-    if (!opt.out_dir.empty()) exporter = make_exporter(*ck, opt, res.plan);
+    if (make_exporter) exporter = make_exporter(*ck, opt, res.plan);
 
     // Tasks: targets (largest first), then non-target copies when exporting.
     std::vector<int> target_of_tensor(ck->tensors().size(), -1);
@@ -176,104 +172,81 @@ QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_ev
     }
     emit({.kind = EventKind::Message, .message = device_note});
 
-    std::atomic<size_t> next{0};
-    std::atomic<bool> failed{false};
-    std::exception_ptr first_error;
-    std::mutex err_mu;
-
-    std::mutex dev_mu;
-    auto worker = [&] {
-        std::unique_ptr<WeightDecomposer> dec;
-        // Whatever the exit (done, cancelled, failed), record this worker's memory use.
-        struct Record {
-            std::unique_ptr<WeightDecomposer>& dec;
-            std::mutex& mu;
-            QuantizeResult& res;
-            ~Record() {
-                if (!dec) return;
-                std::lock_guard<std::mutex> lock(mu);
-                res.device_peak_bytes += dec->peak_device_bytes();
-                res.pinned_bytes += dec->pinned_bytes();
-            }
-        } record{dec, dev_mu, res};
-        for (;;) {
-            if (failed.load() || cancel.cancelled()) return;
-            size_t ti = next.fetch_add(1);
-            if (ti >= tasks.size()) return;
-            auto [kind, idx] = tasks[ti];
+    // One decomposer per worker, made on its first weight (on CUDA: its own stream and memory).
+    std::vector<std::unique_ptr<WeightDecomposer>> decs(static_cast<size_t>(workers));
+    auto task = [&](int worker, size_t ti) {
+        auto [kind, idx] = tasks[ti];
+        if (kind == 1) {
+            const TensorEntry& te = ck->tensors()[size_t(idx)];
             try {
-                if (kind == 1) {
-                    exporter->write_copy(ck->tensors()[size_t(idx)]);
-                    continue;
-                }
-                const WeightPlan& wp = res.plan.weights[size_t(idx)];
-                const TensorEntry& te = ck->tensors()[size_t(wp.tensor)];
-                {
-                    JobEvent e{.kind = EventKind::WeightStarted, .weight = idx, .name = wp.name};
-                    e.steps = wp.s.iters;
-                    emit(e);
-                }
-                if (!dec) dec = on_gpu ? make_cuda_decomposer() : make_cpu_decomposer(inner);
-                dec->set_input_stats(opt.calib ? opt.calib->find(wp.name) : nullptr);
-                float* W = dec->buffer(size_t(wp.rows * wp.cols));
-                ck->read_f32(te, W, true);
-                ck->release(te);
-                SvdOptions so;
-                so.method = wp.s.svd;
-                so.oversample = opt.plan.oversample;
-                so.power_iters = opt.plan.power_iters;
-                so.seed = weight_seed(opt.plan.seed, wp.name, 0);
-                so.threads = inner;
-                const double step_units = double(wp.rows * wp.cols);
-                Decomposition d = dec->run(
-                    W, wp.rows, wp.cols, wp.s, so,
-                    [&](const StepReport& s) {
-                        add_units(step_units);
-                        JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
-                        e.error = s.error;
-                        e.seconds = s.seconds;
-                        e.baseline = s.baseline;
-                        e.out_error = s.out_error;
-                        e.out_baseline = s.out_baseline;
-                        emit(e);
-                    },
-                    &cancel);
-                if (wp.s.iters <= 0) add_units(step_units);
-                if (exporter) exporter->write_target(size_t(idx), d);
-                WeightResult& r = res.weights[size_t(idx)];
-                r.plan = wp;
-                // T = 0 has no factors but exports QLoRA's rank-r init.
-                r.rank = wp.s.iters > 0 ? int(d.lr.B.cols) : int(std::min<int64_t>(wp.s.rank, std::min(wp.rows, wp.cols)));
-                r.baseline = d.baseline;
-                r.final_error = d.final_error;
-                r.w_norm = d.w_norm;
-                r.out_baseline = d.out_baseline;
-                r.out_final = d.out_final;
-                r.steps = d.steps;
-                r.seconds = d.seconds;
-                weights_done.fetch_add(1);
-                JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
-                e.error = d.final_error;
-                e.baseline = d.baseline;
-                e.out_error = d.out_final;
-                e.out_baseline = d.out_baseline;
-                e.seconds = d.seconds;
-                emit(e);
-            } catch (const Cancelled&) {
-                return;
+                exporter->write_copy(te);
             } catch (...) {
-                std::lock_guard<std::mutex> lock(err_mu);
-                if (!first_error) first_error = std::current_exception();
-                failed.store(true);
-                return;
+                rethrow_naming(opt.out_dir, te.name);
             }
+            return;
+        }
+        const WeightPlan& wp = res.plan.weights[size_t(idx)];
+        try {
+            const TensorEntry& te = ck->tensors()[size_t(wp.tensor)];
+            {
+                JobEvent e{.kind = EventKind::WeightStarted, .weight = idx, .name = wp.name};
+                e.steps = wp.s.iters;
+                emit(e);
+            }
+            auto& dec = decs[size_t(worker)];
+            if (!dec) dec = on_gpu ? make_cuda_decomposer() : make_cpu_decomposer(inner);
+            dec->set_input_stats(opt.calib ? opt.calib->find(wp.name) : nullptr);
+            float* W = dec->buffer(size_t(wp.rows * wp.cols));
+            ck->read_f32(te, W, true);
+            ck->release(te);
+            SvdOptions so;
+            so.method = wp.s.svd;
+            so.oversample = opt.plan.oversample;
+            so.power_iters = opt.plan.power_iters;
+            so.seed = weight_seed(opt.plan.seed, wp.name, 0);
+            so.threads = inner;
+            const double step_units = double(wp.rows * wp.cols);
+            Decomposition d = dec->run(
+                W, wp.rows, wp.cols, wp.s, so,
+                [&](const StepReport& s) {
+                    add_units(step_units);
+                    JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
+                    e.error = s.error;
+                    e.seconds = s.seconds;
+                    e.baseline = s.baseline;
+                    e.out_error = s.out_error;
+                    e.out_baseline = s.out_baseline;
+                    emit(e);
+                },
+                &cancel);
+            if (wp.s.iters <= 0) add_units(step_units);
+            if (exporter) exporter->write_target(size_t(idx), d);
+            WeightResult& r = res.weights[size_t(idx)];
+            r.plan = wp;
+            // T = 0 has no factors but exports QLoRA's rank-r init.
+            r.rank = wp.s.iters > 0 ? int(d.lr.B.cols) : int(std::min<int64_t>(wp.s.rank, std::min(wp.rows, wp.cols)));
+            r.baseline = d.baseline;
+            r.final_error = d.final_error;
+            r.w_norm = d.w_norm;
+            r.out_baseline = d.out_baseline;
+            r.out_final = d.out_final;
+            r.steps = d.steps;
+            r.seconds = d.seconds;
+            weights_done.fetch_add(1);
+            JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
+            e.error = d.final_error;
+            e.baseline = d.baseline;
+            e.out_error = d.out_final;
+            e.out_baseline = d.out_baseline;
+            e.seconds = d.seconds;
+            emit(e);
+        } catch (...) {
+            rethrow_naming(opt.model, wp.name);
         }
     };
-    std::vector<std::thread> pool;
-    for (int i = 1; i < workers; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& t : pool) t.join();
-    if (first_error) std::rethrow_exception(first_error);
+    run_tasks(tasks.size(), workers, &cancel, task);
+    for (auto& dec : decs)  // the decomposers' memory use
+        if (dec) res.device_peak_bytes += dec->peak_device_bytes(), res.pinned_bytes += dec->pinned_bytes();
     cancel.throw_if_cancelled();
     if (on_gpu)
         emit({.kind = EventKind::Message, .message = "cuda: peak device memory " + human_bytes(double(res.device_peak_bytes)) +

@@ -1,8 +1,9 @@
 // job.h: the LoftQ quantize job over a whole checkpoint — the one engine call the CLI and the GUI
 // both make. It resolves the plan, runs the decomposition of every target weight on worker
-// threads, streams weights from the mapped checkpoint and writes results as they finish (memory
-// is bounded by the weights in flight, never the model size), and, when an output folder is
-// given, writes the Hugging Face LoftQ layout atomically (see export_hf.h).
+// threads, streams weights from the mapped checkpoint and hands results to an exporter as they
+// finish (memory is bounded by the weights in flight, never the model size). The exporters (the
+// output formats) are one layer up: callers use run_quantize (export/quantize.h), which picks the
+// exporter for QuantizeOptions::format; run_quantize_with takes any (exporter.h).
 //
 // Threads: with N threads and K targets, min(N, K) workers each decompose one weight at a time;
 // the remaining cores go to the quantizer and the randomized SVD's thin products inside each
@@ -13,7 +14,7 @@
 // receiver must only copy what it needs and return quickly (the GUI queues them to its thread).
 // Cancellation: the token is polled before every step and between tensors; a cancelled job
 // throws loftq::Cancelled after its workers stop, leaving no output files in place.
-// Device (QuantizeOptions::device, compute_device.h): on CUDA each worker owns one
+// Device (QuantizeOptions::device, device/compute_device.h): on CUDA each worker owns one
 // CudaDecomposer on its own stream (weight_decomposer.h), so `gpu_streams` weights are in flight
 // at once: while one is on the GPU, another is read from the mapped checkpoint into pinned memory
 // and a finished one is exported on its worker's thread. The worker count is cut so that the
@@ -30,8 +31,9 @@
 
 #include "core/cancel.h"
 #include "loftq/budget.h"
-#include "loftq/compute_device.h"
+#include "device/compute_device.h"
 #include "loftq/decompose.h"
+#include "loftq/exporter.h"
 #include "loftq/input_stats.h"
 #include "loftq/plan.h"
 
@@ -105,11 +107,12 @@ struct QuantizeResult {
     uint64_t pinned_bytes = 0;          // CUDA: page-locked host staging, all streams
 };
 
-QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel);
+// The job, writing through make_exporter's exporter when it is set (none: decompose only).
+// Errors from a weight's decomposition are rethrown naming that weight (loftq::Error's tensor).
+QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFactory& make_exporter,
+                                 const JobCallback& on_event, const CancelToken& cancel);
 
 // The planner's view of a checkpoint's tensors (names, dtypes, shapes; no data read).
 std::vector<TensorMeta> tensor_metas(const Checkpoint& ck);
-// The hardware thread count (at least 1).
-int hardware_threads();
 
 }  // namespace loftq

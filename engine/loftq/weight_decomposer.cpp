@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "loftq/compute_device.h"
-#include "loftq/cuda_plugin.h"
+#include "device/compute_device.h"
+#include "device/cuda_plugin.h"
 
 namespace loftq {
 

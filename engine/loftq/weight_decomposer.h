@@ -1,7 +1,7 @@
 // weight_decomposer.h: one job worker's decomposition engine — loftq_decompose on the CPU, or a
 // CudaDecomposer (cuda/decompose_cuda.h) on its own CUDA stream — behind one interface, so that
 // job.cpp runs the same loop (read W, decompose with events and cancel points, export) on
-// either device. The CUDA implementation lives in the CUDA plugin (cuda_plugin.h); without it
+// either device. The CUDA implementation lives in the CUDA plugin (device/cuda_plugin.h); without it
 // make_cuda_decomposer throws (with the reason) and the estimates are 0.
 #pragma once
 #include <cstdint>

@@ -13,9 +13,12 @@
 #include <mutex>
 #include <thread>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/parallel.h"
 #include "core/rng.h"
+#include "core/task_pool.h"
 #include "io/checkpoint.h"
 #include "linalg/blas.h"
 #include "linalg/svd.h"
@@ -54,8 +57,6 @@ std::string default_sweep_cache_dir() {
 }
 
 namespace {
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 double sum_sq(const float* a, size_t n) {
     double s = 0;
@@ -355,8 +356,8 @@ SweepResult run_sweep(const SweepOptions& opt, const std::function<void(const Sw
         }
     }
 
-    // Workers over weights, largest first; the rest of the threads inside each weight (as
-    // loftq/job.cpp; BLAS at one thread so the numbers do not depend on the thread count).
+    // Workers over weights, largest first (core/task_pool.h); the rest of the threads inside each
+    // weight (as the quantize job; BLAS at one thread so the numbers do not depend on the thread count).
     const int threads = opt.threads > 0 ? opt.threads : hardware_threads();
     const int workers = int(std::max<size_t>(1, std::min<size_t>(size_t(threads), K)));
     const int inner = std::max(1, threads / workers);
@@ -366,59 +367,36 @@ SweepResult run_sweep(const SweepOptions& opt, const std::function<void(const Sw
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
         return rp.weights[a].rows * rp.weights[a].cols > rp.weights[b].rows * rp.weights[b].cols;
     });
-    std::atomic<size_t> next{0};
     std::atomic<int> done{0};
     std::atomic<uint64_t> done_elems{0};
-    std::atomic<bool> failed{false};
-    std::exception_ptr first_error;
-    std::mutex err_mu;
     emit({.weights_total = int(K), .message = "sweep: " + std::to_string(K) + " weights x " +
                                                std::to_string(proto.size()) + " candidates, " + sweep_mode_name(mode) +
                                                (opt.calib ? ", with output errors" : "")});
-    auto worker = [&] {
-        std::vector<float> W;
-        for (;;) {
-            if (failed.load() || cancel.cancelled()) return;
-            const size_t oi = next.fetch_add(1);
-            if (oi >= K) return;
-            const size_t i = order[oi];
-            const WeightPlan& wp = rp.weights[i];
-            try {
-                const TensorEntry& te = ck->tensors()[size_t(wp.tensor)];
-                W.resize(size_t(wp.rows * wp.cols));
-                ck->read_f32(te, W.data(), true);
-                ck->release(te);
-                const InputStats* st = opt.calib ? opt.calib->find(wp.name) : nullptr;
-                if (opt.calib && !st)
-                    throw Error(ck->path(), wp.name, "no calibration statistics for this weight (the forward pass does not use it)");
-                sweep_weight(opt, mode, wp, W.data(), st, inner, res.weights[i], cancel);
-                const int d = done.fetch_add(1) + 1;
-                const uint64_t de = done_elems.fetch_add(uint64_t(wp.rows * wp.cols)) + uint64_t(wp.rows * wp.cols);
-                SweepEvent e{.weights_done = d, .weights_total = int(K), .name = wp.name};
-                e.fraction = double(de) / double(elements);
-                const double el = since(t0);
-                e.eta = e.fraction > 0.001 ? el * (1 - e.fraction) / e.fraction : -1;
-                emit(e);
-            } catch (const Cancelled&) {
-                return;
-            } catch (const Error&) {
-                std::lock_guard<std::mutex> lock(err_mu);
-                if (!first_error) first_error = std::current_exception();
-                failed.store(true);
-                return;
-            } catch (const std::exception& e) {  // name the weight (e.g. LAPACK did not converge)
-                std::lock_guard<std::mutex> lock(err_mu);
-                if (!first_error) first_error = std::make_exception_ptr(Error(ck->path(), wp.name, e.what()));
-                failed.store(true);
-                return;
-            }
+    std::vector<std::vector<float>> W(static_cast<size_t>(workers));  // each worker's fp32 copy of the weight
+    run_tasks(K, workers, &cancel, [&](int worker, size_t oi) {
+        const size_t i = order[oi];
+        const WeightPlan& wp = rp.weights[i];
+        try {
+            const TensorEntry& te = ck->tensors()[size_t(wp.tensor)];
+            std::vector<float>& w = W[size_t(worker)];
+            w.resize(size_t(wp.rows * wp.cols));
+            ck->read_f32(te, w.data(), true);
+            ck->release(te);
+            const InputStats* st = opt.calib ? opt.calib->find(wp.name) : nullptr;
+            if (opt.calib && !st)
+                throw Error(ck->path(), wp.name, "no calibration statistics for this weight (the forward pass does not use it)");
+            sweep_weight(opt, mode, wp, w.data(), st, inner, res.weights[i], cancel);
+            const int d = done.fetch_add(1) + 1;
+            const uint64_t de = done_elems.fetch_add(uint64_t(wp.rows * wp.cols)) + uint64_t(wp.rows * wp.cols);
+            SweepEvent e{.weights_done = d, .weights_total = int(K), .name = wp.name};
+            e.fraction = double(de) / double(elements);
+            const double el = since(t0);
+            e.eta = e.fraction > 0.001 ? el * (1 - e.fraction) / e.fraction : -1;
+            emit(e);
+        } catch (...) {
+            rethrow_naming(ck->path(), wp.name);  // e.g. LAPACK did not converge
         }
-    };
-    std::vector<std::thread> pool;
-    for (int w = 1; w < workers; ++w) pool.emplace_back(worker);
-    worker();
-    for (auto& t : pool) t.join();
-    if (first_error) std::rethrow_exception(first_error);
+    });
     cancel.throw_if_cancelled();
     res.seconds = since(t0);
     if (!cache_file.empty()) {

@@ -1,7 +1,7 @@
 // device_llama.h: what the trainer needs of a LlamaModel that lives on an accelerator (the CUDA
 // backend's LlamaCuda, engine/cuda/train/llama_cuda.h), beyond LlamaModel: the LoRA host mirrors'
 // sync points, a stream barrier for timing, and its memory report. An interface here (and not the
-// class itself) because the CUDA backend is a plugin loaded at run time (loftq/cuda_plugin.h):
+// class itself) because the CUDA backend is a plugin loaded at run time (device/cuda_plugin.h):
 // the trainer reaches it only through virtual calls.
 #pragma once
 #include <cstdint>

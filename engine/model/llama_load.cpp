@@ -7,10 +7,10 @@
 //           A ~ kaiming-uniform, B = 0, so training starts from the stored weights.
 //   Loftq   base = Q of loftq_decompose (as loftq/job.cpp runs it: randomized SVD seeded by
 //           weight_seed(seed, tensor name, 0)), B = B_T, A = A_T, each times sqrt(r / alpha)
-//           so that (alpha / r) B A is the computed term (as loftq/export_hf.cpp stores them).
+//           so that (alpha / r) B A is the computed term (as export/hf.cpp stores them).
 //   Qlora   base = deq(q(W)); Lora16 base = W; both A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's
 //           kaiming_uniform(a = sqrt(5))) from Rng(weight_seed(seed, tensor name, 0)), B = 0 —
-//           the same draw export_hf.cpp writes for T = 0 weights.
+//           the same draw export/hf.cpp writes for T = 0 weights.
 // Weights are read straight into the model's base block (no second copy of the model).
 // LoadOptions::keep_packed keeps the quantized sites as PackedSite (codes + scales) instead:
 // Loftq / Qlora take the codes from the quantizer (the fp32 path stores exactly their
@@ -42,6 +42,7 @@
 #include "io/safetensors.h"
 #include "linalg/blas.h"
 #include "loftq/decompose.h"
+#include "core/task_pool.h"
 #include "loftq/job.h"
 #include "loftq/plan.h"
 #include "model/llama.h"
@@ -533,75 +534,60 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
             break;
         }
         case InitKind::Loftq: {
-            // As loftq/job.cpp: min(threads, K) workers, one weight each at a time; BLAS at one
-            // thread so results are bit-identical for any thread count.
+            // The job's scheduling (core/task_pool.h): min(threads, K) workers, one weight each at
+            // a time; BLAS at one thread so results are bit-identical for any thread count.
             const int threads = m->threads();
             const int workers = std::max(1, std::min(threads, K));
             const int inner = std::max(1, threads / workers);
             SingleThreadedBlas single_blas;  // LAPACK steps single-threaded: identical results for any thread count (linalg/blas.h)
-            std::atomic<int> next{0};
-            std::atomic<bool> failed{false};
-            std::exception_ptr first_error;
-            std::mutex mu;
-            auto worker = [&] {
-                std::vector<float> own;  // packed sites: this worker's fp32 copy of W
-                for (;;) {
-                    const int i = next.fetch_add(1);
-                    if (i >= K || failed.load()) return;
-                    try {
-                        const int l = i / kLoraSites;
-                        const LoraSite s = LoraSite(i % kLoraSites);
-                        LoraSlot& sl = m->slot(l, s);
-                        if (packed_sites) own.resize(size_t(sl.out * sl.in));
-                        float* W = packed_sites ? own.data() : m->site_weight(l, s);
-                        if (!site_ws[size_t(i)]) {  // kept by the plan: W, no adapter
-                            load_target(l, s, m->site_weight(l, s));
-                            continue;
-                        }
-                        load_target(l, s, W);
-                        const std::string name = weight_name(l, s);
-                        WeightSettings ws = *site_ws[size_t(i)];
-                        if (!sl.rank) ws.iters = 0;  // rank 0: quantization only
-                        // As loftq/job.cpp runs a plan: same seed, oversampling and power iterations.
-                        SvdOptions so;
-                        so.method = ws.svd;
-                        if (opt.plan) {
-                            so.oversample = opt.plan->oversample;
-                            so.power_iters = opt.plan->power_iters;
-                        }
-                        so.seed = weight_seed(seed, name, 0);
-                        so.threads = inner;
-                        Decomposition d = loftq_decompose(W, sl.out, sl.in, ws, so, inner);
-                        if (packed_sites)  // Q_T = deq(codes, scales) of the same quantizer call
-                            m->set_packed_site(l, s, make_packed_site(ws.quant, ws.block, d.codes.data(), d.codes.size(),
-                                                                      std::move(d.scales)));
-                        else
-                            std::memcpy(W, d.Q.data(), d.Q.size() * sizeof(float));
-                        if (!sl.rank) continue;
-                        if (d.lr.B.cols == 0) {  // T = 0: QLoRA's start
-                            qlora_init(sl, name, seed);
-                        } else if (d.lr.B.cols == sl.rank && d.lr.A.rows == sl.rank) {
-                            // scale s = alpha / r: store B, A times 1/sqrt(s) so that s B' A' = B A.
-                            const float k = float(1.0 / std::sqrt(double(sl.scale)));
-                            for (size_t j = 0; j < d.lr.A.size(); ++j) sl.A[j] = d.lr.A.buf[j] * k;
-                            for (size_t j = 0; j < d.lr.B.size(); ++j) sl.B[j] = d.lr.B.buf[j] * k;
-                        } else {
-                            throw Error("", name, "LoftQ returned rank " + std::to_string(d.lr.B.cols) + ", expected " +
-                                                      std::to_string(sl.rank));
-                        }
-                    } catch (...) {
-                        std::lock_guard<std::mutex> lock(mu);
-                        if (!first_error) first_error = std::current_exception();
-                        failed.store(true);
+            std::vector<std::vector<float>> own(static_cast<size_t>(workers));  // packed sites: each worker's fp32 copy of W
+            run_tasks(size_t(K), workers, nullptr, [&](int worker, size_t task) {
+                const int i = int(task);
+                const int l = i / kLoraSites;
+                const LoraSite s = LoraSite(i % kLoraSites);
+                const std::string name = weight_name(l, s);
+                try {
+                    LoraSlot& sl = m->slot(l, s);
+                    if (packed_sites) own[size_t(worker)].resize(size_t(sl.out * sl.in));
+                    float* W = packed_sites ? own[size_t(worker)].data() : m->site_weight(l, s);
+                    if (!site_ws[size_t(i)]) {  // kept by the plan: W, no adapter
+                        load_target(l, s, m->site_weight(l, s));
                         return;
                     }
+                    load_target(l, s, W);
+                    WeightSettings ws = *site_ws[size_t(i)];
+                    if (!sl.rank) ws.iters = 0;  // rank 0: quantization only
+                    // As the quantize job runs a plan: same seed, oversampling and power iterations.
+                    SvdOptions so;
+                    so.method = ws.svd;
+                    if (opt.plan) {
+                        so.oversample = opt.plan->oversample;
+                        so.power_iters = opt.plan->power_iters;
+                    }
+                    so.seed = weight_seed(seed, name, 0);
+                    so.threads = inner;
+                    Decomposition d = loftq_decompose(W, sl.out, sl.in, ws, so, inner);
+                    if (packed_sites)  // Q_T = deq(codes, scales) of the same quantizer call
+                        m->set_packed_site(l, s, make_packed_site(ws.quant, ws.block, d.codes.data(), d.codes.size(),
+                                                                  std::move(d.scales)));
+                    else
+                        std::memcpy(W, d.Q.data(), d.Q.size() * sizeof(float));
+                    if (!sl.rank) return;
+                    if (d.lr.B.cols == 0) {  // T = 0: QLoRA's start
+                        qlora_init(sl, name, seed);
+                    } else if (d.lr.B.cols == sl.rank && d.lr.A.rows == sl.rank) {
+                        // scale s = alpha / r: store B, A times 1/sqrt(s) so that s B' A' = B A.
+                        const float k = float(1.0 / std::sqrt(double(sl.scale)));
+                        for (size_t j = 0; j < d.lr.A.size(); ++j) sl.A[j] = d.lr.A.buf[j] * k;
+                        for (size_t j = 0; j < d.lr.B.size(); ++j) sl.B[j] = d.lr.B.buf[j] * k;
+                    } else {
+                        throw Error("", name, "LoftQ returned rank " + std::to_string(d.lr.B.cols) + ", expected " +
+                                                  std::to_string(sl.rank));
+                    }
+                } catch (...) {
+                    rethrow_naming(opt.model, name);
                 }
-            };
-            std::vector<std::thread> pool;
-            for (int w = 1; w < workers; ++w) pool.emplace_back(worker);
-            worker();
-            for (auto& t : pool) t.join();
-            if (first_error) std::rethrow_exception(first_error);
+            });
             break;
         }
     }

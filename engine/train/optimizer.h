@@ -6,7 +6,7 @@
 //         trainer has always done (resumed runs stay bit-identical to uninterrupted ones).
 //   CUDA: CudaAdamW (cuda/train/optimizer_cuda.h) over a LlamaCuda's device LoRA block; the values
 //         and moments come to the host only for checkpoints and adapters (sync_to_host) and go
-//         back on resume (sync_to_device). Made by the CUDA plugin (loftq/cuda_plugin.h).
+//         back on resume (sync_to_device). Made by the CUDA plugin (device/cuda_plugin.h).
 // Leaves out: other optimizers (the interface is AdamW-shaped on purpose: checkpoints store m, v).
 #pragma once
 #include <cstdint>

@@ -31,11 +31,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/rng.h"
-#include "loftq/compute_device.h"
-#include "loftq/job.h"
+#include "device/compute_device.h"
+#include "core/parallel.h"
 #include "model/llama_cpu.h"
 #include "train/adamw.h"
 #include "train/adapter_writer.h"
@@ -44,7 +45,7 @@
 #include "train/optimizer.h"
 #include "train/tokenizer.h"
 #include "train/train_checkpoint.h"
-#include "loftq/cuda_plugin.h"
+#include "device/cuda_plugin.h"
 #include "model/device_llama.h"
 #include "model/llama_cpu.h"
 
@@ -53,8 +54,6 @@ namespace fs = std::filesystem;
 namespace loftq {
 
 namespace {
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // The order of epoch `epoch`: a Fisher-Yates shuffle of [0, n) seeded by (seed, epoch) only.
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {

@@ -1,4 +1,4 @@
-// cuda_plugin_module.cpp: the table of libloftq_cuda.so (loftq/cuda_plugin.h): the engine's
+// cuda_plugin_module.cpp: the table of libloftq_cuda.so (device/cuda_plugin.h): the engine's
 // device interfaces implemented over engine/cuda — WeightDecomposer over CudaDecomposer,
 // DeviceLlama is LlamaCuda itself, Optimizer over CudaAdamW. Exceptions (loftq::Error,
 // Cancelled) cross back into the program as they are.
@@ -11,7 +11,7 @@
 #include "cuda/device.h"
 #include "cuda/train/llama_cuda.h"
 #include "cuda/train/optimizer_cuda.h"
-#include "loftq/cuda_plugin.h"
+#include "device/cuda_plugin.h"
 #include "loftq/weight_decomposer.h"
 #include "train/optimizer.h"
 

@@ -1,5 +1,5 @@
-// export_summary.cpp: see export_summary.h.
-#include "loftq/export_summary.h"
+// summary.cpp: see summary.h.
+#include "export/summary.h"
 
 #include <filesystem>
 

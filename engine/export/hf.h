@@ -1,4 +1,4 @@
-// export_hf.h: the Hugging Face LoftQ layout, loadable by transformers + peft unchanged:
+// hf.h: the Hugging Face LoftQ layout, loadable by transformers + peft unchanged:
 //   OUT/config.json, tokenizer/generation files copied from the source;
 //   OUT/model.safetensors (or shards + model.safetensors.index.json): every source tensor, targets
 //     replaced by the dequantized Q in the source dtype, all others copied bit-exactly;
@@ -40,15 +40,9 @@ public:
     // place (metrics last). Returns the final file paths.
     std::vector<std::string> commit(const QuantizeResult& result, const nlohmann::ordered_json& manifest) override;
 
-    static bool is_conv1d(const ModelConfig& cfg, const std::string& module);
-    static std::string task_type(const ModelConfig& cfg);
-
 private:
     struct Impl;
     std::unique_ptr<Impl> p_;
 };
-
-nlohmann::ordered_json metrics_json(const QuantizeResult& r, const nlohmann::ordered_json& manifest);
-std::string metrics_csv(const QuantizeResult& r);
 
 }  // namespace loftq

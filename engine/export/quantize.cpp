@@ -1,11 +1,10 @@
-// exporter.cpp: make_exporter (exporter.h), the one place that maps a format name to a writer.
-#include "loftq/exporter.h"
+// quantize.cpp: see quantize.h; make_exporter is the one place that maps a format name to a writer.
+#include "export/quantize.h"
 
 #include "core/error.h"
-#include "loftq/export_bnb.h"
-#include "loftq/export_hf.h"
-#include "loftq/export_packed.h"
-#include "loftq/job.h"
+#include "export/bnb.h"
+#include "export/hf.h"
+#include "export/packed.h"
 
 namespace loftq {
 
@@ -14,6 +13,10 @@ std::unique_ptr<Exporter> make_exporter(const Checkpoint& ck, const QuantizeOpti
     if (opt.format == "packed") return std::make_unique<PackedExport>(ck, opt, plan);
     if (opt.format == "bnb-nf4") return std::make_unique<BnbExport>(ck, opt, plan);
     throw Error(opt.out_dir, "", "unknown export format '" + opt.format + "' (expected hf, packed or bnb-nf4)");
+}
+
+QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel) {
+    return run_quantize_with(opt, opt.out_dir.empty() ? ExporterFactory{} : ExporterFactory(make_exporter), on_event, cancel);
 }
 
 }  // namespace loftq

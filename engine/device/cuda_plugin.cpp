@@ -1,5 +1,5 @@
-// cuda_plugin.cpp: finding and opening libloftq_cuda.so (see cuda_plugin.h).
-#include "loftq/cuda_plugin.h"
+// cuda_plugin.cpp: finding and opening libloftq_cuda.so (see device/cuda_plugin.h).
+#include "device/cuda_plugin.h"
 
 #include <dlfcn.h>
 #include <unistd.h>

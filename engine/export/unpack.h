@@ -1,5 +1,5 @@
-// unpack.h: a packed LoftQ export (export_packed.h) back into the Hugging Face LoftQ layout
-// (export_hf.h): the backbone with every quantized weight dequantized (table[code] * scale, the
+// unpack.h: a packed LoftQ export (export/packed.h) back into the Hugging Face LoftQ layout
+// (export/hf.h): the backbone with every quantized weight dequantized (table[code] * scale, the
 // engine's Q when the scales are not double-quantized) in the source dtype recorded in the
 // metadata, all other tensors copied bit-exactly, in the source order and shard limit the
 // export recorded; config, tokenizer files, loftq_init/ (adapter_config's

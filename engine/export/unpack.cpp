@@ -1,5 +1,5 @@
-// unpack.cpp: see unpack.h.
-#include "loftq/unpack.h"
+// unpack.cpp: see export/unpack.h.
+#include "export/unpack.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -11,7 +11,7 @@
 #include "core/fsutil.h"
 #include "io/packed_reader.h"
 #include "io/sharded_writer.h"
-#include "loftq/export_common.h"
+#include "export/common.h"
 
 namespace fs = std::filesystem;
 

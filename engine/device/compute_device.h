@@ -15,7 +15,7 @@ const char* device_name(ComputeDevice d);                                  // "a
 std::optional<ComputeDevice> device_from_name(std::string_view name);      // case-insensitive
 
 struct CudaStatus {
-    bool built = false;      // the CUDA backend plugin was found and loaded (loftq/cuda_plugin.h)
+    bool built = false;      // the CUDA backend plugin was found and loaded (device/cuda_plugin.h)
     bool available = false;  // ... and a usable device is present now
     std::string device;      // "NVIDIA H200 (sm_90, 139.8 GiB)" when available
     std::string why_not;     // the reason when !available ("built without CUDA (no nvcc)", the driver's error, ...)

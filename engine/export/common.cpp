@@ -1,5 +1,7 @@
-// export_common.cpp: see export_common.h.
-#include "loftq/export_common.h"
+// common.cpp: see common.h.
+#include "export/common.h"
+
+#include <set>
 
 #include <algorithm>
 #include <cmath>
@@ -9,11 +11,22 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/peft_adapter.h"
-#include "loftq/export_hf.h"
+#include "export/metrics.h"
 
 namespace fs = std::filesystem;
 
 namespace loftq {
+
+bool is_conv1d(const ModelConfig& cfg, const std::string& module) {
+    return cfg.model_type == "gpt2" &&
+           (module == "attn.c_attn" || module == "attn.c_proj" || module == "mlp.c_fc" || module == "mlp.c_proj");
+}
+
+std::string peft_task_type(const ModelConfig& cfg) {
+    static const std::set<std::string> encoders = {"bert", "roberta", "deberta", "deberta-v2", "distilbert"};
+    return encoders.count(cfg.model_type) ? "SEQ_CLS" : "CAUSAL_LM";
+}
+
 
 void copy_tensor(const Checkpoint& ck, const TensorEntry& t, ShardedWriter& out) {
     std::vector<uint8_t> bytes = ck.read_bytes(t);
@@ -70,7 +83,7 @@ AdapterPlan::AdapterPlan(const Checkpoint& ck, const QuantizeOptions& opt, const
     const ModelConfig& cfg = ck.config();
     for (const auto& w : plan.weights) {
         int r = int(std::min<int64_t>(w.s.rank, std::min(w.rows, w.cols)));
-        bool c1 = HfExport::is_conv1d(cfg, w.module);
+        bool c1 = is_conv1d(cfg, w.module);
         int64_t in = c1 ? w.rows : w.cols, outf = c1 ? w.cols : w.rows;
         ranks.push_back(r);
         alphas.push_back(opt.plan.lora_alpha ? *opt.plan.lora_alpha : double(std::max(r, 1)));
@@ -136,7 +149,7 @@ void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const Quanti
     for (const auto& t : ck.tensors())
         if (t.is_matrix() && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0)
             linear.push_back(module_path(t.name));
-    auto acfg = peft_adapter_config(mods, linear, out, HfExport::task_type(ck.config()), any_conv1d);
+    auto acfg = peft_adapter_config(mods, linear, out, peft_task_type(ck.config()), any_conv1d);
     staged.write("loftq_init/adapter_config.json", acfg.dump(2) + "\n");
     if (opt.extra_files)
         for (const auto& [rel, bytes] : opt.extra_files(result)) {

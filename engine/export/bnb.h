@@ -1,4 +1,4 @@
-// export_bnb.h: the bitsandbytes NF4 serialization ("bnb-nf4"), the layout transformers loads as
+// bnb.h: the bitsandbytes NF4 serialization ("bnb-nf4"), the layout transformers loads as
 // a pre-quantized 4-bit model (AutoModelForCausalLM.from_pretrained(OUT), no re-quantization),
 // with the LoftQ adapter beside it. docs/FORMAT.md, "bitsandbytes NF4 serialization", cites the
 // bitsandbytes / transformers sources the layout follows.

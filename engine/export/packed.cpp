@@ -1,5 +1,5 @@
-// export_packed.cpp: see export_packed.h.
-#include "loftq/export_packed.h"
+// packed.cpp: see packed.h.
+#include "export/packed.h"
 
 #include <cmath>
 #include <filesystem>
@@ -9,7 +9,7 @@
 #include "io/packed_reader.h"
 #include "io/peft_adapter.h"
 #include "io/sharded_writer.h"
-#include "loftq/export_common.h"
+#include "export/common.h"
 
 namespace fs = std::filesystem;
 

@@ -1,5 +1,5 @@
-// export_bnb.cpp: see export_bnb.h.
-#include "loftq/export_bnb.h"
+// bnb.cpp: see bnb.h.
+#include "export/bnb.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -10,8 +10,8 @@
 #include "core/fsutil.h"
 #include "io/peft_adapter.h"
 #include "io/sharded_writer.h"
-#include "loftq/export_common.h"
-#include "loftq/export_hf.h"
+#include "export/common.h"
+#include "export/hf.h"
 #include "quant/quantizer.h"
 
 namespace fs = std::filesystem;
@@ -74,7 +74,7 @@ BnbExport::BnbExport(const Checkpoint& ck, const QuantizeOptions& opt, const Res
             throw Error(where, w.name, "format bnb-nf4 needs block 64 (bitsandbytes' QLoRA blocksize), but this weight is "
                                        "planned with block " + std::to_string(w.s.block) +
                                            ": set block 64 for it in the plan, or export with format hf or packed");
-        if (HfExport::is_conv1d(cfg, w.module))
+        if (is_conv1d(cfg, w.module))
             throw Error(where, w.name, "format bnb-nf4 cannot hold a GPT-2 Conv1D weight (bitsandbytes quantizes it "
                                        "transposed, so its blocks differ from LoftQ's): exclude it from the plan, or "
                                        "export with format hf or packed");

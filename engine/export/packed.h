@@ -1,4 +1,4 @@
-// export_packed.h: the packed LoftQ safetensors export (docs/FORMAT.md, "Packed LoftQ
+// packed.h: the packed LoftQ safetensors export (docs/FORMAT.md, "Packed LoftQ
 // safetensors"): each target stored as its k-bit codes packed LSB-first (`<name>.qcodes`, U8)
 // and its fp32 block absmax scales (`<name>.qscales`; with QuantizeOptions::double_quant,
 // 8-bit scales + per-256 absmax + offset), beside its LoRA factors (`<module>.lora_A.weight`,
@@ -10,7 +10,7 @@
 // loads the adapter unchanged), loftq_metrics.json/.csv (plus a "packed" section: bytes per
 // weight and, with double quantization, its size saving and added error). Without double
 // quantization the codes + scales bytes of every target equal quantized_weight_bytes (budget.h).
-// `loftq unpack` (unpack.h) turns an export back into the HF layout.
+// `loftq unpack` (export/unpack.h) turns an export back into the HF layout.
 #pragma once
 #include <memory>
 #include <string>

@@ -1,85 +1,10 @@
-// export_hf.cpp: see export_hf.h.
-#include "loftq/export_hf.h"
+// metrics.cpp: see metrics.h.
+#include "export/metrics.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <mutex>
-#include <regex>
-#include <set>
 #include <sstream>
 
-#include "core/error.h"
-#include "core/fsutil.h"
-#include "core/rng.h"
-#include "io/peft_adapter.h"
-#include "io/sharded_writer.h"
-#include "loftq/export_common.h"
-
-namespace fs = std::filesystem;
-
 namespace loftq {
-
-bool HfExport::is_conv1d(const ModelConfig& cfg, const std::string& module) {
-    return cfg.model_type == "gpt2" &&
-           (module == "attn.c_attn" || module == "attn.c_proj" || module == "mlp.c_fc" || module == "mlp.c_proj");
-}
-
-std::string HfExport::task_type(const ModelConfig& cfg) {
-    static const std::set<std::string> encoders = {"bert", "roberta", "deberta", "deberta-v2", "distilbert"};
-    return encoders.count(cfg.model_type) ? "SEQ_CLS" : "CAUSAL_LM";
-}
-
-struct HfExport::Impl {
-    const Checkpoint& ck;
-    const QuantizeOptions& opt;
-    const ResolvedPlan& plan;
-    std::string out;
-    StagedOutput staged;
-    std::unique_ptr<ShardedWriter> model, adapter;
-    AdapterPlan ap;                 // per weight: exported rank, lora_alpha, Conv1D
-    Impl(const Checkpoint& c, const QuantizeOptions& o, const ResolvedPlan& p)
-        : ck(c), opt(o), plan(p), out(prepare_output_dir(o.out_dir, c, o.force)), staged(out), ap(c, o, p) {}
-};
-
-HfExport::HfExport(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan)
-    : p_(std::make_unique<Impl>(ck, opt, plan)) {
-    const std::string& out = p_->out;
-    std::vector<OutTensor> layout;
-    for (const auto& t : ck.tensors()) layout.push_back({t.name, t.dtype, t.dtype_str, t.shape, t.nbytes});
-    p_->model = std::make_unique<ShardedWriter>(out, "model", layout, opt.max_shard_bytes, std::map<std::string, std::string>{{"format", "pt"}});
-    p_->adapter = open_adapter_writer(out, p_->ap.layout);
-}
-
-HfExport::~HfExport() = default;
-
-void HfExport::write_copy(const TensorEntry& t) { copy_tensor(p_->ck, t, *p_->model); }
-
-void HfExport::write_target(size_t wi, const Decomposition& d) {
-    const WeightPlan& w = p_->plan.weights[wi];
-    const TensorEntry& t = p_->ck.tensors()[size_t(w.tensor)];
-    {
-        std::vector<uint8_t> bytes(t.nbytes);
-        from_f32(t.dtype, d.Q.data(), bytes.data(), d.Q.size());
-        p_->model->write(t.name, bytes.data(), bytes.size());
-    }
-    if (p_->ap.ranks[wi] == 0) return;
-    PeftFactors f = peft_factors(p_->ap, p_->opt, w, wi, d);
-    std::string mp = module_path(w.name);
-    p_->adapter->write(peft_lora_key(mp, 'A'), f.A.data(), f.A.size() * 4);
-    p_->adapter->write(peft_lora_key(mp, 'B'), f.B.data(), f.B.size() * 4);
-}
-
-std::vector<std::string> HfExport::commit(const QuantizeResult& result, const nlohmann::ordered_json& manifest) {
-    Impl& p = *p_;
-    p.model->finish();
-    p.adapter->finish();
-    p.model->commit(p.staged);
-    p.adapter->commit(p.staged);
-    stage_export_files(p.staged, p.ck, p.opt, p.plan, p.ap, p.out, result, manifest);
-    return finish_export(p.staged, p.out, *p.model, *p.adapter);
-}
 
 nlohmann::ordered_json metrics_json(const QuantizeResult& r, const nlohmann::ordered_json& manifest) {
     using oj = nlohmann::ordered_json;

@@ -1,4 +1,4 @@
-// export_summary.h: what a packed LoftQ export holds, in the planner's terms, for `loftq inspect`
+// summary.h: what a packed LoftQ export holds, in the planner's terms, for `loftq inspect`
 // and `loftq-studio` opening an export: its tensors as the source had them (quantized weights
 // under their own names, with source dtype and shape), the plan that made it with every
 // weight's quantizer / block / rank made explicit, and the recorded run (QLoRA error, error

@@ -1,13 +1,13 @@
-// compute_device.cpp: see compute_device.h. The CUDA backend is a plugin (cuda_plugin.h); this
+// compute_device.cpp: see device/compute_device.h. The CUDA backend is a plugin (device/cuda_plugin.h); this
 // file asks it once and everything else asks cuda_status().
-#include "loftq/compute_device.h"
+#include "device/compute_device.h"
 
 #include <algorithm>
 #include <cctype>
 #include <mutex>
 
 #include "core/error.h"
-#include "loftq/cuda_plugin.h"
+#include "device/cuda_plugin.h"
 
 namespace loftq {
 

@@ -1,4 +1,4 @@
-// export_common.h: what every export format shares (export_hf, export_packed, unpack): the
+// common.h: what every export format shares (export_hf, export_packed, unpack): the
 // output-folder checks, the PEFT adapter (ranks, alphas, GPT-2 Conv1D orientation, the
 // factors exactly as loftq_init stores them), the trailing files of an export (config,
 // tokenizer, adapter config, extra files, metrics last) and removal of stale weight files after
@@ -21,6 +21,12 @@
 #include "loftq/job.h"
 
 namespace loftq {
+
+// GPT-2's Conv1D modules (c_attn, c_proj, c_fc) store weights (in x out): their factors are
+// transposed into PEFT's orientation and the adapter config says fan_in_fan_out.
+bool is_conv1d(const ModelConfig& cfg, const std::string& module);
+// The adapter config's task_type: SEQ_CLS for encoder models (BERT family), else CAUSAL_LM.
+std::string peft_task_type(const ModelConfig& cfg);
 
 // "model.layers.0.mlp.up_proj.weight" -> "model.layers.0.mlp.up_proj" (names without ".weight"
 // are returned as they are).
@@ -56,7 +62,7 @@ struct AdapterPlan {
 
 // Weight wi's factors in PEFT orientation, exactly as loftq_init stores them: A (r x in),
 // B (out x r), fp32, scaled by sqrt(r / alpha); QLoRA's init when the weight ran T = 0;
-// transposed for Conv1D (see export_hf.h). Requires ranks[wi] > 0.
+// transposed for Conv1D (see export/hf.h). Requires ranks[wi] > 0.
 struct PeftFactors {
     Matrix A, B;
 };
