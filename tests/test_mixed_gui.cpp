@@ -29,11 +29,11 @@
 #include "error_heatmap.h"
 #include "io/synthetic_model.h"
 #include "log_panel.h"
-#include "main_window.h"
+#include "studio/main_window.h"
 #include "pareto_chart.h"
 #include "plan_document.h"
 #include "run_results.h"
-#include "studio_mixed.h"
+#include "studio/mixed.h"
 #include "gui_wait.h"
 #include "test_support.h"
 #include "train/demo_data.h"
@@ -48,7 +48,7 @@ using loftq::test::wait_bool;
 
 std::string plan_text(const loftq::Plan& p) { return loftq::plan_to_json(p).dump(); }
 
-// The `loftq plan auto --front` file of a sweep, as app/cli_mixed.cpp writes it.
+// The `loftq plan auto --front` file of a sweep, as app/cli/mixed.cpp writes it.
 nlohmann::ordered_json front_json(const MixedSweep& m, uint64_t budget) {
     nlohmann::ordered_json j;
     j["format"] = "loftq-front";

@@ -1,0 +1,77 @@
+// common.h: what the `loftq` subcommands share: their registration functions, settings
+// flags that map onto a plan's defaults, and small formatting helpers. The CLI stays thin: it
+// fills engine structs and calls the same engine functions the GUI calls.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "core/cancel.h"
+#include "core/units.h"  // human_bytes
+#include "loftq/input_stats.h"
+#include "loftq/plan.h"
+
+namespace loftq::cli {
+
+// Flags that override a plan's defaults when given (--quant, --block, --rank, --iters, --svd,
+// --seed, --lora-alpha, --plan).
+struct PlanFlags {
+    std::string plan_file;
+    std::optional<std::string> quant, svd;
+    std::optional<int> block, rank, iters;
+    std::optional<uint64_t> seed;
+    std::optional<double> lora_alpha;
+    void add_to(CLI::App* app);
+    Plan make_plan() const;  // the plan file (or defaults) with the flags applied; throws loftq::Error
+    bool given() const { return !plan_file.empty() || quant || svd || block || rank || iters || seed || lora_alpha; }
+};
+
+// Calibration for output errors (--calib FILE, --calib-tokens, --calib-seq, --tokenizer).
+struct CalibFlags {
+    std::string file, tokenizer;
+    int64_t tokens = 4096;
+    int seq = 256;
+    void add_to(CLI::App* app);
+    // null without --calib. A model whose forward cannot run: with fall_back, a message and null;
+    // else the error. Any other problem (too few tokens, a tokenizer mismatch) throws.
+    std::shared_ptr<const CalibStats> collect(const std::string& model, int threads, bool fall_back) const;
+};
+
+void add_inspect(CLI::App& app);
+void add_quantize(CLI::App& app);
+void add_plan(CLI::App& app);
+void add_plan_auto(CLI::App* plan);   // `plan auto` (cli/mixed.cpp)
+void add_eval_plan(CLI::App& app);
+void add_make_demo(CLI::App& app);
+void add_finetune(CLI::App& app);
+void add_bench_finetune(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_convert(CLI::App& app);
+void add_experiment(CLI::App& app);
+void add_unpack(CLI::App& app);
+
+// Routes the first Ctrl-C to `token` while it lives (a second one kills the process as usual);
+// restores the previous handler on any exit. One at a time.
+class SigintGuard {
+public:
+    explicit SigintGuard(CancelToken& token);
+    ~SigintGuard();
+    SigintGuard(const SigintGuard&) = delete;
+    SigintGuard& operator=(const SigintGuard&) = delete;
+
+private:
+    void (*old_)(int);
+};
+
+std::string human_seconds(double seconds);    // "1m05s"
+// Where a command runs (device/compute_device.h): --device auto|cpu|cuda (sets `device` to "auto"
+// first: the CLI's default); for fine-tuning also --gemm tf32|fp32|bf16 and --recompute
+// auto|on|off when their targets are given. `where` ends the --device help line.
+void add_device_options(CLI::App* sub, std::string& device, const std::string& where, std::string* gemm = nullptr,
+                        std::string* recompute = nullptr);
+uint64_t parse_size(const std::string& text); // "5GB", "500MB", "1GiB", "123" -> bytes; throws loftq::Error
+
+}  // namespace loftq::cli

@@ -1,0 +1,62 @@
+// main_window_export.cpp: File > Export (studio/export_dialog.h) and its background job. The engine writes the
+// HF LoftQ layout (backbone + loftq_init adapter + metrics JSON/CSV) atomically; the plots are
+// rendered on the GUI thread when the job asks for them (StudioJob::setExtraFiles) and land in
+// the same commit under plots/, so the folder is complete or untouched.
+#include <QDir>
+#include <QFile>
+#include <QTemporaryDir>
+
+#include "error_chart.h"
+#include "studio/export_dialog.h"
+#include "error_heatmap.h"
+#include "improvement_chart.h"
+#include "log_panel.h"
+#include "studio/main_window.h"
+#include "plan_document.h"
+#include "run_results.h"
+
+namespace studio {
+
+bool MainWindow::exportTo(const QString& dir, bool plots, bool force, const QString& format, bool double_quant) {
+    if (dir.isEmpty()) return false;
+    return startRun({}, {QDir(dir).absolutePath(), format, plots, force, double_quant});
+}
+
+std::vector<std::pair<std::string, std::string>> MainWindow::renderPlots(const loftq::QuantizeResult& r) {
+    std::vector<std::pair<std::string, std::string>> files;
+    if (!exportPlots_) return files;
+    results_->finish(r);  // the plots show the exported numbers exactly
+    QTemporaryDir tmp;
+    if (!tmp.isValid()) throw std::runtime_error("cannot create a temporary folder for the plots");
+    const QStringList shown = chart_->weights();
+    if (shown.isEmpty()) {  // nothing selected: plot every weight (the chart caps the count)
+        QStringList all;
+        for (int i = 0; i < results_->count(); ++i) all << results_->weight(i).name;
+        chart_->setWeights(all);
+    }
+    struct Plot { const char* name; std::function<bool(const QString&, QString*)> save; };
+    const Plot plots[] = {
+        {"plots/error_vs_step.png", [this](const QString& p, QString* e) { return chart_->save(p, 1200, 800, e); }},
+        {"plots/final_error_heatmap.png", [this](const QString& p, QString* e) { return heatmap_->save(p, 1200, 800, e); }},
+        {"plots/improvement_per_layer.png", [this](const QString& p, QString* e) { return improvement_->save(p, 1200, 600, e); }},
+    };
+    for (const Plot& p : plots) {
+        const QString path = tmp.filePath(QFileInfo(p.name).fileName());
+        QString err;
+        if (!p.save(path, &err)) throw std::runtime_error(("cannot render " + QString(p.name) + ": " + err).toStdString());
+        QFile f(path);
+        if (!f.open(QIODevice::ReadOnly)) throw std::runtime_error(("cannot read back " + path).toStdString());
+        files.push_back({p.name, f.readAll().toStdString()});
+    }
+    if (shown.isEmpty()) chart_->setWeights(shown);
+    return files;
+}
+
+void MainWindow::exportDialog() {
+    if (!doc_->hasModel()) return;
+    ExportDialog dlg(doc_->resolved(), doc_->tensors(), this);
+    if (dlg.exec() != QDialog::Accepted) return;
+    exportTo(dlg.folder(), dlg.plots(), dlg.replace(), dlg.format(), dlg.doubleQuant());
+}
+
+}  // namespace studio
