@@ -14,6 +14,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libxxhash-dev      # JSON, command line, checksums
   libsentencepiece-dev libbenchmark-dev              # tokenizers (fine-tuning), benchmarks
   fonts-dejavu-core                                  # legible offscreen rendering
+  dpkg-dev file                                      # the .deb (build-deb.sh): dpkg-shlibdeps, ELF detection
 )
 
 if [[ "${1:-}" != "--no-install" ]]; then
