@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "core/task_pool.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
@@ -404,6 +405,81 @@ private slots:
             QVERIFY2(QString(e.what()).contains("model.layers.1.mlp.up_proj.weight"), e.what());
         }
         QVERIFY(partial_files(out).empty());
+    }
+
+    // A weight's failure that names nothing (a LAPACK "did not converge", a library's own
+    // exception, out of memory) reaches the user naming the weight and the model.
+    void errorsFromAWeightNameIt() {
+        std::string m = demo("job-err", small(DType::F32));
+        const std::string bad = "model.layers.1.self_attn.o_proj.weight";
+        struct Failing : Exporter {
+            const ResolvedPlan& plan;
+            std::string bad;
+            bool oom;
+            Failing(const ResolvedPlan& p, std::string b, bool o) : plan(p), bad(std::move(b)), oom(o) {}
+            void write_copy(const TensorEntry&) override {}
+            void write_target(size_t wi, const Decomposition&) override {
+                if (plan.weights[wi].name != bad) return;
+                if (oom) throw std::bad_alloc();
+                throw std::runtime_error("sgesdd did not converge");
+            }
+            std::vector<std::string> commit(const QuantizeResult&, const nlohmann::ordered_json&) override { return {}; }
+        };
+        for (bool oom : {false, true}) {
+            QuantizeOptions o = opts(m, "");
+            try {
+                run_quantize_with(o, [&](const Checkpoint&, const QuantizeOptions&, const ResolvedPlan& p) {
+                    return std::unique_ptr<Exporter>(new Failing(p, bad, oom));
+                }, {}, CancelToken{});
+                QFAIL("no error");
+            } catch (const Error& e) {
+                QCOMPARE(e.tensor, bad);
+                QCOMPARE(e.file, m);
+                QVERIFY2(std::string(e.what()).find(oom ? "out of memory" : "sgesdd did not converge") != std::string::npos, e.what());
+            }
+        }
+    }
+
+    // The engine's one scheduler (core/task_pool.h): every task once, in counter order per
+    // worker, the first error rethrown after all workers stop, no new task after an error or
+    // a cancel, a task's Cancelled rethrown.
+    void taskPool() {
+        for (int workers : {1, 2, 7}) {
+            std::vector<std::atomic<int>> runs(100);
+            std::vector<std::vector<size_t>> seen(static_cast<size_t>(workers));
+            run_tasks(100, workers, nullptr, [&](int w, size_t i) { runs[i]++; seen[size_t(w)].push_back(i); });
+            for (auto& r : runs) QCOMPARE(r.load(), 1);
+            for (auto& v : seen) QVERIFY(std::is_sorted(v.begin(), v.end()));
+        }
+        std::atomic<int> after{0};
+        try {
+            run_tasks(1000, 4, nullptr, [&](int, size_t i) {
+                if (i == 10) throw Error("m.bin", "w10", "first");
+                if (i > 10) { std::this_thread::sleep_for(std::chrono::milliseconds(1)); after++; }
+            });
+            QFAIL("no error");
+        } catch (const Error& e) {
+            QCOMPARE(e.tensor, std::string("w10"));
+        }
+        QVERIFY2(after.load() < 20, qPrintable(QString::number(after.load())));   // the others stop at their next task
+        CancelToken cancel;
+        std::atomic<int> ran{0};
+        run_tasks(1000, 3, &cancel, [&](int, size_t i) { if (++ran == 5) cancel.cancel(); });
+        QVERIFY(ran.load() < 5 + 3);
+        QVERIFY_THROWS_EXCEPTION(Cancelled, run_tasks(10, 2, nullptr, [&](int, size_t i) { if (i == 3) throw Cancelled(); }));
+        // rethrow_naming: Cancelled and named errors pass; the rest get the name.
+        auto named = [](auto thrower) -> Error {
+            try {
+                try { thrower(); } catch (...) { rethrow_naming("f.safetensors", "t"); }
+            } catch (const Error& e) { return e; }
+            return Error("none");
+        };
+        QCOMPARE(named([] { throw Error("x.bin", "other", "bad"); }).tensor, std::string("other"));
+        Error plain = named([] { throw Error("linalg: did not converge"); });
+        QCOMPARE(plain.tensor, std::string("t"));
+        QCOMPARE(std::string(plain.what()), std::string("f.safetensors: tensor 't': linalg: did not converge"));
+        QCOMPARE(named([] { throw std::runtime_error("lib"); }).tensor, std::string("t"));
+        QVERIFY_THROWS_EXCEPTION(Cancelled, [] { try { throw Cancelled(); } catch (...) { rethrow_naming("f", "t"); } }());
     }
 
     // GPT-2 stores its projections as Conv1D (in x out): PEFT's factors are transposed and the
