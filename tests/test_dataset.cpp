@@ -18,14 +18,11 @@
 #include "train/dataset.h"
 
 using namespace loftq;
+using loftq::test::read_file;
+using loftq::test::write_file;
 using json = nlohmann::json;
 
 namespace {
-
-void write_file(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-}
 
 // One token per byte: id = byte + 3; BOS 1, EOS 2 (bos = -1 when `no_bos`).
 class CharTok : public Tokenizer {

@@ -23,19 +23,11 @@
 #include "test_support.h"
 
 using namespace loftq;
+using loftq::test::read_file;
+using loftq::test::write_file;
 namespace fs = std::filesystem;
 
 namespace {
-
-void write_file(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 std::string le64(uint64_t n) {
     std::string s(8, '\0');

@@ -39,6 +39,8 @@
 #include "train_fixtures.h"
 
 using namespace loftq;
+using loftq::test::read_file;
+using loftq::test::write_file;
 namespace fs = std::filesystem;
 
 namespace {
@@ -330,11 +332,6 @@ NamedTensor& tensor(std::vector<NamedTensor>& ts, const std::string& name) {
     return const_cast<NamedTensor&>(tensor(static_cast<const std::vector<NamedTensor>&>(ts), name));
 }
 
-void write_text(const std::string& path, const std::string& text) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << text;
-}
-
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& ts) {
     std::vector<OutTensor> layout;
     for (const auto& t : ts) layout.push_back({t.name, DType::F32, "", t.shape, uint64_t(t.data.size()) * 4});
@@ -348,7 +345,7 @@ void write_tiny(const std::string& dir, const TinySpec& s, const std::vector<Nam
     fs::create_directories(dir);
     write_safetensors(dir + "/model.safetensors", ts);
     const nlohmann::json cfg = test::llama_config_json(s.model_type, s.C, s.F, s.L, s.H, s.KVH, s.V, s.tied, 64);
-    write_text(dir + "/config.json", cfg.dump(2));
+    write_file(dir + "/config.json", cfg.dump(2));
 }
 
 const char* kSiteNames[kLoraSites] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -877,7 +874,7 @@ private slots:
                 ad.push_back({peft_lora_key(mp, 'B'), {16, r}, std::vector<float>(size_t(r * 16), 0.01f)});
             }
             write_safetensors(dir + "/loftq_init/adapter_model.safetensors", ad);
-            write_text(dir + "/loftq_init/adapter_config.json", R"({"r": 4, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {}})");
+            write_file(dir + "/loftq_init/adapter_config.json", R"({"r": 4, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {}})");
             EXPECT_ERROR(load_llama(load_opts(dir, InitKind::Export)), "adapter_model.safetensors",
                          "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight", "rank 3");
         }

@@ -25,20 +25,12 @@
 #include "train/tokenizer.h"
 
 using namespace loftq;
+using loftq::test::read_file;
+using loftq::test::write_file;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-void write_file(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 std::vector<std::string> read_lines(const std::string& path, size_t max_lines) {
     std::ifstream in(path, std::ios::binary);

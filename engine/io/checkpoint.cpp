@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/fsutil.h"
 #include "core/mapped_file.h"
 #include "io/safetensors.h"
 
@@ -27,20 +28,6 @@ namespace fs = std::filesystem;
 namespace loftq {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
-
-std::string read_text_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path, "", std::string("cannot open: ") + std::strerror(errno));
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) throw Error(path, "", "read failed");
-    return ss.str();
-}
 
 nlohmann::json parse_json_file(const std::string& path) {
     std::string text = read_text_file(path);
@@ -381,8 +368,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path_in) {
             for (const auto& de : fs::directory_iterator(p, ec)) {
                 if (!de.is_regular_file(ec)) continue;
                 const std::string name = de.path().filename().string();
-                if (ends_with(name, ".safetensors")) st_files.push_back(de.path().string());
-                else if (ends_with(name, ".bin") && !starts_with(name, "tok")) bin_files.push_back(de.path().string());
+                if (name.ends_with(".safetensors")) st_files.push_back(de.path().string());
+                else if (name.ends_with(".bin") && !name.starts_with("tok")) bin_files.push_back(de.path().string());
             }
             std::sort(st_files.begin(), st_files.end());
             std::sort(bin_files.begin(), bin_files.end());
@@ -396,7 +383,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path_in) {
                                         "holds the model; open one file directly");
             } else if (bin_files.size() == 1) {
                 const std::string name = fs::path(bin_files[0]).filename().string();
-                if (starts_with(name, "pytorch_model"))
+                if (name.starts_with("pytorch_model"))
                     throw Error(bin_files[0], "", "PyTorch pickle checkpoints are not supported; convert the "
                                                   "model to safetensors first");
                 CheckpointLoader::open_llama2c(*c, bin_files[0]);
@@ -412,15 +399,15 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path_in) {
     } else {
         c->dir_ = p.parent_path().string();
         const std::string name = p.filename().string();
-        if (ends_with(name, ".safetensors")) {
+        if (name.ends_with(".safetensors")) {
             c->kind_ = CheckpointKind::SafetensorsFile;
             CheckpointLoader::read_config_beside(*c);
             CheckpointLoader::open_safetensors_files(*c, {ps});
-        } else if (ends_with(name, ".index.json")) {
+        } else if (name.ends_with(".index.json")) {
             c->kind_ = CheckpointKind::HFFolder;
             CheckpointLoader::read_config_beside(*c);
             CheckpointLoader::open_sharded(*c, ps);
-        } else if (starts_with(name, "pytorch_model") && ends_with(name, ".bin")) {
+        } else if (name.starts_with("pytorch_model") && name.ends_with(".bin")) {
             throw Error(ps, "", "PyTorch pickle checkpoints are not supported; convert the model to safetensors first");
         } else {
             CheckpointLoader::open_llama2c(*c, ps);
@@ -461,7 +448,7 @@ std::vector<std::string> Checkpoint::aux_files() const {
         for (const auto& de : fs::directory_iterator(dir_, ec)) {
             if (!de.is_regular_file(ec)) continue;
             const std::string name = de.path().filename().string();
-            if (ends_with(name, ".bin") && starts_with(name, "tok") && de.path().string() != files_[0])
+            if (name.ends_with(".bin") && name.starts_with("tok") && de.path().string() != files_[0])
                 toks.push_back(de.path().string());
         }
         std::sort(toks.begin(), toks.end());

@@ -16,22 +16,16 @@ using json = nlohmann::json;
 
 namespace loftq {
 
-namespace {
-bool ends_with(const std::string& s, const std::string& suffix) {
-    return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
-
 bool is_packed_checkpoint(const Checkpoint& ck) {
     for (const auto& t : ck.tensors())
-        if (ends_with(t.name, packed::kCodes)) return true;
+        if (t.name.ends_with(packed::kCodes)) return true;
     return false;
 }
 
 bool is_packed_part(const std::string& name) {
     for (const char* suf : {packed::kCodes, packed::kScales, packed::kScalesQ, packed::kScalesAbsmax, packed::kScalesOffset,
                             ".lora_A.weight", ".lora_B.weight"})
-        if (ends_with(name, suf)) return true;
+        if (name.ends_with(suf)) return true;
     return false;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 
 #include "core/rng.h"
@@ -60,6 +61,21 @@ std::string make_temp_dir(const std::string& tag) {
     if (!p) return "";
     temp_dirs().push_back(p);
     return p;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+    const std::string s = read_file(path);
+    return {s.begin(), s.end()};
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), std::streamsize(bytes.size()));
 }
 
 std::vector<float> gaussian(size_t n, uint64_t seed, double sigma) {

@@ -17,6 +17,11 @@ std::string shared_dir();
 std::string shipped_stories260k();
 // A fresh empty temporary folder, removed at process exit.
 std::string make_temp_dir(const std::string& tag);
+// A file's bytes ("" when it cannot be read: tests compare, they do not diagnose), and a file
+// written with exactly `bytes` (truncated first).
+std::string read_file(const std::string& path);
+std::vector<uint8_t> file_bytes(const std::string& path);
+void write_file(const std::string& path, const std::string& bytes);
 
 // n i.i.d. N(0, sigma^2) floats from `seed`.
 std::vector<float> gaussian(size_t n, uint64_t seed, double sigma = 1.0);
