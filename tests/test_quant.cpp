@@ -1,5 +1,5 @@
 // test_quant.cpp: Qt Test for engine/quant: the code tables (NF4/NF2 bit for bit against the
-// literals of LOFTQ-FACTS.md, the normal-float construction, NF3 and uniform tables, decision
+// literals of docs/ALGORITHM.md, the normal-float construction, NF3 and uniform tables, decision
 // thresholds), fast quantize/dequantize against the scalar references (every format, several
 // block sizes, every instruction-set variant, every thread count), tie and zero-block rules,
 // k-bit packing, and round-trip error bounds checked in float64.
@@ -27,7 +27,7 @@ namespace {
 
 uint32_t bits_of(float f) { return loftq::test::float_bits(f); }
 
-// The literals exactly as printed in LOFTQ-FACTS.md ("Code tables"), parsed at run time with
+// The literals exactly as printed in docs/ALGORITHM.md ("Code tables"), parsed at run time with
 // strtof so that the comparison does not rest on the compiler reading the same literal twice.
 const char* const kNF4Text[16] = {
     "-1.0", "-0.6961928009986877", "-0.5250730514526367", "-0.39491748809814453", "-0.28444138169288635",
@@ -127,7 +127,7 @@ void TestQuant::nf2TableBitExact() {
         QCOMPARE(bits_of(std::strtof(kNF2Text[i], nullptr)), kNF2Bits[i]);
         QCOMPARE(bits_of(f.table[i]), kNF2Bits[i]);
     }
-    // NF2 is a subset of NF4 (LOFTQ-FACTS.md): 2-bit weights can be stored as NF4 losslessly.
+    // NF2 is a subset of NF4 (docs/ALGORITHM.md): 2-bit weights can be stored as NF4 losslessly.
     const QuantFormat& f4 = quant_format(QuantKind::NF4);
     for (int i = 0; i < 4; ++i) {
         bool found = false;

@@ -360,7 +360,7 @@ std::vector<float> singular_values(const float* X, int64_t m, int64_t n) {
     const int64_t k = std::min(m, n);
     if (k <= 0) return {};
     // jobz = 'N' in column-major: u and vt are not referenced and their leading dimensions only
-    // need to be >= 1 (the row-major interface would demand ldvt >= n; see TOOLCHAIN.md).
+    // need to be >= 1 (the row-major interface would demand ldvt >= n; docs/ALGORITHM.md).
     std::vector<float> a(X, X + size_t(m) * size_t(n));
     std::vector<float> s(static_cast<size_t>(k));
     float dummy = 0.f;

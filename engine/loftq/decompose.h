@@ -1,4 +1,4 @@
-// decompose.h: the LoftQ alternating decomposition of one weight (LOFTQ-FACTS.md, DESIGN.md §3).
+// decompose.h: the LoftQ alternating decomposition of one weight (docs/ALGORITHM.md).
 //
 //   W: m x n fp32 (row-major, out x in).  L_0 = 0.
 //   for t = 1..T:  Q_t = deq(q(W - L_{t-1}));  L_t = B_t A_t = rank-r SVD of (W - Q_t)

@@ -3,7 +3,7 @@
 // callers look up, and the QLoRA normal-float construction with its inverse normal CDF.
 // Leaves out the quantize/dequantize loops and bit packing (quantizer.cpp).
 //
-// NF4 and NF2 are hard-coded exactly as in LOFTQ-FACTS.md (bitsandbytes / PEFT NFQuantizer
+// NF4 and NF2 are hard-coded exactly as docs/ALGORITHM.md lists them (bitsandbytes / PEFT NFQuantizer
 // tables); NF3 has no published table and is built by nf_codebook_construct(3), the same recipe
 // that reproduces NF4 and NF2 bit for bit (tested in tests/test_quant.cpp).
 #include <algorithm>

@@ -1,7 +1,7 @@
 // quantizer.h: blockwise absmax quantizers (normal-float NF4/NF3/NF2 and uniform 2/3/4/8-bit)
 // over a row-major flattened weight, their dequantizers, and k-bit code packing.
 //
-// Layout (LOFTQ-FACTS.md): the weight (out x in) is flattened row-major and cut into blocks of
+// Layout (docs/ALGORITHM.md): the weight (out x in) is flattened row-major and cut into blocks of
 // `block` consecutive elements (default 64); the last block may be short. Each block has one fp32
 // scale = max |x| over the block. A value x gets code = nearest table entry to x / scale (exact
 // real-number distance, ties to the lower code); dequantized value = table[code] * scale.
@@ -38,7 +38,7 @@ const QuantFormat& quant_format(QuantKind k);
 std::optional<QuantKind> quant_kind_from_name(std::string_view name);  // case-insensitive
 const std::vector<QuantKind>& all_quant_kinds();
 
-// The normal-float construction of QLoRA (LOFTQ-FACTS.md), float32 linspace, for k bits.
+// The normal-float construction of QLoRA (docs/ALGORITHM.md), float32 linspace, for k bits.
 // k = 4 and k = 2 reproduce the hard-coded NF4/NF2 tables bit for bit (tested).
 std::vector<float> nf_codebook_construct(int bits);
 

@@ -4,7 +4,7 @@ with bench/bench_cuda_loftq (the same algorithm, settings and weight shapes).
 
   python3 tests/python/bench_peft_loftq.py [--full] [--svd exact,randomized] [--quant nf4,nf2] [--rank 64]
 
-Algorithm (PEFT loftq_init's loop, LOFTQ-FACTS.md): L = 0; for t = 1..T: Q = deq(q(W - L)); R = W - Q;
+Algorithm (PEFT loftq_init's loop, docs/ALGORITHM.md): L = 0; for t = 1..T: Q = deq(q(W - L)); R = W - Q;
 L = rank-r SVD of R (B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T). Error ||W - Q - B A||_F / ||W||_F; QLoRA baseline
 ||W - deq(q(W))||_F / ||W||_F. Quantizer: blockwise absmax, block 64 over the flattened row-major weight, NF4 /
 NF2 tables as engine/quant/codebook.cpp, code = #thresholds (midpoints of adjacent levels) below x / absmax.
