@@ -1,78 +1,13 @@
-// llama_cuda.h: the LlamaModel (model/llama.h) on an NVIDIA GPU, the device counterpart of
-// LlamaCpu (model/llama_cpu.h), which stays the reference: the same forward and backward, op by op
-// (cuda/train/ops_cuda.h mirrors model/ops.h), the same saved activations (except attention, which
-// saves a log-sum-exp per query row instead of the B x H x T x T probabilities), the same gradient
-// rule (LoRA gradients accumulate, activation gradients overwrite, dres accumulates), the same loss
-// normalisation (mean over scored targets), the same LoRA slots and PEFT names.
-//
-// Built from a loaded LlamaCpu (from_cpu): embed, norms, biases and the LM head are uploaded fp32;
-// the seven projection weights of each layer either PACKED (when the LlamaCpu holds PackedSite:
-// the k-bit codes and block scales go to the device as they are) or fp32.
-//
-// Packed base, "dequantize per use" (what bitsandbytes does for QLoRA training): right before
-// a GEMM that needs a site's weight, forward or backward, cuda_ops::dequantize_packed expands it
-// into one fp32 scratch per site kind (q, k, v, o, gate, up, down), and cuBLAS runs the GEMM on
-// that. Not a fused dequant-GEMM, because: training GEMMs have N = B * T rows (hundreds to
-// thousands), so they are compute-bound, and cuBLAS tensor-core GEMMs beat any hand-written
-// kernel that decodes codes inside its inner loop; the dequantization reads k bits and writes 32
-// per weight, O(out * in) against the GEMM's O(N * out * in), a few percent at N >= 512. Fused
-// kernels pay off for N ~ 1 (generation), which training is not. Each scratch remembers which
-// layer it holds, so the last layer's weights are reused from the forward into the backward, and
-// with recompute a layer's re-run forward leaves its seven weights ready for its backward.
-//
-// LoRA: values and gradients live on the device in one block each, in LlamaCpu's order (per
-// (layer, site): A then B), so the optimizer (optimizer_cuda.h) updates the whole block in one
-// call. trainable() returns HOST MIRRORS of them (same names and shapes as LlamaCpu), for the
-// code that reads or writes LoRA values through the LlamaModel interface (adapter writer,
-// checkpoints, apply_peft_adapter): call download_lora() before reading them (values and
-// gradients) and upload_lora() after writing values. device_trainable() gives the device view.
-//
-// Tokens and targets are range-checked on the HOST before upload (kernels cannot throw), with
-// the CPU's messages. logits() returns a host copy made on the first call after a forward.
-// GEMMs: CudaTrainOptions::math = Tf32 (default, speed: the frozen-base products and the LM head
-// on TF32 tensor cores, fp32 accumulation) or Fp32 (plain fp32 everywhere: the parity tests'
-// setting) or Bf16 (speed, PyTorch bf16 autocast's numerics for the frozen base: the seven
-// projection weights held as bf16 and their two products per linear, y = x W^T and dx = dy W, on
-// bf16 inputs with fp32 accumulation and fp32 outputs; the activations are rounded to bf16 in a
-// scratch right before each such GEMM, and stay fp32 everywhere else; the LM head, whose weight
-// stays fp32, uses TF32 as in Tf32). LoRA products and all A/B gradients are fp32 in every mode.
-// Under Bf16, fp32 (non-packed) sites are rounded to bf16 once at upload (the fp32 copy is not
-// kept: half the projection memory) and packed sites are dequantized per use into bf16 scratches
-// (dequantize_packed_bf16: the fp32 value rounded once; half the scratch).
-//
-// Memory (bytes; C = dim, KV = kv_dim, F = hidden, V = vocab, L = layers, H = heads, N = B * T,
-// n_s = out * in of site kind s, k bits and block b for a packed base, R = sum of all LoRA ranks,
-// R_l = the largest per-layer sum of ranks, r = the largest rank, P = sum over adapted sites of
-// r_s (in_s + out_s) = the LoRA parameter count, L' = L without recompute, 1 with it):
-//   base        = L sum_s (ceil(k n_s / 8) + 4 ceil(n_s / b))        [packed; 4 L sum_s n_s if fp32]
-//                 + 4 (V C (1 tied, 2 untied) + (2 L + 1) C + [L (C + 2 KV) with q/k/v bias])
-//   scratch     = 4 sum_s n_s = 4 (2 C^2 + 2 KV C + 3 F C)          [packed only: one per site kind]
-//   Bf16 math: the fp32-site term 4 L sum_s n_s becomes 2 L sum_s n_s, the scratch 2 sum_s n_s, and
-//   activations gain 2 N max(C, KV, F) (the bf16 copy of a GEMM's input, counted in activations).
-//   lora        = 8 P                                                 (values + gradients)
-//   optimizer   = 8 P (AdamW m, v) + 4 P when accumulating micro-batches
-//   activations = 4 N [ (L + 1) C                                     (every layer's residual input)
-//                       + L' (3 C + 2 KV + 2 F + 2 + H)               (mid, q, y, k, v, g, u, 2 rstd, attention lse)
-//                       + (recompute ? R_l : R) + C + F + V + 3 ]     (x A^T, xn, h, logits, rstd, CE lse, row loss)
-//                 + RoPE tables and token ids (small)
-//   backward    = 4 [ N (4 C + 2 KV + 3 F + r) + rows V + attention scratch ],  rows = min(N, max(16, 2^24 / V))
-//   plus the CUDA context and cuBLAS workspace (~0.5-1 GiB; in device_used, not in the own accounting).
-// LLaMA-2-7B (C = KV = 4096, F = 11008, L = 32, H = 32, V = 32000, untied), NF4 block 64, r = 64 on
-// all seven projections (P = 160 M), T = 512, in GiB: base 4.37 (3.39 projections + 0.98 embed
-// and head) + scratch 0.75, LoRA 1.19, AdamW 1.19, backward 0.17 (B = 1) / 0.50 (B = 4);
-// activations B = 1: 2.97 (0.43 with recompute), B = 4: 11.88 (1.72). Totals: B = 1 10.65 GiB
-// (8.11 with recompute), B = 4 19.89 GiB (9.73 with recompute), + context: 24 GB holds every
-// case but B >= 5 without recompute. estimate_memory() computes this for any shape
-// (test_cuda_train checks the 7B case without a GPU); memory() reports what is held and peaks.
-//
-// Recompute (activation checkpointing, per layer): the forward keeps only each layer's residual
-// input; backward re-runs the layer's forward from it (into one layer's buffers) right before the
-// layer's backward. Costs one extra forward (~+30% time), saves L - 1 layers of intermediates.
-// CudaTrainOptions::recompute = Auto turns it on when the estimate without it exceeds the budget
-// (memory_budget, default 90% of the device's free memory at from_cpu).
-//
-// Leaves out: multi-GPU, mixed bf16 activations, a KV cache for generation (generation re-runs
-// the sequence, as on the CPU), training the base or the embeddings.
+// llama_cuda.h: LlamaCuda, the LlamaModel (model/llama.h) on an NVIDIA GPU: the device counterpart
+// of LlamaCpu (model/llama_cpu.h), which stays the reference (same ops, activations, gradient rule,
+// loss normalisation, LoRA slots and PEFT names). Built from a loaded LlamaCpu by from_cpu: the
+// frozen base stays on the device, packed (k-bit codes, dequantized per use) or fp32 (bf16 under
+// GemmMath::Bf16); the LoRA values and gradients are one device block each, in LlamaCpu's order.
+// trainable() returns HOST mirrors: download_lora() before reading them, upload_lora() after
+// writing. All work runs on one stream. Shapes: B x T tokens, N = B * T rows, row-major fp32;
+// memory in bytes (CudaMemory). Optional activation recomputation (CudaTrainOptions::recompute).
+// See docs/CUDA-TRAINING.md for the design: packed base, GEMM precision, the memory formulas and
+// their 7B example, recomputation.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -104,7 +39,7 @@ struct CudaTrainOptions {
     uint64_t memory_budget = 0;        // bytes Auto fits in; 0 = 90% of the free device memory
 };
 
-// Device bytes by category (see the header comment). From memory(): held now, with peaks; from
+// Device bytes by category (docs/CUDA-TRAINING.md, Memory). From memory(): held now, with peaks; from
 // estimate_memory(): predicted at (B, T), device_* zero.
 struct CudaMemory {
     uint64_t base = 0, dequant_scratch = 0, lora = 0, optimizer = 0, activations = 0, backward = 0;
