@@ -634,6 +634,45 @@ private slots:
     }
 
     // ---- config.json ----
+    // Hostile JSON (issue: a deeply nested value crashed by stack overflow when a message quoted
+    // it; a repeated tensor name was silently resolved): each is one clear error naming the file
+    // (and the key), fast, at every place we parse JSON from outside.
+    void hostileJsonIsRefused() {
+        std::string dir = test::make_temp_dir("io-hostile");
+        const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+        QElapsedTimer t;
+        t.start();
+        {
+            std::string p = dir + "/deep.safetensors";
+            write_file(p, raw_st(R"({"w": {"dtype": "F32", "shape": )" + deep + R"(, "data_offsets": [0, 16]}})", std::string(16, '\0')));
+            EXPECT_ERROR(SafetensorsFile::open(p), p, "header", "nested more than 64");
+            EXPECT_ERROR(Checkpoint::open(p), p, "nested");
+        }
+        {   // nesting just within the limit still parses (and is refused for what it is)
+            std::string p = dir + "/deep63.safetensors";
+            const std::string ok = std::string(62, '[') + std::string(62, ']');
+            write_file(p, raw_st(R"({"w": {"dtype": "F32", "shape": )" + ok + R"(, "data_offsets": [0, 16]}})", std::string(16, '\0')));
+            EXPECT_ERROR(SafetensorsFile::open(p), p, "'w'", "shape");
+        }
+        {   // a tensor named twice
+            std::string p = dir + "/dup.safetensors";
+            write_file(p, raw_st(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},)"
+                                 R"( "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})",
+                                 std::string(16, '\0')));
+            EXPECT_ERROR(SafetensorsFile::open(p), p, "key 'w' appears twice");
+        }
+        {   // config.json and the shard index of a folder
+            std::string m = dir + "/model";
+            fs::create_directories(m);
+            write_file(m + "/model.safetensors", raw_st(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", std::string(16, '\0')));
+            write_file(m + "/config.json", R"({"model_type": "llama", "x": )" + deep + "}");
+            EXPECT_ERROR(Checkpoint::open(m), m + "/config.json", "nested");
+            write_file(m + "/config.json", R"({"model_type": "llama", "model_type": "gpt2"})");
+            EXPECT_ERROR(Checkpoint::open(m), m + "/config.json", "'model_type' appears twice");
+        }
+        QVERIFY2(t.elapsed() < 5000, qPrintable(QString::number(t.elapsed())));  // a ceiling against a hang
+    }
+
     void configParsing() {
         std::string dir = test::make_temp_dir("io-config");
         std::string p = dir + "/config.json";

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "expect_error.h"
 #include "loftq/plan.h"
 #include "test_support.h"
 
@@ -202,6 +203,17 @@ private slots:
         } catch (const Error& e) {
             QVERIFY(QString(e.what()).contains("missing.loftq.json"));
         }
+    }
+
+    // A deeply nested value (stack overflow when quoted in a message) and a repeated key are
+    // refused while parsing, naming the file.
+    void hostilePlanJsonIsRefused() {
+        std::string dir = test::make_temp_dir("plan-hostile");
+        std::string f = dir + "/deep.loftq.json";
+        std::ofstream(f) << "{\"version\": 1, \"defaults\": " << std::string(100000, '[') << std::string(100000, ']') << "}";
+        EXPECT_ERROR(load_plan(f), "deep.loftq.json", "nested more than 64");
+        std::ofstream(f) << "{\"version\": 1, \"defaults\": {\"rank\": 8, \"rank\": 64}}";
+        EXPECT_ERROR(load_plan(f), "deep.loftq.json", "'rank' appears twice");
     }
 
     // The GUI's rule preview: the cells a rule's pattern and layer range touch, whatever later

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "io/json_read.h"
 #include "io/packed_reader.h"
 #include "io/sharded_writer.h"
 #include "export/common.h"
@@ -66,14 +67,7 @@ std::vector<std::string> unpack_packed(const std::string& packed_dir, const std:
     for (const auto& rel : rest) {
         const std::string src = (fs::path(rd->dir()) / rel).string();
         if (rel == "loftq_init/adapter_config.json") {
-            nlohmann::ordered_json j;
-            try {
-                j = nlohmann::ordered_json::parse(read_text_file(src));
-            } catch (const Error&) {
-                throw;
-            } catch (const std::exception& e) {
-                throw Error(src, "", std::string("not valid JSON: ") + e.what());
-            }
+            nlohmann::ordered_json j = parse_ordered_json_checked(read_text_file(src), src, "adapter config");
             j["base_model_name_or_path"] = out;
             staged.write(rel, j.dump(2) + "\n");
         } else {

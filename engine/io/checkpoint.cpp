@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/mapped_file.h"
+#include "io/json_read.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -29,14 +30,7 @@ namespace loftq {
 
 namespace {
 
-nlohmann::json parse_json_file(const std::string& path) {
-    std::string text = read_text_file(path);
-    try {
-        return nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(path, "", std::string("invalid JSON: ") + e.what());
-    }
-}
+nlohmann::json parse_json_file(const std::string& path) { return read_json_file(path); }
 
 // Model types whose transformers config class defaults tie_word_embeddings to false; the base
 // PretrainedConfig (GPT-2, Gemma, ...) defaults it to true.

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "io/json_read.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -72,11 +73,7 @@ json parse_meta(const SafetensorsFile& f, const std::string& key, bool required)
         if (required) throw Error(f.path(), kMeta, "has no '" + key + "' entry: not a complete packed LoftQ export");
         return json();
     }
-    try {
-        return json::parse(it->second);
-    } catch (const std::exception& e) {
-        throw Error(f.path(), kMeta, "'" + key + "' is not valid JSON: " + e.what());
-    }
+    return parse_json_checked(it->second, f.path(), "__metadata__ '" + key + "'");
 }
 }  // namespace
 
@@ -90,14 +87,7 @@ std::unique_ptr<PackedReader> PackedReader::open(const std::string& path) {
         const fs::path idx = fs::path(r->dir_) / "model.safetensors.index.json";
         const fs::path one = fs::path(r->dir_) / "model.safetensors";
         if (fs::exists(idx, ec)) {
-            json j;
-            try {
-                j = json::parse(read_text_file(idx.string()));
-            } catch (const Error&) {
-                throw;
-            } catch (const std::exception& e) {
-                throw Error(idx.string(), "", std::string("not valid JSON: ") + e.what());
-            }
+            const json j = read_json_file(idx.string(), "shard index");
             if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
                 throw Error(idx.string(), "", "has no 'weight_map' object");
             std::set<std::string> shards;

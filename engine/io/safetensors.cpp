@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_read.h"
 #include "core/mapped_file.h"
 
 namespace loftq {
@@ -139,12 +140,9 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     const char* hb = reinterpret_cast<const char*>(base + 8);
     size_t hl = size_t(n);
     while (hl > 0 && (hb[hl - 1] == '\0' || hb[hl - 1] == ' ')) --hl;
-    nlohmann::json h;
-    try {
-        h = nlohmann::json::parse(hb, hb + hl);
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(path, "", std::string("header is not valid JSON: ") + e.what());
-    }
+    // Depth-limited, duplicate names refused (a repeated tensor name is ambiguous: which one the
+    // reader gets would depend on the parser).
+    const nlohmann::json h = parse_json_checked(std::string_view(hb, hl), path, "header");
     if (!h.is_object()) throw Error(path, "", "header JSON is a " + json_type(h) + ", expected an object");
 
     const uint64_t data_size = size - 8 - n;

@@ -7,16 +7,16 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "io/json_read.h"
 
 namespace loftq {
 
 using json = nlohmann::json;
 
-const char* svd_method_name(SvdMethod m) { return m == SvdMethod::Exact ? "exact" : "randomized"; }
 
 std::string settings_summary(const WeightSettings& s) {
     return std::string(quant_format(s.quant).name) + "/b" + std::to_string(s.block) + " r" + std::to_string(s.rank) +
-           " T" + std::to_string(s.iters) + " " + svd_method_name(s.svd);
+           " T" + std::to_string(s.iters) + " " + kSvdMethodNames.name(s.svd);
 }
 
 int layer_of(const std::string& name) {
@@ -181,9 +181,9 @@ int get_int(const Ctx& c, const json& v, const std::string& path, int lo, int hi
 }
 
 SvdMethod get_svd(const Ctx& c, const json& v, const std::string& path) {
-    if (v == "randomized") return SvdMethod::Randomized;
-    if (v == "exact") return SvdMethod::Exact;
-    c.fail(path, "expected \"randomized\" or \"exact\", got " + v.dump());
+    if (v.is_string())
+        if (auto m = kSvdMethodNames.find(v.get<std::string>())) return *m;
+    c.fail(path, "expected " + kSvdMethodNames.choices() + ", got " + v.dump());
 }
 
 // "quant" may name a quantizer or "keep" (not quantized); returns nullopt for keep.
@@ -310,14 +310,7 @@ Plan plan_from_json(const json& j, const std::string& source) {
 }
 
 Plan load_plan(const std::string& path) {
-    std::string text = read_text_file(path);
-    json j;
-    try {
-        j = json::parse(text);
-    } catch (const json::parse_error& e) {
-        throw Error(path, "", std::string("not valid JSON: ") + e.what());
-    }
-    return plan_from_json(j, path);
+    return plan_from_json(read_json_file(path, "plan"), path);
 }
 
 static nlohmann::ordered_json patch_to_json(const SettingsPatch& p) {
@@ -335,7 +328,7 @@ static nlohmann::ordered_json patch_to_json(const SettingsPatch& p) {
     if (p.block) o["block"] = *p.block;
     if (p.rank) o["rank"] = *p.rank;
     if (p.iters) o["iters"] = *p.iters;
-    if (p.svd) o["svd"] = svd_method_name(*p.svd);
+    if (p.svd) o["svd"] = kSvdMethodNames.name(*p.svd);
     return o;
 }
 
@@ -345,7 +338,7 @@ nlohmann::ordered_json plan_to_json(const Plan& p) {
     j["version"] = p.version;
     if (!p.model.empty()) j["model"] = p.model;
     j["defaults"] = {{"quant", quant_format(p.defaults.quant).name}, {"block", p.defaults.block}, {"rank", p.defaults.rank},
-                     {"iters", p.defaults.iters}, {"svd", svd_method_name(p.defaults.svd)}};
+                     {"iters", p.defaults.iters}, {"svd", kSvdMethodNames.name(p.defaults.svd)}};
     j["svd"] = {{"oversample", p.oversample}, {"power_iters", p.power_iters}};
     j["seed"] = p.seed;
     j["lora_alpha"] = p.lora_alpha ? nlohmann::ordered_json(*p.lora_alpha) : nlohmann::ordered_json(nullptr);

@@ -20,6 +20,7 @@
 #include "core/rng.h"
 #include "core/task_pool.h"
 #include "io/checkpoint.h"
+#include "io/json_read.h"
 #include "linalg/blas.h"
 #include "linalg/svd.h"
 #include "loftq/budget.h"
@@ -29,20 +30,6 @@
 namespace fs = std::filesystem;
 
 namespace loftq {
-
-const char* sweep_mode_name(SweepMode m) {
-    switch (m) {
-        case SweepMode::Auto: return "auto";
-        case SweepMode::Fast: return "fast";
-        case SweepMode::Full: return "full";
-    }
-    return "?";
-}
-std::optional<SweepMode> sweep_mode_from_name(const std::string& s) {
-    for (SweepMode m : {SweepMode::Auto, SweepMode::Fast, SweepMode::Full})
-        if (s == sweep_mode_name(m)) return m;
-    return std::nullopt;
-}
 
 std::string SweepCandidate::label() const {
     if (keep) return "keep";
@@ -100,10 +87,10 @@ std::string sweep_key(const SweepOptions& opt, const Checkpoint& ck, const Resol
     k["quants"] = q;
     k["ranks"] = opt.ranks;
     k["keep"] = opt.keep;
-    k["mode"] = sweep_mode_name(mode);
+    k["mode"] = kSweepModeNames.name(mode);
     k["block"] = opt.plan.defaults.block;
     k["iters"] = opt.plan.defaults.iters;
-    k["svd"] = svd_method_name(opt.plan.defaults.svd);
+    k["svd"] = kSvdMethodNames.name(opt.plan.defaults.svd);
     k["seed"] = opt.plan.seed;
     k["oversample"] = opt.plan.oversample;
     k["power_iters"] = opt.plan.power_iters;
@@ -189,7 +176,7 @@ nlohmann::ordered_json sweep_to_json(const SweepResult& r) {
     j["format"] = "loftq-sweep";
     j["version"] = 1;
     j["key"] = r.key;
-    j["mode"] = sweep_mode_name(r.mode);
+    j["mode"] = kSweepModeNames.name(r.mode);
     j["calibrated"] = r.calibrated;
     j["iters"] = r.iters;
     j["fixed_bytes"] = r.fixed_bytes;
@@ -213,7 +200,7 @@ nlohmann::ordered_json sweep_to_json(const SweepResult& r) {
             x["block"] = c.s.block;
             x["rank"] = c.s.rank;
             x["iters"] = c.s.iters;
-            x["svd"] = svd_method_name(c.s.svd);
+            x["svd"] = kSvdMethodNames.name(c.s.svd);
             x["bytes"] = c.bytes;
             x["error"] = c.error;
             x["out_error"] = c.out_error;
@@ -232,7 +219,7 @@ SweepResult sweep_from_json(const nlohmann::json& j, const std::string& source) 
             throw Error(source, "", "not a version-1 loftq sweep");
         SweepResult r;
         r.key = j.at("key").get<std::string>();
-        r.mode = sweep_mode_from_name(j.at("mode").get<std::string>()).value_or(SweepMode::Fast);
+        r.mode = kSweepModeNames.find(j.at("mode").get<std::string>()).value_or(SweepMode::Fast);
         r.calibrated = j.at("calibrated").get<bool>();
         r.iters = j.at("iters").get<int>();
         r.fixed_bytes = j.at("fixed_bytes").get<uint64_t>();
@@ -261,7 +248,7 @@ SweepResult sweep_from_json(const nlohmann::json& j, const std::string& source) 
                 c.s.block = x.at("block").get<int>();
                 c.s.rank = x.at("rank").get<int>();
                 c.s.iters = x.at("iters").get<int>();
-                c.s.svd = x.at("svd").get<std::string>() == "exact" ? SvdMethod::Exact : SvdMethod::Randomized;
+                c.s.svd = kSvdMethodNames.find(x.at("svd").get<std::string>()).value_or(SvdMethod::Randomized);
                 c.bytes = x.at("bytes").get<uint64_t>();
                 c.error = x.at("error").get<double>();
                 c.out_error = x.at("out_error").get<double>();
@@ -317,7 +304,7 @@ SweepResult run_sweep(const SweepOptions& opt, const std::function<void(const Sw
     std::error_code ec;
     if (!cache_file.empty() && fs::is_regular_file(cache_file, ec)) {
         try {
-            SweepResult c = sweep_from_json(nlohmann::json::parse(read_text_file(cache_file.string())), cache_file.string());
+            SweepResult c = sweep_from_json(read_json_file(cache_file.string(), "sweep cache"), cache_file.string());
             if (c.key == res.key && c.weights.size() == rp.weights.size()) {
                 c.from_cache = true;
                 emit({.weights_done = int(c.weights.size()), .weights_total = int(c.weights.size()), .fraction = 1,
@@ -370,7 +357,7 @@ SweepResult run_sweep(const SweepOptions& opt, const std::function<void(const Sw
     std::atomic<int> done{0};
     std::atomic<uint64_t> done_elems{0};
     emit({.weights_total = int(K), .message = "sweep: " + std::to_string(K) + " weights x " +
-                                               std::to_string(proto.size()) + " candidates, " + sweep_mode_name(mode) +
+                                               std::to_string(proto.size()) + " candidates, " + kSweepModeNames.name(mode) +
                                                (opt.calib ? ", with output errors" : "")});
     std::vector<std::vector<float>> W(static_cast<size_t>(workers));  // each worker's fp32 copy of the weight
     run_tasks(K, workers, &cancel, [&](int worker, size_t oi) {

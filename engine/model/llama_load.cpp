@@ -38,6 +38,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/packed_reader.h"
+#include "io/json_read.h"
 #include "io/peft_adapter.h"
 #include "io/safetensors.h"
 #include "linalg/blas.h"
@@ -195,15 +196,9 @@ std::unique_ptr<ExportAdapter> open_export_adapter(const std::string& model_dir)
     a->path = st.string();
     a->config_path = (dir / "adapter_config.json").string();
     a->file = SafetensorsFile::open(a->path);
-    std::ifstream in(a->config_path);
-    if (!in) throw Error(a->config_path, "", "missing: a LoftQ export's adapter needs its adapter_config.json (r, lora_alpha)");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    try {
-        a->cfg = nlohmann::json::parse(ss.str());
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(a->config_path, "", std::string("invalid JSON: ") + e.what());
-    }
+    if (!fs::is_regular_file(a->config_path, ec))
+        throw Error(a->config_path, "", "missing: a LoftQ export's adapter needs its adapter_config.json (r, lora_alpha)");
+    a->cfg = read_json_file(a->config_path, "adapter config");
     if (!a->cfg.is_object() || !a->cfg.contains("r") || !a->cfg["r"].is_number_integer())
         throw Error(a->config_path, "", "needs an integer field 'r'");
     return a;
@@ -269,8 +264,7 @@ std::map<std::string, std::pair<QuantKind, int>> export_quantizers(const std::st
     std::error_code ec;
     if (!fs::is_regular_file(p, ec)) return r;
     try {
-        std::ifstream in(p);
-        const nlohmann::json j = nlohmann::json::parse(in);
+        const nlohmann::json j = read_json_file(p.string(), "metrics");
         auto ws = j.find("weights");
         if (ws == j.end() || !ws->is_array()) return r;
         for (const auto& w : *ws) {
