@@ -12,6 +12,7 @@ PACKAGES=(
   qt6-base-dev qt6-svg-dev libqcustomplot-dev        # Qt 6 (Core, Widgets, Test, PrintSupport), plots
   libopenblas-dev liblapacke-dev                     # BLAS (OpenBLAS pthreads) and LAPACKE
   nlohmann-json3-dev libcli11-dev libxxhash-dev      # JSON, command line, checksums
+  libre2-dev                                         # regexes in linear time (plan rules)
   libsentencepiece-dev libbenchmark-dev              # tokenizers (fine-tuning), benchmarks
   fonts-dejavu-core                                  # legible offscreen rendering
   dpkg-dev file                                      # the .deb (build-deb.sh): dpkg-shlibdeps, ELF detection

@@ -216,6 +216,45 @@ private slots:
         EXPECT_ERROR(load_plan(f), "deep.loftq.json", "'rank' appears twice");
     }
 
+    // Patterns with catastrophic backtracking (they hung the CLI and froze the GUI with
+    // std::regex) and a 40 KB tensor name (std::regex recursed once per character: stack
+    // overflow) resolve in linear time; a backreference (not in RE2) is refused with the reason.
+    void regexesRunInLinearTime() {
+        std::vector<TensorMeta> ts;
+        for (int l = 0; l < 4; ++l)
+            for (const char* m : {"self_attn.q_proj", "mlp.up_proj"})
+                ts.push_back({"model.layers." + std::to_string(l) + "." + m + ".weight", DType::F32, {64, 64}});
+        const std::string huge = "model.layers.1." + std::string(40000, 'a') + "_proj.weight";
+        ts.push_back({huge, DType::F32, {64, 64}});
+        ts.push_back({std::string(30000, 'a') + "!", DType::F32, {64, 64}});
+        QElapsedTimer t;
+        t.start();
+        for (const char* pat : {R"(^(\w+\.?)+\.bias$)", "(a+)+$", "(a|aa)+$", "(.*a){20}"}) {
+            Plan p;
+            PlanRule r;
+            r.pattern = pat;
+            r.regex = true;
+            r.set.rank = 4;
+            p.rules.push_back(r);
+            ResolvedPlan rp = resolve_plan(p, ts);
+            QVERIFY(!rp.weights.empty());
+            (void)rule_matches(r, ts);
+        }
+        QCOMPARE(layer_of(huge), 1);
+        QCOMPARE(module_of(huge), std::string(40000, 'a') + "_proj");
+        QCOMPARE(layer_of("model.layers.99999999999999999999.mlp.up_proj.weight"), -1);   // does not fit an int
+        QCOMPARE(layer_of("transformer.h.11.attn.c_attn.weight"), 11);
+        QCOMPARE(layer_of("model.layer.3.x"), 3);
+        QCOMPARE(layer_of("model.layers.3"), -1);
+        QCOMPARE(module_of("model.layers.0.self_attn.q_proj.weight"), std::string("q_proj"));
+        QCOMPARE(module_of("transformer.h.0.mlp.c_proj.weight"), std::string("mlp.c_proj"));
+        QVERIFY2(t.elapsed() < 2000, qPrintable(QString::number(t.elapsed())));   // a ceiling against a hang
+        PlanRule bad;
+        bad.pattern = R"((a)\1)";
+        bad.regex = true;
+        EXPECT_ERROR(rule_matches(bad, ts), "invalid regex", "(a)\\1");
+    }
+
     // The GUI's rule preview: the cells a rule's pattern and layer range touch, whatever later
     // rules do, must be exactly those resolve_plan applies the rule to.
     void rulePreviewAgreesWithResolve() {

@@ -124,7 +124,7 @@ QVariant RulesModel::data(const QModelIndex& index, int role) const {
     }
     if (role == Qt::ToolTipRole) {
         switch (index.column()) {
-        case Pattern: return tr("Glob over the whole tensor name ('*' spans dots, '?' one character) or, with Regex, an ECMAScript regex");
+        case Pattern: return tr("Glob over the whole tensor name ('*' spans dots, '?' one character) or, with Regex, a regex (RE2 syntax: no backreferences or lookaround)");
         case Layers: return tr("Decoder layers: empty = every tensor, 3, 0-3, 4- (from 4 on), -7 (up to 7); a range skips tensors outside layers");
         case Target: return tr("target: quantize a tensor that is not a default target; keep: leave it in its source dtype");
         default: return tr("Empty: the rule leaves this setting as earlier rules or the defaults set it");

@@ -3,11 +3,13 @@
 // because a typo in a plan ("rnak": 64) silently doing nothing costs a user hours.
 #include "loftq/plan.h"
 
-#include <regex>
+#include <charconv>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "io/json_read.h"
+#include "loftq/name_regex.h"
 
 namespace loftq {
 
@@ -19,23 +21,44 @@ std::string settings_summary(const WeightSettings& s) {
            " T" + std::to_string(s.iters) + " " + kSvdMethodNames.name(s.svd);
 }
 
+// The leftmost ".<layers|layer|h|blocks>.<digits>." in a name: the layer number and where the
+// rest of the name starts; false when there is none (or the number does not fit an int). A scan
+// in linear time: names come from files and may be long (std::regex recursed once per character).
+static bool find_layer(const std::string& name, int* layer, size_t* rest) {
+    static const char* const kWords[] = {"layers", "layer", "h", "blocks"};
+    for (size_t i = name.find('.'); i != std::string::npos; i = name.find('.', i + 1)) {
+        for (const char* w : kWords) {
+            const size_t wl = std::strlen(w), d0 = i + 1 + wl + 1;
+            if (name.compare(i + 1, wl, w) != 0 || d0 > name.size() || name[d0 - 1] != '.') continue;
+            size_t d = d0;
+            while (d < name.size() && name[d] >= '0' && name[d] <= '9') ++d;
+            if (d == d0 || d >= name.size() || name[d] != '.') continue;
+            int v = 0;
+            auto [ptr, ec] = std::from_chars(name.data() + d0, name.data() + d, v);
+            if (ec != std::errc() || ptr != name.data() + d) continue;
+            *layer = v;
+            *rest = d + 1;
+            return true;
+        }
+    }
+    return false;
+}
+
 int layer_of(const std::string& name) {
-    static const std::regex re(R"(\.(layers|layer|h|blocks)\.(\d+)\.)");
-    std::smatch m;
-    if (std::regex_search(name, m, re)) return std::stoi(m[2].str());
-    return -1;
+    int layer = -1;
+    size_t rest = 0;
+    return find_layer(name, &layer, &rest) ? layer : -1;
 }
 
 std::string module_of(const std::string& name) {
-    static const std::regex re(R"(\.(layers|layer|h|blocks)\.\d+\.(.*)$)");
-    std::smatch m;
-    std::string rest = name;
-    if (std::regex_search(name, m, re)) rest = m[2].str();
-    if (rest.size() > 7 && rest.compare(rest.size() - 7, 7, ".weight") == 0) rest.resize(rest.size() - 7);
+    int layer = -1;
+    size_t at = 0;
+    std::string rest = find_layer(name, &layer, &at) ? name.substr(at) : name;
+    if (rest.ends_with(".weight") && rest.size() > 7) rest.resize(rest.size() - 7);
     // LLaMA-family: "self_attn.q_proj" -> "q_proj", "mlp.gate_proj" -> "gate_proj".
     auto dot = rest.rfind('.');
     std::string last = dot == std::string::npos ? rest : rest.substr(dot + 1);
-    if (last.size() > 5 && last.compare(last.size() - 5, 5, "_proj") == 0 && last != "c_proj") return last;
+    if (last.size() > 5 && last.ends_with("_proj") && last != "c_proj") return last;
     return rest;
 }
 
@@ -43,11 +66,14 @@ bool default_target(const TensorMeta& t) {
     if (t.shape.size() != 2 || !dtype_is_float_convertible(t.dtype)) return false;
     const std::string& n = t.name;
     if (layer_of(n) < 0) return false;  // embeddings, final norm, LM head
-    static const std::regex re(
-        R"((_proj\.weight$)|(\.attn\.c_attn\.weight$)|(\.attn\.c_proj\.weight$)|(\.mlp\.c_fc\.weight$)|(\.mlp\.c_proj\.weight$))"
-        R"(|(\.attention\.self\.(query|key|value)\.weight$)|(\.attention\.output\.dense\.weight$))"
-        R"(|(\.intermediate\.dense\.weight$)|(\.output\.dense\.weight$))");
-    return std::regex_search(n, re);
+    // LLaMA-family projections, GPT-2's Conv1D modules, BERT-family attention and MLP.
+    static const char* const kSuffixes[] = {
+        "_proj.weight", ".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight",
+        ".attention.self.query.weight", ".attention.self.key.weight", ".attention.self.value.weight",
+        ".attention.output.dense.weight", ".intermediate.dense.weight", ".output.dense.weight"};
+    for (const char* suf : kSuffixes)
+        if (n.ends_with(suf)) return true;
+    return false;
 }
 
 bool glob_match(const std::string& p, const std::string& s) {
@@ -82,24 +108,18 @@ void merge_patch(SettingsPatch& into, const SettingsPatch& p) {
 }
 
 // Does rule r (with its compiled regex, if any) touch the tensor `name` in decoder layer `layer`?
-static bool rule_hit(const PlanRule& r, const std::regex& re, const std::string& name, int layer) {
+static bool rule_hit(const PlanRule& r, const NameRegex& re, const std::string& name, int layer) {
     if (r.layer_min || r.layer_max) {
         if (layer < 0) return false;
         if (r.layer_min && layer < *r.layer_min) return false;
         if (r.layer_max && layer > *r.layer_max) return false;
     }
-    return r.regex ? std::regex_search(name, re) : glob_match(r.pattern, name);
+    return r.regex ? re.search(name) : glob_match(r.pattern, name);
 }
 
 std::vector<bool> rule_matches(const PlanRule& r, const std::vector<TensorMeta>& tensors) {
-    std::regex re;
-    if (r.regex) {
-        try {
-            re = std::regex(r.pattern);
-        } catch (const std::regex_error& e) {
-            throw Error("plan", "", "rule pattern '" + r.pattern + "' is not a valid regex: " + e.what());
-        }
-    }
+    NameRegex re;
+    if (r.regex) re = NameRegex(r.pattern, "plan: rule pattern");
     std::vector<bool> out(tensors.size());
     for (size_t i = 0; i < tensors.size(); ++i) out[i] = rule_hit(r, re, tensors[i].name, layer_of(tensors[i].name));
     return out;
@@ -107,9 +127,9 @@ std::vector<bool> rule_matches(const PlanRule& r, const std::vector<TensorMeta>&
 
 ResolvedPlan resolve_plan(const Plan& plan, const std::vector<TensorMeta>& tensors) {
     ResolvedPlan out;
-    std::vector<std::regex> regs(plan.rules.size());
+    std::vector<NameRegex> regs(plan.rules.size());
     for (size_t i = 0; i < plan.rules.size(); ++i)
-        if (plan.rules[i].regex) regs[i] = std::regex(plan.rules[i].pattern);
+        if (plan.rules[i].regex) regs[i] = NameRegex(plan.rules[i].pattern, "plan: rule pattern");
     std::vector<int> rule_hits(plan.rules.size(), 0);
     std::map<std::string, bool> override_seen;
     for (auto& [k, v] : plan.overrides) override_seen[k] = false;
@@ -275,9 +295,9 @@ Plan plan_from_json(const json& j, const std::string& source) {
             }
             if (rule.regex) {
                 try {
-                    std::regex test(rule.pattern);
-                } catch (const std::regex_error& e) {
-                    c.fail(path + ".match", "invalid regex '" + rule.pattern + "': " + e.what());
+                    NameRegex test(rule.pattern, "");
+                } catch (const Error& e) {
+                    c.fail(path + ".match", e.detail);
                 }
             }
             if (r.contains("layers")) {

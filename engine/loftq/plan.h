@@ -43,7 +43,7 @@ struct SettingsPatch {
 
 struct PlanRule {
     std::string pattern;              // glob (whole name; '*' spans dots, '?' one char) or regex
-    bool regex = false;               // regex: ECMAScript, searched anywhere in the name
+    bool regex = false;               // regex (RE2 syntax, linear time: loftq/name_regex.h), searched anywhere in the name
     std::optional<int> layer_min, layer_max;  // inclusive; a rule with a range skips unlayered tensors
     SettingsPatch set;
 };
@@ -102,7 +102,6 @@ Plan load_plan(const std::string& path);
 nlohmann::ordered_json plan_to_json(const Plan& p);
 void save_plan(const Plan& p, const std::string& path);  // atomic write
 
-const char* svd_method_name(SvdMethod m);
 std::string settings_summary(const WeightSettings& s);   // "nf4/b64 r16 T5 randomized"
 
 }  // namespace loftq

@@ -30,7 +30,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -43,6 +42,7 @@
 #include "io/safetensors.h"
 #include "linalg/blas.h"
 #include "loftq/decompose.h"
+#include "loftq/name_regex.h"
 #include "core/task_pool.h"
 #include "loftq/job.h"
 #include "loftq/plan.h"
@@ -89,11 +89,8 @@ const nlohmann::json* pattern_value(const nlohmann::json& acfg, const char* fiel
     auto it = acfg.find(field);
     if (it == acfg.end() || !it->is_object()) return nullptr;
     for (auto p = it->begin(); p != it->end(); ++p) {
-        try {
-            if (std::regex_match(module_path, std::regex("(.*\\.)?(?:" + p.key() + ")"))) return &p.value();
-        } catch (const std::regex_error& e) {
-            throw Error(file, "", std::string(field) + " key '" + p.key() + "' is not a valid regex: " + e.what());
-        }
+        // PEFT's rule: the key matches the module path's end at a dot boundary (re.fullmatch).
+        if (NameRegex("(.*\\.)?(?:" + p.key() + ")", file + ": " + field + " key").full_match(module_path)) return &p.value();
     }
     return nullptr;
 }
