@@ -20,6 +20,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -846,6 +847,26 @@ private slots:
             write_tiny(dir, spec, ts);
             EXPECT_ERROR(load_llama(load_opts(dir, InitKind::Lora16)), "model.safetensors",
                          "model.layers.0.self_attn.k_proj.weight", "shape [16, 16]", "[8, 16]");
+        }
+        // The config against the tensors, before anything is sized from it: num_hidden_layers
+        // 2^31 - 1 allocated until the OOM killer came; rope_theta <= 0 failed later as "diverged".
+        // (The vocabulary's error names the tensor that disagrees with the config.)
+        for (const auto& [key, value, file, needle] : std::vector<std::tuple<const char*, nlohmann::json, const char*, const char*>>{
+                 {"num_hidden_layers", 2147483647, "/config.json", "holds tensors of 2 layers"},
+                 {"num_hidden_layers", 3, "/config.json", "holds tensors of 2 layers"},
+                 {"vocab_size", 2147483647, "/model.safetensors", "'model.embed_tokens.weight': shape [32, 16] differs"},
+                 {"rope_theta", 0.0, "/config.json", "rope_theta"},
+                 {"rope_theta", -10000.0, "/config.json", "rope_theta"},
+                 {"rms_norm_eps", -1e-6, "/config.json", "rms_norm_eps"}}) {
+            const std::string dir = test::make_temp_dir("model_config");
+            write_tiny(dir, spec, good);
+            nlohmann::json cfg = nlohmann::json::parse(read_file(dir + "/config.json"));
+            cfg[key] = value;
+            write_file(dir + "/config.json", cfg.dump());
+            QElapsedTimer t;
+            t.start();
+            EXPECT_ERROR(load_llama(load_opts(dir, InitKind::Lora16)), dir + file, needle);
+            QVERIFY2(t.elapsed() < 1000, qPrintable(QString("%1: %2 ms").arg(key).arg(t.elapsed())));
         }
         {
             auto ts = good;

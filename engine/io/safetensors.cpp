@@ -46,7 +46,8 @@ bool json_uint(const nlohmann::json& j, uint64_t& out, bool& negative) {
     if (j.is_number_float()) {
         double d = j.get<double>();
         if (d < 0) { negative = true; return false; }
-        if (d != double(uint64_t(d)) || d > 9.0e18) return false;
+        // Range first: converting a double beyond uint64's range (or NaN) is undefined behaviour.
+        if (!(d <= 9.0e18) || d != double(uint64_t(d))) return false;
         out = uint64_t(d);
         return true;
     }

@@ -126,6 +126,22 @@ LlamaConfig checked_config(const Checkpoint& ck) {
     }
     if (!c.rope_scaling.empty() && c.rope_scaling != "linear" && c.rope_scaling != "llama3")
         throw Error(where, "", "rope_scaling type '" + c.rope_scaling + "' is not supported (linear, llama3)");
+    if (!std::isfinite(c.rope_theta) || c.rope_theta <= 0)
+        throw Error(where, "", "rope_theta " + std::to_string(c.rope_theta) + " must be a positive number");
+    if (!std::isfinite(c.norm_eps) || c.norm_eps < 0)
+        throw Error(where, "", "rms_norm_eps " + std::to_string(c.norm_eps) + " must be a non-negative number");
+    // The config against the tensors present, before anything is sized from it: a config that
+    // claims 2^31 layers or a vocabulary of 2^31 would otherwise allocate until the OOM killer came.
+    int layers_present = 0;
+    for (const auto& t : ck.tensors()) layers_present = std::max(layers_present, layer_of(t.name) + 1);
+    if (layers_present != c.n_layers)
+        throw Error(where, "", "num_hidden_layers is " + std::to_string(c.n_layers) + " but the checkpoint holds tensors of " +
+                                   std::to_string(layers_present) + " layers");
+    if (const TensorEntry* e = ck.find("model.embed_tokens.weight"))
+        if (e->shape != std::vector<int64_t>{c.vocab, c.dim})
+            throw Error(ck.files()[size_t(e->file)], e->name,
+                        "shape " + shape_str(e->shape) + " differs from the config's vocab_size x hidden_size [" +
+                            std::to_string(c.vocab) + ", " + std::to_string(c.dim) + "]");
     c.qkv_bias = ck.find("model.layers.0.self_attn.q_proj.bias") != nullptr;
     c.tied_embeddings = mc.tie_word_embeddings || ck.find("lm_head.weight") == nullptr;
     return c;
