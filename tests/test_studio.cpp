@@ -669,7 +669,7 @@ private slots:
         QVERIFY(QFileInfo::exists(out + "/loftq_metrics.json"));  // the earlier export is intact
         // The same plan as a packed low-bit export, chosen in the dialog's format list.
         const QString packed = QString::fromStdString(dir + "/packed");
-        QVERIFY(w->exportTo(packed, false, false, "packed"));
+        QVERIFY(w->exportTo(packed, false, false, loftq::ExportFormat::Packed));
         QVERIFY(wait_for(w.get(), &MainWindow::exportFinished, 300000));
         const loftq::ExportSummary es = loftq::read_packed_export(packed.toStdString());
         QCOMPARE(loftq::resolve_plan(es.plan, es.tensors).weights.size(), w->document()->resolved().weights.size());
@@ -687,7 +687,7 @@ private slots:
         QVERIFY2(std::abs(double(bar_packed) - double(disk_of(packed))) <= 0.01 * double(disk_of(packed)),
                  qPrintable(QString("bar %1, disk %2").arg(bar_packed).arg(disk_of(packed))));
         QVERIFY(w->budgetBar()->summaryText().contains("packed export ≈ " + format_bytes_decimal(bar_packed)));
-        const uint64_t hf = loftq::export_footprint(w->document()->resolved(), w->document()->tensors(), "hf").total();
+        const uint64_t hf = loftq::export_footprint(w->document()->resolved(), w->document()->tensors(), loftq::ExportFormat::Hf).total();
         QVERIFY2(std::abs(double(hf) - double(disk_of(out))) <= 0.01 * double(disk_of(out)),
                  qPrintable(QString("hf estimate %1, disk %2").arg(hf).arg(disk_of(out))));
         QVERIFY(w->budgetBar()->detailsText().contains(QString::number(hf) + " B"));
@@ -695,7 +695,7 @@ private slots:
         // The dialog: says what the chosen format takes; a non-empty folder keeps it open with a
         // message (nothing entered is lost) until Replace is checked; bnb-nf4 of a non-NF4 plan too.
         ExportDialog dlg(w->document()->resolved(), w->document()->tensors());
-        dlg.setFormat("packed");
+        dlg.setFormat(loftq::ExportFormat::Packed);
         dlg.setFolder(out);
         dlg.setReplace(false);
         QVERIFY2(dlg.footprintText().contains(format_bytes_decimal(bar_packed)), qPrintable(dlg.footprintText()));
@@ -703,17 +703,17 @@ private slots:
         QVERIFY2(dlg.problemText().contains("not empty"), qPrintable(dlg.problemText()));
         QCOMPARE(dlg.result(), int(QDialog::Rejected));
         QCOMPARE(dlg.folder(), out);
-        dlg.setFormat("hf");
+        dlg.setFormat(loftq::ExportFormat::Hf);
         QVERIFY(dlg.footprintText().contains(format_bytes_decimal(hf)));
         const bool all_nf4_64 = std::all_of(w->document()->resolved().weights.begin(), w->document()->resolved().weights.end(),
                                             [](const auto& x) { return x.s.quant == loftq::QuantKind::NF4 && x.s.block == 64; });
         dlg.setReplace(true);
-        dlg.setFormat("bnb-nf4");
+        dlg.setFormat(loftq::ExportFormat::BnbNf4);
         if (!all_nf4_64) {
             QVERIFY(!dlg.tryAccept());
             QVERIFY2(dlg.problemText().contains("NF4"), qPrintable(dlg.problemText()));
         }
-        dlg.setFormat("hf");
+        dlg.setFormat(loftq::ExportFormat::Hf);
         QVERIFY(dlg.tryAccept());
         QCOMPARE(dlg.result(), int(QDialog::Accepted));
     }
@@ -726,7 +726,7 @@ private slots:
         loftq::QuantizeOptions q;
         q.model = w->document()->modelPath().toStdString();
         q.out_dir = dir + "/packed";
-        q.format = "packed";
+        q.format = loftq::ExportFormat::Packed;
         q.plan.defaults.quant = loftq::QuantKind::NF2;
         q.plan.defaults.rank = 4;
         q.plan.defaults.iters = 2;
@@ -907,7 +907,7 @@ private slots:
         o.steps = 20;
         o.eval_every = 5;
         o.threads = 2;
-        o.device = "cpu";
+        o.device = loftq::ComputeDevice::Cpu;
         o.out_dir = loftq::test::make_temp_dir("studio-stories") + "/run";
         ft->setOptions(o);
         QSignalSpy done(ft, &FinetunePanel::runFinished);
@@ -950,6 +950,28 @@ private slots:
             copies << it.next();
         QCOMPARE(copies.size(), 1);
         QCOMPARE(sha256_hex(copies[0]), kStoriesSha256);
+    }
+
+    // Headless failures say why: the reason of a model that cannot be opened reaches stderr
+    // (it said only "could not open the model").
+    void headlessFailureSaysWhy() {
+        const QString studio = QCoreApplication::applicationDirPath() + "/loftq-studio";
+        if (!QFileInfo::exists(studio)) QSKIP("loftq-studio is not built beside the tests");
+        const std::string home = loftq::test::make_temp_dir("studio-headless-fail");
+        const std::string bad = home + "/broken.safetensors";
+        loftq::test::write_file(bad, std::string("\x05\x00\x00", 3));
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("QT_QPA_PLATFORM", "offscreen");
+        env.insert("XDG_CACHE_HOME", QString::fromStdString(home + "/cache"));
+        env.insert("XDG_CONFIG_HOME", QString::fromStdString(home + "/config"));
+        QProcess proc;
+        proc.setProcessEnvironment(env);
+        proc.start(studio, {QString::fromStdString(bad), "--screenshot", QString::fromStdString(home + "/x.png")});
+        QVERIFY(proc.waitForFinished(60000));
+        const QString err = QString::fromUtf8(proc.readAllStandardError());
+        QCOMPARE(proc.exitCode(), 1);
+        QVERIFY2(err.contains("could not open the model: ") && err.contains("broken.safetensors") && err.contains("truncated"),
+                 qPrintable(err));
     }
 };
 

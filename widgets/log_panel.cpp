@@ -37,6 +37,7 @@ LogPanel::LogPanel(QWidget* parent) : QWidget(parent) {
 }
 
 void LogPanel::append(Level level, const QString& text) {
+    if (level == Level::Error) lastError_ = text;
     const QString stamp = QTime::currentTime().toString(QStringLiteral("[HH:mm:ss] "));
     const QString prefix = level == Level::Error ? tr("error: ") : level == Level::Warning ? tr("warning: ") : QString();
     QTextCharFormat format;

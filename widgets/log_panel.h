@@ -23,10 +23,14 @@ public:
     void clear();
     QString plainText() const;
     int lineCount() const;
+    // The text of the last Error appended (kept even after Clear), "" when none: what a headless
+    // run prints when it fails.
+    QString lastError() const { return lastError_; }
     void copyToClipboard() const;   // the selection, or everything when nothing is selected
 
 private:
     QPlainTextEdit* edit_ = nullptr;
+    QString lastError_;
 };
 
 }  // namespace studio

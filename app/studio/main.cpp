@@ -16,6 +16,7 @@
 #include "error_chart.h"
 #include "error_heatmap.h"
 #include "improvement_chart.h"
+#include "log_panel.h"
 #include "studio/main_window.h"
 #include "plan_document.h"
 #include "plan_grid_view.h"
@@ -116,11 +117,14 @@ int main(int argc, char** argv) {
     }
 
     if (!opened && (p.isSet(demo) || !model.isEmpty())) {
-        std::fprintf(stderr, "loftq-studio: could not open the model\n");
+        const QString why = w.log()->lastError();
+        std::fprintf(stderr, "loftq-studio: could not open the model%s%s\n", why.isEmpty() ? "" : ": ", qPrintable(why));
         return 1;
     }
     if (p.isSet(plan) && !w.loadPlan(p.value(plan))) {
-        std::fprintf(stderr, "loftq-studio: could not load the plan %s\n", qPrintable(p.value(plan)));
+        const QString why = w.log()->lastError();
+        std::fprintf(stderr, "loftq-studio: could not load the plan %s%s%s\n", qPrintable(p.value(plan)), why.isEmpty() ? "" : ": ",
+                     qPrintable(why));
         return 1;
     }
     if (p.isSet(run) && opened) {
