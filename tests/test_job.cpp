@@ -3,7 +3,8 @@
 // bit-exact, targets = the engine's Q in the source dtype), PEFT adapter keys/shapes/config and
 // scale * B A == the computed term, metrics, sharding, identical exports for 1 and 2 threads,
 // cancellation latency with nothing left behind, refusal to write into the input, NaN weights,
-// and the real stories260K (llama2.c) checkpoint from ../shared when present.
+// and the real stories260K (llama2.c) checkpoint from ../shared when present. Also the options'
+// name tables (core/name_table.h): every one round-trips and refuses an unknown name clearly.
 #include <QtTest>
 
 #include <algorithm>
@@ -12,16 +13,20 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <thread>
 
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/task_pool.h"
+#include "expect_error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
 #include "export/quantize.h"
+#include "mixed/sweep.h"
+#include "model/device_llama.h"
 #include "test_support.h"
 
 using namespace loftq;
@@ -61,6 +66,20 @@ std::vector<uint8_t> file_bytes(const std::string& p) {
     return {std::istreambuf_iterator<char>(in), {}};
 }
 }  // namespace
+
+// Every entry of `t`: name -> value -> the same name; the names in order are `stored`.
+template <class E, size_t N>
+void round_trips(const NameTable<E, N>& t, const std::vector<std::string>& stored) {
+    std::vector<std::string> names;
+    for (const auto& e : t) {
+        QCOMPARE(std::string(t.name(e.value)), std::string(e.name));
+        QVERIFY2(t.find(e.name) == e.value, e.name);
+        QVERIFY2(t.parse(e.name) == e.value, e.name);
+        names.push_back(e.name);
+    }
+    QCOMPARE(names, stored);
+    QCOMPARE(std::string(t.name(E(200))), std::string("?"));   // a value outside the table
+}
 
 class TestJob : public QObject {
     Q_OBJECT
@@ -327,6 +346,8 @@ private slots:
         qInfo("cancel honoured after %.3f s", latency);
         QVERIFY2(latency < 1.0, qPrintable(QString("cancel took %1 s").arg(latency)));
         QVERIFY2(partial_files(out).empty(), "files left behind after cancel");
+        // Nor the folder the job created: an empty one would make the next run ask for --force.
+        QVERIFY2(!fs::exists(out), "an empty output folder left behind after cancel");
     }
 
     // Extra files (the GUI's plots) land in the same commit; a bad name fails the export whole.
@@ -405,6 +426,11 @@ private slots:
             QVERIFY2(QString(e.what()).contains("model.layers.1.mlp.up_proj.weight"), e.what());
         }
         QVERIFY(partial_files(out).empty());
+        QVERIFY2(!fs::exists(out), "an empty output folder left behind after a failure");
+        // A folder that was there before (empty, the user's) stays.
+        fs::create_directories(out);
+        EXPECT_ERROR(run_quantize(opts(m, out), {}, CancelToken{}), "model.layers.1.mlp.up_proj.weight");
+        QVERIFY(fs::is_directory(out) && fs::is_empty(out));
     }
 
     // A weight's failure that names nothing (a LAPACK "did not converge", a library's own
@@ -574,14 +600,39 @@ private slots:
         QVERIFY(fs::exists(out + "/tok512.bin"));
     }
 
+    // One table per option enum: name -> value -> the same name for every entry, names unique,
+    // and the names files hold (checkpoints' options, manifests, plans, sweep caches) unchanged.
+    void nameTables() {
+        round_trips(kComputeDeviceNames, {"auto", "cpu", "cuda"});
+        round_trips(kGemmModeNames, {"tf32", "fp32", "bf16"});
+        round_trips(kRecomputeModeNames, {"auto", "on", "off"});
+        round_trips(kExportFormatNames, {"hf", "packed", "bnb-nf4"});
+        round_trips(kInitKindNames, {"export", "loftq", "qlora", "lora16"});
+        round_trips(kSvdMethodNames, {"randomized", "exact"});
+        round_trips(kSweepModeNames, {"auto", "fast", "full"});
+        // Names match exactly: files and the CLI spell them in lower case.
+        QVERIFY(!kComputeDeviceNames.find("CUDA"));
+        QVERIFY(!kGemmModeNames.find("BF16"));
+        QVERIFY(!kExportFormatNames.find(""));
+        // An unknown name: the message names what, the value and every choice, and no CLI flag.
+        for (auto [fn, expect] : std::vector<std::pair<std::function<void()>, std::string>>{
+                 {[] { kGemmModeNames.parse("bf8"); }, "unknown GEMM mode 'bf8' (expected tf32, fp32 or bf16)"},
+                 {[] { kComputeDeviceNames.parse("gpu"); }, "unknown device 'gpu' (expected auto, cpu or cuda)"},
+                 {[] { kRecomputeModeNames.parse("yes"); }, "unknown recompute mode 'yes' (expected auto, on or off)"},
+                 {[] { kExportFormatNames.parse("gguf"); }, "unknown export format 'gguf' (expected hf, packed or bnb-nf4)"}}) {
+            try {
+                fn();
+                QFAIL(("accepted: " + expect).c_str());
+            } catch (const Error& e) {
+                QCOMPARE(std::string(e.what()), expect);
+            }
+        }
+        QCOMPARE(kGemmModeNames.choices("|", nullptr), std::string("tf32|fp32|bf16"));
+    }
+
     // The device chooser in a build or on a machine without a usable GPU (CI): `cuda` is refused
     // with the reason before anything is written, `auto` runs on the CPU and says why.
-    void deviceNames() {
-        QCOMPARE(device_from_name("AUTO").value(), ComputeDevice::Auto);
-        QCOMPARE(device_from_name("cpu").value(), ComputeDevice::Cpu);
-        QCOMPARE(device_from_name("Cuda").value(), ComputeDevice::Cuda);
-        QVERIFY(!device_from_name("gpu"));
-        QCOMPARE(std::string(device_name(ComputeDevice::Cuda)), std::string("cuda"));
+    void deviceStatus() {
         const CudaStatus& st = cuda_status();
         QVERIFY(st.available || !st.why_not.empty());
         QVERIFY(!st.available || st.built);
@@ -595,11 +646,11 @@ private slots:
         o.device = ComputeDevice::Cuda;
         try {
             run_quantize(o, {}, CancelToken{});
-            QFAIL("--device cuda ran without a GPU");
+            QFAIL("device cuda ran without a GPU");
         } catch (const Error& e) {
             const std::string msg = e.what();
-            QVERIFY2(msg.find("--device cuda") != std::string::npos && msg.find(cuda_status().why_not) != std::string::npos,
-                     msg.c_str());
+            QVERIFY2(msg.find(kCudaNotUsable + cuda_status().why_not) != std::string::npos, msg.c_str());
+            QVERIFY2(msg.find("--") == std::string::npos, msg.c_str());   // the GUI shows it: no CLI flag
         }
         QVERIFY(!fs::exists(out));
     }

@@ -84,6 +84,15 @@ std::string read_text_file(const std::string& path) {
 StagedOutput::~StagedOutput() {
     if (done_) return;
     for (auto& e : entries_) ::unlink(e.partial.c_str());
+    if (empty_folders_ == EmptyFolders::Keep) return;
+    // Empty folders, deepest first (fs::remove takes a folder only when it is empty).
+    std::error_code ec;
+    std::vector<fs::path> dirs;
+    for (fs::recursive_directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_directory(ec) && !it->is_symlink(ec)) dirs.push_back(it->path());
+    std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) { return a.native().size() > b.native().size(); });
+    for (const auto& d : dirs) fs::remove(d, ec);
+    if (empty_folders_ == EmptyFolders::RemoveUnderAndDir) fs::remove(dir_, ec);
 }
 
 std::string StagedOutput::final_path(const std::string& rel) const { return (fs::path(dir_) / rel).string(); }

@@ -13,7 +13,15 @@ namespace loftq {
 
 class StagedOutput {
 public:
-    explicit StagedOutput(std::string dir) : dir_(std::move(dir)) {}
+    // Abandoned (destroyed without commit: a failure, a cancel), the partial files are removed and,
+    // as asked, the empty folders under `dir` (e.g. an adapter subfolder the writers made) and
+    // `dir` itself when the caller created it for this output: never a file, so that a failed run
+    // leaves no empty folder behind (which the next run would refuse without --force).
+    enum class EmptyFolders { Keep, RemoveUnder, RemoveUnderAndDir };
+    explicit StagedOutput(std::string dir, EmptyFolders abandoned = EmptyFolders::Keep)
+        : dir_(std::move(dir)), empty_folders_(abandoned) {}
+    // RemoveUnderAndDir when the folder was created for this output, else RemoveUnder.
+    static EmptyFolders output_folder(bool created) { return created ? EmptyFolders::RemoveUnderAndDir : EmptyFolders::RemoveUnder; }
     ~StagedOutput();
     StagedOutput(const StagedOutput&) = delete;
     StagedOutput& operator=(const StagedOutput&) = delete;
@@ -40,6 +48,7 @@ private:
     std::vector<Entry> entries_;
     std::vector<std::string> committed_;
     bool done_ = false;
+    EmptyFolders empty_folders_ = EmptyFolders::Keep;
 };
 
 // Writes a whole file atomically (partial + fsync + rename). Throws loftq::Error naming it.

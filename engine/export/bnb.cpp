@@ -81,9 +81,10 @@ BnbExport::BnbExport(const Checkpoint& ck, const QuantizeOptions& opt, const Res
         if (torch_dtype_name(ck.tensors()[size_t(w.tensor)].dtype).empty())
             throw Error(where, w.name, "format bnb-nf4 needs an F32, F16 or BF16 source weight");
     }
-    p_->out = prepare_output_dir(opt.out_dir, ck, opt.force);
+    bool created = false;
+    p_->out = prepare_output_dir(opt.out_dir, ck, opt.force, &created);
     const std::string& out = p_->out;
-    p_->staged = std::make_unique<StagedOutput>(out);
+    p_->staged = std::make_unique<StagedOutput>(out, StagedOutput::output_folder(created));
 
     std::map<int, size_t> weight_of;  // tensor index -> weight index
     for (size_t i = 0; i < plan.weights.size(); ++i) weight_of[plan.weights[i].tensor] = i;

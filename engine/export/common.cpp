@@ -47,7 +47,7 @@ std::string module_path(const std::string& tensor_name) {
 }
 
 std::string prepare_output_dir(const std::string& out_dir, const std::string& input_dir,
-                               const std::vector<std::string>& input_files, bool force) {
+                               const std::vector<std::string>& input_files, bool force, bool* created) {
     const std::string out = fs::absolute(out_dir).lexically_normal().string();
     // Never write over the input.
     if (path_within(out, input_dir) || same_file(out, input_dir))
@@ -58,13 +58,14 @@ std::string prepare_output_dir(const std::string& out_dir, const std::string& in
     if (fs::exists(out, ec) && !fs::is_directory(out, ec)) throw Error(out, "", "exists and is not a folder");
     if (fs::is_directory(out, ec) && !fs::is_empty(out, ec) && !force)
         throw Error(out, "", "output folder is not empty (allow replacing the files an export writes: --force in the CLI, \"Replace the folder's contents\" in the export dialog)");
+    if (created) *created = !fs::exists(out, ec);
     fs::create_directories(out, ec);
     if (ec) throw Error(out, "", "cannot create output folder: " + ec.message());
     return out;
 }
 
-std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck, bool force) {
-    return prepare_output_dir(out_dir, ck.dir(), ck.files(), force);
+std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck, bool force, bool* created) {
+    return prepare_output_dir(out_dir, ck.dir(), ck.files(), force, created);
 }
 
 void remove_stale_weights(const std::string& dir, const std::vector<std::string>& written, bool sharded,

@@ -39,10 +39,11 @@ std::unique_ptr<ShardedWriter> open_adapter_writer(const std::string& out_dir, c
 
 // The absolute, normalized output folder, created. Throws loftq::Error when it is (or holds) the
 // input, is a file, or is non-empty without `force`.
-std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck, bool force);
+// *created (when given): the folder did not exist before (see StagedOutput's remove_if_abandoned).
+std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck, bool force, bool* created = nullptr);
 // The same checks for a folder that must not be, or lie inside / around, `input_dir`.
 std::string prepare_output_dir(const std::string& out_dir, const std::string& input_dir,
-                               const std::vector<std::string>& input_files, bool force);
+                               const std::vector<std::string>& input_files, bool force, bool* created = nullptr);
 
 // After a --force export into a folder that held an earlier one: `<base>.safetensors`,
 // `<base>-XXXXX-of-XXXXX.safetensors` not in `written`, and (when not sharded) a stale

@@ -20,8 +20,9 @@ namespace loftq {
 
 std::vector<std::string> unpack_packed(const std::string& packed_dir, const std::string& out_dir, bool force) {
     auto rd = PackedReader::open(packed_dir);
-    const std::string out = prepare_output_dir(out_dir, rd->dir(), rd->files(), force);
-    StagedOutput staged(out);
+    bool created = false;
+    const std::string out = prepare_output_dir(out_dir, rd->dir(), rd->files(), force, &created);
+    StagedOutput staged(out, StagedOutput::output_folder(created));
 
     std::vector<OutTensor> layout;
     for (const auto& name : rd->tensor_order()) {
