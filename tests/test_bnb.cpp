@@ -35,7 +35,7 @@ SyntheticSpec small() {
     s.layers = 2; s.hidden = 64; s.intermediate = 160; s.heads = 4; s.kv_heads = 2; s.vocab = 96; s.dtype = DType::F32;
     return s;
 }
-QuantizeOptions opts(const std::string& model, const std::string& out, const std::string& format) {
+QuantizeOptions opts(const std::string& model, const std::string& out, ExportFormat format) {
     QuantizeOptions o;
     o.model = model;
     o.out_dir = out;
@@ -58,7 +58,7 @@ private slots:
         std::string root = test::make_temp_dir("bnb");
         std::string model = root + "/model";
         write_synthetic_model(model, small());
-        QuantizeOptions ob = opts(model, root + "/bnb", "bnb-nf4"), oh = opts(model, root + "/hf", "hf");
+        QuantizeOptions ob = opts(model, root + "/bnb", ExportFormat::BnbNf4), oh = opts(model, root + "/hf", ExportFormat::Hf);
         ob.plan.overrides["model.layers.1.mlp.down_proj.weight"].iters = 0;  // a QLoRA-init weight too
         oh.plan.overrides = ob.plan.overrides;
         QuantizeResult rb = run_quantize(ob, {}, CancelToken{});
@@ -163,7 +163,7 @@ private slots:
             SyntheticSpec sp = small();
             sp.dtype = dt;
             write_synthetic_model(model, sp);
-            QuantizeOptions ob = opts(model, root + "/bnb", "bnb-nf4"), oh = opts(model, root + "/hf", "hf");
+            QuantizeOptions ob = opts(model, root + "/bnb", ExportFormat::BnbNf4), oh = opts(model, root + "/hf", ExportFormat::Hf);
             QuantizeResult rb = run_quantize(ob, {}, CancelToken{});
             run_quantize(oh, {}, CancelToken{});
             auto bnb = SafetensorsFile::open(root + "/bnb/model.safetensors");
@@ -199,13 +199,13 @@ private slots:
         std::string root = test::make_temp_dir("bnb-refuse");
         std::string model = root + "/model";
         write_synthetic_model(model, small());
-        QuantizeOptions o = opts(model, root + "/out2", "bnb-nf4");
+        QuantizeOptions o = opts(model, root + "/out2", ExportFormat::BnbNf4);
         o.plan.overrides["model.layers.1.self_attn.v_proj.weight"].quant = QuantKind::NF2;
         EXPECT_ERROR(run_quantize(o, {}, CancelToken{}), "model.layers.1.self_attn.v_proj.weight", "nf2", "bnb-nf4",
                      "set quant nf4");
         QVERIFY(!fs::exists(root + "/out2"));
 
-        QuantizeOptions b = opts(model, root + "/out128", "bnb-nf4");
+        QuantizeOptions b = opts(model, root + "/out128", ExportFormat::BnbNf4);
         b.plan.defaults.block = 128;
         EXPECT_ERROR(run_quantize(b, {}, CancelToken{}), "model.layers.0.self_attn.q_proj.weight", "block 128",
                      "set block 64");

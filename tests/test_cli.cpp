@@ -138,14 +138,24 @@ private slots:
         QVERIFY(r.err.contains("--out"));
         QVERIFY(run({"quantize", model, "--out", "x", "--quant", "nf9"}).err.contains("unknown quantizer"));
         QVERIFY(run({"--version"}).out.startsWith("loftq "));
-        QVERIFY(run({"quantize", model, "--dry-run", "--device", "tpu"}).code != 0);
+        // An option's value outside its name table: a usage error naming the flag, the value and
+        // the choices.
+        Run d = run({"quantize", model, "--dry-run", "--device", "tpu"});
+        QVERIFY(d.code != 0);
+        QVERIFY2(d.err.contains("--device") && d.err.contains("'tpu'") && d.err.contains("auto, cpu or cuda"), qPrintable(d.err));
+        Run f = run({"quantize", model, "--dry-run", "--format", "gguf"});
+        QVERIFY(f.code != 0);
+        QVERIFY2(f.err.contains("--format") && f.err.contains("unknown export format 'gguf' (expected hf, packed or bnb-nf4)"),
+                 qPrintable(f.err));
+        Run s = run({"quantize", model, "--dry-run", "--svd", "Exact"});   // names are case-sensitive, except --device's
+        QVERIFY2(s.code != 0 && s.err.contains("--svd") && s.err.contains("randomized or exact"), qPrintable(s.err));
     }
 
     // --device: auto says where it ran; cuda without a usable GPU is one clear line and exit 1,
     // before anything is written (CI has no GPU; with one, the run goes to it).
     void deviceChoice() {
         const QString out = tmp("cli-dev") + "/out";
-        Run a = run({"quantize", model, "--dry-run", "--iters", "1", "--device", "auto"});
+        Run a = run({"quantize", model, "--dry-run", "--iters", "1", "--device", "AUTO"});   // any case
         QVERIFY2(a.code == 0, qPrintable(a.err));
         QVERIFY2(a.err.contains("device: "), qPrintable(a.err));
         Run c = run({"quantize", model, "--out", out, "--iters", "1", "--device", "cuda", "--quiet"});
@@ -154,7 +164,7 @@ private slots:
             return;
         }
         QCOMPARE(c.code, 1);
-        QVERIFY2(c.err.contains("--device cuda: "), qPrintable(c.err));
+        QVERIFY2(c.err.contains("the CUDA device is not usable: "), qPrintable(c.err));
         QVERIFY(!QFileInfo::exists(out));
     }
 

@@ -264,7 +264,7 @@ private slots:
         const std::string m = synthetic_model("cuda-job");
         const std::string base = test::make_temp_dir("cuda-job-out");
         QuantizeOptions oc = job_options(m, base + "/cpu", ComputeDevice::Cpu), og = job_options(m, base + "/gpu", ComputeDevice::Cuda);
-        oc.format = og.format = "packed";
+        oc.format = og.format = ExportFormat::Packed;
         JobRun c = run_job(oc), g = run_job(og);
         QCOMPARE(g.r.device, ComputeDevice::Cuda);
         QVERIFY(g.r.streams >= 1 && g.r.device_peak_bytes > 0 && g.r.pinned_bytes > 0);

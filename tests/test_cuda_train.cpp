@@ -189,7 +189,7 @@ bool compare_step(LlamaCpu& cpu, LlamaCuda& gpu, int B, int T, uint64_t seed, co
 }
 
 
-TrainOptions synth_opts(const test::Synth& s, const std::string& out, const std::string& device) {
+TrainOptions synth_opts(const test::Synth& s, const std::string& out, const std::string& device) {   // device: a name
     TrainOptions o;
     o.load.model = s.model;
     o.load.init = InitKind::Loftq;
@@ -200,8 +200,8 @@ TrainOptions synth_opts(const test::Synth& s, const std::string& out, const std:
     o.data = s.data;
     o.eval_data = s.eval;
     o.out_dir = out;
-    o.device = device;
-    o.gemm = "fp32";
+    o.device = kComputeDeviceNames.parse(device);
+    o.gemm = GemmMode::Fp32;
     o.steps = 8;
     o.batch = 4;
     o.seq = 32;
@@ -445,8 +445,8 @@ private slots:
         std::map<std::string, TrainResult> res;
         for (const char* dev : {"cpu", "cuda"}) {
             TrainOptions o = synth_opts(synth_, root + "/" + dev, dev);
-            o.gemm = gemm.toStdString();
-            if (o.gemm == "bf16" && std::string(dev) == "cpu") o.gemm = "tf32";  // bf16 is refused on the CPU
+            o.gemm = kGemmModeNames.parse(gemm.toStdString());
+            if (o.gemm == GemmMode::Bf16 && std::string(dev) == "cpu") o.gemm = GemmMode::Tf32;  // bf16 is refused on the CPU
             std::vector<std::string> msgs;
             res[dev] = run_finetune(o, [&](const TrainEvent& e) {
                 if (e.kind == TrainEventKind::Step) losses[dev].push_back(e.train_loss);
@@ -524,7 +524,7 @@ private slots:
         TrainOptions c = synth_opts(synth_, root + "/c", "cuda");
         c.steps = 4;
         run_finetune(c, nullptr, CancelToken{});
-        c.device = "cpu";
+        c.device = ComputeDevice::Cpu;
         c.steps = 8;
         c.resume = true;
         std::vector<std::string> notes;
@@ -552,10 +552,10 @@ private slots:
         eo.max_examples = 8;
         eo.adapter = root + "/run/adapter";
         eo.threads = 2;
-        eo.gemm = "fp32";
-        eo.device = "cpu";
+        eo.gemm = GemmMode::Fp32;
+        eo.device = ComputeDevice::Cpu;
         const EvalResult rc = run_eval(eo, CancelToken{});
-        eo.device = "cuda";
+        eo.device = ComputeDevice::Cuda;
         const EvalResult rg = run_eval(eo, CancelToken{});
         qInfo("eval loss cpu %.7f cuda %.7f (%s)", rc.loss, rg.loss, rg.device.c_str());
         QCOMPARE(rg.tokens, rc.tokens);

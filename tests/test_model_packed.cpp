@@ -154,7 +154,7 @@ private slots:
             q.out_dir = root + "/hf-" + tag;
             run_quantize(q, {}, CancelToken{});
             q.out_dir = root + "/packed-" + tag;
-            q.format = "packed";
+            q.format = ExportFormat::Packed;
             run_quantize(q, {}, CancelToken{});
 
             LoadOptions lo;

@@ -75,7 +75,7 @@ std::string odd_model(const std::string& tag, DType target_dtype = DType::F32) {
     w.commit();
     return d;
 }
-QuantizeOptions opts(const std::string& model, const std::string& out, const std::string& format) {
+QuantizeOptions opts(const std::string& model, const std::string& out, ExportFormat format) {
     QuantizeOptions o;
     o.model = model;
     o.out_dir = out;
@@ -131,7 +131,7 @@ private slots:
                 const QuantFormat& f = quant_format(k);
                 const std::string tag = std::string(f.name) + "-b" + std::to_string(block);
                 std::string base = test::make_temp_dir("pk-" + tag);
-                QuantizeOptions po = opts(m, base + "/packed", "packed"), ho = opts(m, base + "/hf", "hf");
+                QuantizeOptions po = opts(m, base + "/packed", ExportFormat::Packed), ho = opts(m, base + "/hf", ExportFormat::Hf);
                 for (QuantizeOptions* o : {&po, &ho}) { o->plan.defaults.quant = k; o->plan.defaults.block = block; }
                 QuantizeResult pr = run_quantize(po, {}, CancelToken{});
                 run_quantize(ho, {}, CancelToken{});
@@ -197,7 +197,7 @@ private slots:
         const DType dt = DType(dtype);
         const std::string m = odd_model("pk-half", dt);
         const std::string base = test::make_temp_dir("pk-half-out");
-        QuantizeOptions po = opts(m, base + "/packed", "packed"), ho = opts(m, base + "/hf", "hf");
+        QuantizeOptions po = opts(m, base + "/packed", ExportFormat::Packed), ho = opts(m, base + "/hf", ExportFormat::Hf);
         for (QuantizeOptions* o : {&po, &ho}) { o->plan.defaults.quant = QuantKind(quant); o->plan.defaults.block = block; }
         run_quantize(po, {}, CancelToken{});
         run_quantize(ho, {}, CancelToken{});
@@ -225,7 +225,7 @@ private slots:
         auto src = Checkpoint::open(m);
         for (QuantKind k : all_quant_kinds()) {
             std::string out = test::make_temp_dir("pk-dec-out") + "/p";
-            QuantizeOptions o = opts(m, out, "packed");
+            QuantizeOptions o = opts(m, out, ExportFormat::Packed);
             o.plan.defaults.quant = k;
             o.plan.defaults.block = 100;
             o.plan.defaults.iters = 1;
@@ -257,14 +257,14 @@ private slots:
         std::string base = test::make_temp_dir("pk-foot-out");
         auto ck = Checkpoint::open(m);
         const std::vector<TensorMeta> metas = tensor_metas(*ck);
-        for (const char* format : {"hf", "packed", "bnb-nf4"}) {
-            QuantizeOptions o = opts(m, base + "/" + format, format);
-            if (std::string(format) != "bnb-nf4") {
+        for (const auto& [fmt, format] : kExportFormatNames) {
+            QuantizeOptions o = opts(m, base + "/" + format, fmt);
+            if (fmt != ExportFormat::BnbNf4) {
                 o.plan.rules.push_back({"*.mlp.*", false, {}, {}, {.quant = QuantKind::NF2, .block = 32, .rank = 8}});
                 o.plan.overrides["model.layers.0.self_attn.v_proj.weight"] = {.target = false};
             }
             QuantizeResult r = run_quantize(o, {}, CancelToken{});
-            const ExportFootprint f = export_footprint(r.plan, metas, format);
+            const ExportFootprint f = export_footprint(r.plan, metas, fmt);
             uint64_t payload = 0, header = 0;
             for (const auto& e : fs::recursive_directory_iterator(base + "/" + format)) {
                 if (e.path().extension() != ".safetensors") continue;
@@ -289,7 +289,7 @@ private slots:
     void mixedPrecisionSharded() {
         std::string m = synthetic("pk-mixed");
         std::string base = test::make_temp_dir("pk-mixed-out");
-        QuantizeOptions po = opts(m, base + "/packed", "packed"), ho = opts(m, base + "/hf", "hf");
+        QuantizeOptions po = opts(m, base + "/packed", ExportFormat::Packed), ho = opts(m, base + "/hf", ExportFormat::Hf);
         for (QuantizeOptions* o : {&po, &ho}) {
             o->plan.rules.push_back({"*.mlp.*", false, {}, {}, {.quant = QuantKind::NF2, .block = 32}});
             o->plan.rules.push_back({"*.self_attn.*", false, 1, 1, {.quant = QuantKind::INT8, .block = 128, .rank = 6}});
@@ -333,7 +333,7 @@ private slots:
     void sizesMatchBudget() {
         std::string m = synthetic("pk-size", small(DType::BF16));
         std::string out = test::make_temp_dir("pk-size-out") + "/p";
-        QuantizeOptions o = opts(m, out, "packed");
+        QuantizeOptions o = opts(m, out, ExportFormat::Packed);
         o.plan.rules.push_back({"*.mlp.*", false, {}, {}, {.quant = QuantKind::INT3, .block = 100}});
         QuantizeResult r = run_quantize(o, {}, CancelToken{});
         auto rd = PackedReader::open(out);
@@ -366,7 +366,7 @@ private slots:
     void doubleQuant() {
         std::string m = synthetic("pk-dq");
         std::string base = test::make_temp_dir("pk-dq-out");
-        QuantizeOptions o = opts(m, base + "/dq", "packed"), h = opts(m, base + "/hf", "hf");
+        QuantizeOptions o = opts(m, base + "/dq", ExportFormat::Packed), h = opts(m, base + "/hf", ExportFormat::Hf);
         o.double_quant = true;
         for (QuantizeOptions* x : {&o, &h}) x->plan.defaults.block = 32;
         QuantizeResult r = run_quantize(o, {}, CancelToken{});
@@ -424,7 +424,7 @@ private slots:
     void corruptFiles() {
         std::string m = odd_model("pk-bad");
         std::string good = test::make_temp_dir("pk-bad-out") + "/p";
-        QuantizeOptions o = opts(m, good, "packed");
+        QuantizeOptions o = opts(m, good, ExportFormat::Packed);
         o.plan.defaults.quant = QuantKind::NF3;  // 37 x 53 x 3 bits: 5 padding bits in the last byte
         run_quantize(o, {}, CancelToken{});
         const std::string q = "model.layers.0.self_attn.q_proj.weight";

@@ -5,9 +5,10 @@
 // settings checks); and, with ../shared, run_eval of the real stories260K (llama2.c) against an
 // independent float64 llama2.c forward (interleaved RoPE, raw .bin floats), its published greedy
 // sample, and `loftq convert` to an HF folder giving the same logits and loss. Device choice
-// (CPU-only checks, every build): --device cuda without a usable GPU is a clear error, auto falls
-// back to the CPU and says so, and `loftq bench-finetune` runs on the CPU. The device itself is
-// tested in test_cuda_train.
+// (CPU-only checks, every build): the CUDA device without a usable GPU is a clear error, auto
+// falls back to the CPU and says so, bf16 GEMMs on the CPU are refused in words the GUI can show
+// (no CLI flags), and `loftq bench-finetune` runs on the CPU. The device itself is tested in
+// test_cuda_train.
 #include <QtTest>
 
 #include <tuple>
@@ -519,15 +520,20 @@ private slots:
         QVERIFY(cancelled);
         QCOMPARE(last_step, 8);  // stopped at the next micro-batch
         QCOMPARE(count_partials(ob.out_dir), 0);
-        QCOMPARE(read_train_state(ob.out_dir + "/checkpoint").step, 8);
+        const TrainState st8 = read_train_state(ob.out_dir + "/checkpoint");
+        QCOMPARE(st8.step, 8);
+        // The options as checkpoints have always stored them: names, not enum values.
+        QCOMPARE(st8.options["device"].get<std::string>(), std::string("cpu"));
+        QCOMPARE(st8.options["gemm"].get<std::string>(), std::string("tf32"));
+        QCOMPARE(st8.options["recompute"].get<std::string>(), std::string("auto"));
         auto at8 = tensor_bytes(ob.out_dir + "/checkpoint/state.safetensors");
 
-        // A second start without --resume refuses to overwrite the checkpoint.
+        // A second start that does not resume refuses to overwrite the checkpoint.
         try {
             run_finetune(ob, nullptr, CancelToken{});
             QFAIL("ran over an existing checkpoint");
         } catch (const Error& e) {
-            QVERIFY2(std::string(e.what()).find("--resume") != std::string::npos, e.what());
+            QVERIFY2(std::string(e.what()).find("resume to continue it") != std::string::npos, e.what());
         }
         // Resuming with another rank names the checkpoint file.
         TrainOptions bad = ob;
@@ -543,8 +549,13 @@ private slots:
         QVERIFY(tensor_bytes(ob.out_dir + "/checkpoint/state.safetensors") == at8);  // untouched
 
         ob.resume = true;
-        TrainResult rb = run_finetune(ob, nullptr, CancelToken{});
+        std::vector<std::string> notes;
+        TrainResult rb = run_finetune(ob, [&](const TrainEvent& e) {
+            if (e.kind == TrainEventKind::Message && e.text.rfind("resume: ", 0) == 0) notes.push_back(e.text);
+        }, CancelToken{});
         QCOMPARE(rb.steps_done, 12);
+        for (const auto& n : notes)   // same settings: device, gemm and recompute read back as they were written
+            QVERIFY2(n.find("changed") == std::string::npos, n.c_str());
         QVERIFY(tensor_bytes(o.out_dir + "/adapter/adapter_model.safetensors") ==
                 tensor_bytes(ob.out_dir + "/adapter/adapter_model.safetensors"));
         QVERIFY(tensor_bytes(o.out_dir + "/checkpoint/state.safetensors") ==
@@ -597,43 +608,37 @@ private slots:
 
     void settingsErrors() {
         TrainOptions o = synth_opts(synth, test::make_temp_dir("train-err") + "/out");
-        if (!cuda_status().available) {  // without a usable GPU, --device cuda names the reason
-            o.device = "cuda";
+        if (!cuda_status().available) {  // without a usable GPU, the CUDA device is refused with the reason
+            o.device = ComputeDevice::Cuda;
             try {
                 run_finetune(o, nullptr, CancelToken{});
                 QFAIL("cuda accepted");
             } catch (const Error& e) {
-                QVERIFY2(std::string(e.what()).find("--device cuda: " + cuda_status().why_not) != std::string::npos, e.what());
+                QVERIFY2(std::string(e.what()).find(kCudaNotUsable + cuda_status().why_not) != std::string::npos, e.what());
             }
             EvalOptions eo;
             eo.load = o.load;
             eo.data = synth.eval;
-            eo.device = "cuda";
+            eo.device = ComputeDevice::Cuda;
             try {
                 run_eval(eo, CancelToken{});
                 QFAIL("cuda accepted by run_eval");
             } catch (const Error& e) {
-                QVERIFY2(std::string(e.what()).find("--device cuda") != std::string::npos, e.what());
+                QVERIFY2(std::string(e.what()).find(kCudaNotUsable) != std::string::npos, e.what());
             }
         }
-        for (const char* bad : {"gpu", "tpu"}) {
-            o.device = bad;
-            try {
-                run_finetune(o, nullptr, CancelToken{});
-                QFAIL("unknown device accepted");
-            } catch (const Error& e) {
-                QVERIFY2(std::string(e.what()).find("unknown device") != std::string::npos, e.what());
-            }
-        }
-        o.device = "cpu";
-        o.gemm = "bf16";
+        // bf16 GEMMs with the CPU asked for: refused in the engine's words, which the Fine-tune
+        // tab shows as they are (no "--gemm" of a command line the GUI user never typed).
+        o.device = ComputeDevice::Cpu;
+        o.gemm = GemmMode::Bf16;
         try {
             run_finetune(o, nullptr, CancelToken{});
-            QFAIL("unknown --gemm accepted");
+            QFAIL("bf16 on the CPU accepted");
         } catch (const Error& e) {
-            QVERIFY2(std::string(e.what()).find("--gemm bf16") != std::string::npos, e.what());
+            QVERIFY2(std::string(e.what()).find("GEMM mode bf16 exists on the CUDA device only") != std::string::npos, e.what());
+            QVERIFY2(std::string(e.what()).find("--") == std::string::npos, e.what());
         }
-        o.gemm = "tf32";
+        o.gemm = GemmMode::Tf32;
         o.out_dir = synth.root;  // holds the model
         try {
             run_finetune(o, nullptr, CancelToken{});
@@ -774,9 +779,20 @@ private slots:
             Run c = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
                              out + "2", "--device", "cuda"});
             QCOMPARE(c.code, 1);
-            QVERIFY2(c.err.contains("--device cuda: "), qPrintable(c.err));
+            QVERIFY2(c.err.contains(kCudaNotUsable), qPrintable(c.err));
             QVERIFY(!QFile::exists(out + "2"));
         }
+        // --gemm: an unknown mode is a usage error naming the flag and the choices; bf16 with
+        // --device cpu is the engine's refusal.
+        Run g = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
+                         out + "3", "--gemm", "bf8"});
+        QVERIFY(g.code != 0 && g.code != 1);
+        QVERIFY2(g.err.contains("--gemm") && g.err.contains("unknown GEMM mode 'bf8' (expected tf32, fp32 or bf16)"), qPrintable(g.err));
+        Run gc = run_cli({"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data), "--out",
+                          out + "3", "--gemm", "bf16", "--device", "cpu"});
+        QCOMPARE(gc.code, 1);
+        QVERIFY2(gc.err.contains("GEMM mode bf16 exists on the CUDA device only"), qPrintable(gc.err));
+        QVERIFY(!QFile::exists(out + "3"));
         // bench-finetune: one JSON line on stdout with the step's throughput.
         Run b = run_cli({"bench-finetune", QString::fromStdString(synth.model), "--device", "cpu", "--batch", "2", "--seq", "16",
                          "--warmup", "1", "--steps", "2", "--rank", "2", "--threads", "2", "-q"});
@@ -793,7 +809,7 @@ private slots:
     // the device against it.)
     void deviceAutoSaysWhereItRuns() {
         TrainOptions o = synth_opts(synth, test::make_temp_dir("train-auto") + "/out");
-        o.device = "auto";
+        o.device = ComputeDevice::Auto;
         o.steps = 2;
         o.eval_every = 0;
         o.sample_tokens = 0;

@@ -20,7 +20,8 @@ namespace {
 
 struct BenchArgs {
     TrainBenchOptions opt;
-    std::string model, init = "qlora";
+    std::string model;
+    InitKind init = InitKind::Qlora;
     std::string quant = "nf4";
     int block = 64, rank = 16, iters = 1;
     double lora_alpha = 0;
@@ -32,7 +33,7 @@ void run_bench_cmd(BenchArgs& a) {
     if (!quant_kind_from_name(a.quant))
         throw Error("--quant " + a.quant + ": unknown quantizer (expected nf4, nf3, nf2, int2, int3, int4, int8)");
     opt.load.model = a.model;
-    init_kind_from_name(a.init, opt.load.init);
+    opt.load.init = a.init;
     opt.load.quant = a.quant;
     opt.load.block = a.block;
     opt.load.rank = a.rank;
@@ -58,7 +59,7 @@ void run_bench_cmd(BenchArgs& a) {
     nlohmann::ordered_json j;
     j["tool"] = "loftq";
     j["device"] = r.device;
-    j["init"] = a.init;
+    j["init"] = kInitKindNames.name(a.init);
     j["quant"] = a.quant;
     j["block"] = a.block;
     j["rank"] = a.rank;
@@ -89,8 +90,7 @@ void add_bench_finetune(CLI::App& app) {
     TrainBenchOptions& o = a->opt;
     CLI::App* sub = app.add_subcommand("bench-finetune", "Tokens/s and memory of the LoRA training step (no data, no outputs)");
     sub->add_option("MODEL", a->model, "HF folder, .safetensors, llama2.c .bin or LoftQ export")->required();
-    sub->add_option("--init", a->init, "qlora (default), loftq, lora16 or export")
-        ->check(CLI::IsMember({"loftq", "qlora", "lora16", "export"}));
+    add_enum_option(sub, "--init", a->init, kInitKindNames, "qlora (default), loftq, lora16 or export");
     sub->add_option("--quant", a->quant, "Quantizer for --init loftq/qlora (default nf4)");
     sub->add_option("--block", a->block, "Elements per scale block (default 64)")->check(CLI::Range(1, 1 << 20));
     sub->add_option("--rank", a->rank, "LoRA rank r on all seven projections (default 16)")->check(CLI::Range(1, 65536));

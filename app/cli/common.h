@@ -2,6 +2,7 @@
 // flags that map onto a plan's defaults, and small formatting helpers. The CLI stays thin: it
 // fills engine structs and calls the same engine functions the GUI calls.
 #pragma once
+#include <cctype>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -10,17 +11,41 @@
 #include <CLI/CLI.hpp>
 
 #include "core/cancel.h"
+#include "core/name_table.h"
 #include "core/units.h"  // human_bytes
+#include "device/compute_device.h"
 #include "loftq/input_stats.h"
 #include "loftq/plan.h"
+#include "model/device_llama.h"
 
 namespace loftq::cli {
+
+// An option whose value is one of an enum's names (core/name_table.h), stored into `target` (an E
+// or a std::optional<E>, left as it is when the flag is absent). Another value is refused as a
+// usage error naming the flag, the value and the choices: "--gemm: unknown GEMM mode 'bf8'
+// (expected tf32, fp32 or bf16)". ignore_case: "CUDA" is taken for "cuda" (the names are lower case).
+template <class T, class E, size_t N>
+CLI::Option* add_enum_option(CLI::App* sub, const std::string& flag, T& target, const NameTable<E, N>& names,
+                             const std::string& help, bool ignore_case = false) {
+    auto set = [&target, &names, flag, ignore_case](const std::string& value) {
+        std::string s = value;
+        if (ignore_case)
+            for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+        const auto v = names.find(s);
+        if (!v)
+            throw CLI::ValidationError(flag, "unknown " + std::string(names.what) + " '" + value + "' (expected " +
+                                                 names.choices() + ")");
+        target = *v;
+    };
+    return sub->add_option_function<std::string>(flag, set, help)->type_name(names.choices("|", nullptr));
+}
 
 // Flags that override a plan's defaults when given (--quant, --block, --rank, --iters, --svd,
 // --seed, --lora-alpha, --plan).
 struct PlanFlags {
     std::string plan_file;
-    std::optional<std::string> quant, svd;
+    std::optional<std::string> quant;
+    std::optional<SvdMethod> svd;
     std::optional<int> block, rank, iters;
     std::optional<uint64_t> seed;
     std::optional<double> lora_alpha;
@@ -67,11 +92,11 @@ private:
 };
 
 std::string human_seconds(double seconds);    // "1m05s"
-// Where a command runs (device/compute_device.h): --device auto|cpu|cuda (sets `device` to "auto"
-// first: the CLI's default); for fine-tuning also --gemm tf32|fp32|bf16 and --recompute
-// auto|on|off when their targets are given. `where` ends the --device help line.
-void add_device_options(CLI::App* sub, std::string& device, const std::string& where, std::string* gemm = nullptr,
-                        std::string* recompute = nullptr);
+// Where a command runs (device/compute_device.h): --device auto|cpu|cuda, any case (sets `device`
+// to Auto first: the CLI's default); for fine-tuning also --gemm tf32|fp32|bf16 and --recompute
+// auto|on|off (model/device_llama.h) when their targets are given. `where` ends the --device help line.
+void add_device_options(CLI::App* sub, ComputeDevice& device, const std::string& where, GemmMode* gemm = nullptr,
+                        RecomputeMode* recompute = nullptr);
 uint64_t parse_size(const std::string& text); // "5GB", "500MB", "1GiB", "123" -> bytes; throws loftq::Error
 
 }  // namespace loftq::cli

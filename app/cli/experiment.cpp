@@ -35,7 +35,8 @@ struct ExperimentArgs {
     int steps = 200, batch = 8, seq = 128, rank = 8, iters = 5, threads = 0, eval_every = 50, eval_batches = 16;
     double lr = 1e-3;
     uint64_t seed = 0;
-    std::string command, device = "auto";
+    std::string command;
+    ComputeDevice device = ComputeDevice::Auto;
     std::vector<std::string> plans;
     bool with_qlora = false;
 };
@@ -128,7 +129,7 @@ void run_experiment(ExperimentArgs a) {
     ev.threads = a.threads;
     ev.device = a.device;
     std::string where;
-    const ComputeDevice dev = resolve_device(*device_from_name(a.device), &where);
+    const ComputeDevice dev = resolve_device(a.device, &where);
     std::fprintf(stderr, "%s\n", where.c_str());
     const EvalResult full = run_eval(ev, cancel);
     std::fprintf(stderr, "full-precision held-out loss %.4f (%lld tokens)\n", full.loss, (long long)full.tokens);

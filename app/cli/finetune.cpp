@@ -30,7 +30,7 @@ namespace {
 
 // Model/init flags shared by finetune and eval.
 struct InitFlags {
-    std::optional<std::string> init;
+    std::optional<InitKind> init;
     std::string quant = "nf4";
     int block = 64, rank = 16, iters = 5;
     double lora_alpha = 0;
@@ -40,8 +40,8 @@ struct InitFlags {
         sub->add_option("--plan", plan,
                         "A plan file (loftq plan init/auto, the workbench's Save Plan): --init loftq or qlora with its "
                         "per-weight quantizers, ranks and steps (default init then loftq)");
-        sub->add_option("--init", init, std::string("loftq (LoftQ in memory), qlora, lora16 or export (default: ") + default_text + ")")
-            ->check(CLI::IsMember({"loftq", "qlora", "lora16", "export"}));
+        add_enum_option(sub, "--init", init, kInitKindNames,
+                        std::string("loftq (LoftQ in memory), qlora, lora16 or export (default: ") + default_text + ")");
         sub->add_option("--quant", quant, "Quantizer for --init loftq/qlora: nf4 (default), nf3, nf2, int2, int3, int4, int8");
         sub->add_option("--block", block, "Elements per scale block (default 64)")->check(CLI::Range(1, 1 << 20));
         sub->add_option("--rank", rank, "LoRA rank r (default 16)")->check(CLI::Range(1, 65536));
@@ -56,7 +56,7 @@ struct InitFlags {
         LoadOptions lo;
         lo.model = model;
         lo.init = fallback;
-        if (init) init_kind_from_name(*init, lo.init);
+        if (init) lo.init = *init;
         lo.quant = quant;
         lo.block = block;
         lo.rank = rank;
@@ -194,7 +194,7 @@ void run_eval_cmd(EvalArgs& a) {
             const std::string how = opt.load.plan                     ? ", a plan's per-weight settings"
                                     : opt.load.init == InitKind::Export ? ""
                                                                         : ", " + opt.load.quant + " rank " + std::to_string(opt.load.rank);
-            std::fprintf(stderr, "loftq: base as the adapter was trained on: init %s%s\n", init_kind_name(opt.load.init), how.c_str());
+            std::fprintf(stderr, "loftq: base as the adapter was trained on: init %s%s\n", kInitKindNames.name(opt.load.init), how.c_str());
         }
     }
     opt.load.threads = opt.threads;

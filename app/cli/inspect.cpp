@@ -114,7 +114,7 @@ void run_inspect(const InspectArgs& a) {
                 e["block"] = w->s.block;
                 e["rank"] = w->s.rank;
                 e["iters"] = w->s.iters;
-                e["svd"] = svd_method_name(w->s.svd);
+                e["svd"] = kSvdMethodNames.name(w->s.svd);
                 e["quantized_bytes"] = quantized_weight_bytes(w->rows, w->cols, w->s);
             }
             ts.push_back(e);

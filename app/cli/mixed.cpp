@@ -71,7 +71,8 @@ std::vector<int> parse_int_list(const std::string& s, const char* flag) {
 }
 
 struct AutoArgs {
-    std::string model, out, budget, front, quants = "int8,nf4,nf3,nf2", ranks = "8,16,32,64", mode = "auto", cache_dir;
+    std::string model, out, budget, front, quants = "int8,nf4,nf3,nf2", ranks = "8,16,32,64", cache_dir;
+    SweepMode mode = SweepMode::Auto;
     bool no_keep = false, no_cache = false, weight_error = false;
     int threads = 0, min_bits_ends = 0, front_points = 24;
     std::optional<int> fixed_rank;
@@ -92,7 +93,7 @@ void run_plan_auto(const AutoArgs& a) {
     }
     so.ranks = parse_int_list(a.ranks, "--ranks");
     so.keep = !a.no_keep;
-    so.mode = *sweep_mode_from_name(a.mode);  // checked by CLI::IsMember
+    so.mode = a.mode;
     so.threads = a.threads;
     so.cache_dir = a.no_cache ? "" : (a.cache_dir.empty() ? default_sweep_cache_dir() : a.cache_dir);
     so.calib = a.calib.collect(a.model, a.threads, true);
@@ -109,7 +110,7 @@ void run_plan_auto(const AutoArgs& a) {
     }
     for (const auto& n : sw.notes) std::fprintf(stderr, "sweep: %s\n", n.c_str());
     std::printf("sweep: %zu weights x %zu candidates (%s%s) in %s%s\n", sw.weights.size(),
-                sw.weights.empty() ? size_t(0) : sw.weights[0].candidates.size(), sweep_mode_name(sw.mode),
+                sw.weights.empty() ? size_t(0) : sw.weights[0].candidates.size(), kSweepModeNames.name(sw.mode),
                 sw.calibrated ? ", output errors" : ", weight errors", human_seconds(sw.seconds).c_str(),
                 sw.from_cache ? " (cached)" : "");
 
@@ -225,8 +226,8 @@ void add_plan_auto(CLI::App* plan) {
     sub->add_option("--quants", a->quants, "Candidate quantizers (default int8,nf4,nf3,nf2)");
     sub->add_option("--ranks", a->ranks, "Candidate LoRA ranks (default 8,16,32,64)");
     sub->add_flag("--no-keep", a->no_keep, "Do not offer keeping a weight in 16-bit");
-    sub->add_option("--sweep", a->mode, "Sweep: auto (default), fast (LoftQ's first step), full (every candidate's T steps)")
-        ->check(CLI::IsMember({"auto", "fast", "full"}));
+    add_enum_option(sub, "--sweep", a->mode, kSweepModeNames,
+                    "Sweep: auto (default), fast (LoftQ's first step), full (every candidate's T steps)");
     sub->add_option("--fixed-rank", a->fixed_rank, "Only candidates of this LoRA rank")->check(CLI::Range(1, 65536));
     sub->add_option("--min-bits-ends", a->min_bits_ends, "First and last layer at least this many bits (e.g. 4)")->check(CLI::Range(0, 16));
     sub->add_flag("--weight-error", a->weight_error, "Allocate on weight errors even with --calib");

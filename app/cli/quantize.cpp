@@ -13,7 +13,9 @@ namespace loftq::cli {
 
 namespace {
 struct QuantizeArgs {
-    std::string model, out, max_shard = "5GB", format = "hf", device = "auto", gpu_memory = "0";
+    std::string model, out, max_shard = "5GB", gpu_memory = "0";
+    ExportFormat format = ExportFormat::Hf;
+    ComputeDevice device = ComputeDevice::Auto;
     int threads = 0, gpu_streams = 3;
     bool force = false, dry_run = false, no_checksums = false, quiet = false, double_quant = false;
     PlanFlags flags;
@@ -31,7 +33,7 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     opt.max_shard_bytes = parse_size(a.max_shard);
     opt.format = a.format;
     opt.double_quant = a.double_quant;
-    opt.device = *device_from_name(a.device);  // checked by CLI::IsMember
+    opt.device = a.device;
     opt.gpu_streams = a.gpu_streams;
     opt.gpu_memory = parse_size(a.gpu_memory);
     opt.calib = a.calib.collect(a.model, a.threads, false);
@@ -90,8 +92,7 @@ void add_quantize(CLI::App& app) {
     sub->add_option("--gpu-memory", args->gpu_memory, "CUDA: device memory the job may use, e.g. 20GB (default: 90% of free)");
     sub->add_option("--max-shard-size", args->max_shard, "Largest output shard, e.g. 5GB (default), 500MB");
     sub->add_flag("--force", args->force, "Write into a non-empty output folder");
-    sub->add_option("--format", args->format, "Output format: hf (default), packed (docs/FORMAT.md) or bnb-nf4")
-        ->check(CLI::IsMember({"hf", "packed", "bnb-nf4"}));
+    add_enum_option(sub, "--format", args->format, kExportFormatNames, "Output format: hf (default), packed (docs/FORMAT.md) or bnb-nf4");
     sub->add_flag("--double-quant", args->double_quant, "packed: store block scales as 8-bit codes (QLoRA-style double quantization)");
     sub->add_flag("--no-checksums", args->no_checksums, "Skip input checksums in the manifest");
     sub->add_flag("-q,--quiet", args->quiet, "No progress output");

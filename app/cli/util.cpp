@@ -34,7 +34,7 @@ void PlanFlags::add_to(CLI::App* app) {
     app->add_option("--block", block, "Elements per scale block (default 64)")->check(CLI::Range(1, 1 << 20));
     app->add_option("--rank", rank, "LoRA rank r (default 16)")->check(CLI::Range(0, 65536));
     app->add_option("--iters", iters, "Alternating steps T; 0 = QLoRA baseline (default 5)")->check(CLI::Range(0, 100));
-    app->add_option("--svd", svd, "randomized (default) or exact")->check(CLI::IsMember({"randomized", "exact"}));
+    add_enum_option(app, "--svd", svd, kSvdMethodNames, "randomized (default) or exact");
     app->add_option("--seed", seed, "Seed for the randomized SVD and QLoRA init (default 0)");
     app->add_option("--lora-alpha", lora_alpha, "PEFT lora_alpha (default: each weight's rank, scale 1)")->check(CLI::PositiveNumber);
 }
@@ -49,26 +49,24 @@ Plan PlanFlags::make_plan() const {
     if (block) p.defaults.block = *block;
     if (rank) p.defaults.rank = *rank;
     if (iters) p.defaults.iters = *iters;
-    if (svd) p.defaults.svd = *svd == "exact" ? SvdMethod::Exact : SvdMethod::Randomized;
+    if (svd) p.defaults.svd = *svd;
     if (seed) p.seed = *seed;
     if (lora_alpha) p.lora_alpha = *lora_alpha;
     return p;
 }
 
-void add_device_options(CLI::App* sub, std::string& device, const std::string& where, std::string* gemm,
-                        std::string* recompute) {
-    device = "auto";
-    sub->add_option("--device", device, "auto (default: CUDA when a usable GPU is present, else the CPU), cpu or cuda" + where)
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}, CLI::ignore_case));
+void add_device_options(CLI::App* sub, ComputeDevice& device, const std::string& where, GemmMode* gemm,
+                        RecomputeMode* recompute) {
+    device = ComputeDevice::Auto;
+    add_enum_option(sub, "--device", device, kComputeDeviceNames,
+                    "auto (default: CUDA when a usable GPU is present, else the CPU), cpu or cuda" + where, true);
     if (gemm)
-        sub->add_option("--gemm", *gemm,
+        add_enum_option(sub, "--gemm", *gemm, kGemmModeNames,
                         "CUDA: frozen-base GEMMs on tf32 tensor cores (default), exact fp32, or bf16 inputs with fp32 "
-                        "accumulation (bf16 base weights, as PyTorch bf16 autocast)")
-            ->check(CLI::IsMember({"tf32", "fp32", "bf16"}));
+                        "accumulation (bf16 base weights, as PyTorch bf16 autocast)");
     if (recompute)
-        sub->add_option("--recompute", *recompute,
-                        "CUDA activation checkpointing: auto (default: when the activations would not fit), on or off")
-            ->check(CLI::IsMember({"auto", "on", "off"}));
+        add_enum_option(sub, "--recompute", *recompute, kRecomputeModeNames,
+                        "CUDA activation checkpointing: auto (default: when the activations would not fit), on or off");
 }
 
 std::string human_seconds(double s) {

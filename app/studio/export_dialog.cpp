@@ -47,10 +47,8 @@ ExportDialog::ExportDialog(const loftq::ResolvedPlan& plan, const std::vector<lo
     });
     format_ = new QComboBox(this);
     format_->setObjectName("ExportFormat");
-    format_->addItem(tr("Hugging Face LoftQ layout (backbone dequantized, loftq_init adapter)"), "hf");
-    format_->addItem(tr("Packed low-bit safetensors (k-bit codes + block scales; docs/FORMAT.md)"), "packed");
-    format_->addItem(tr("bitsandbytes NF4 (transformers loads it pre-quantized; NF4 block 64 only)"), "bnb-nf4");
-    format_->setCurrentIndex(std::max(0, format_->findData(s.value("export/format", "hf").toString())));
+    for (const auto& f : loftq::kExportFormatNames) format_->addItem(formatLabel(f.value), int(f.value));
+    setFormat(loftq::kExportFormatNames.find(s.value("export/format", "hf").toString().toStdString()).value_or(loftq::ExportFormat::Hf));
     form->addRow(tr("Format:"), format_);
     footprint_ = new QLabel(this);
     footprint_->setObjectName("ExportFootprint");
@@ -83,25 +81,34 @@ ExportDialog::ExportDialog(const loftq::ResolvedPlan& plan, const std::vector<lo
 }
 
 QString ExportDialog::folder() const { return dir_->text().trimmed(); }
-QString ExportDialog::format() const { return format_->currentData().toString(); }
+QString ExportDialog::formatLabel(loftq::ExportFormat f) {
+    switch (f) {
+        case loftq::ExportFormat::Hf: return tr("Hugging Face LoftQ layout (backbone dequantized, loftq_init adapter)");
+        case loftq::ExportFormat::Packed: return tr("Packed low-bit safetensors (k-bit codes + block scales; docs/FORMAT.md)");
+        case loftq::ExportFormat::BnbNf4: return tr("bitsandbytes NF4 (transformers loads it pre-quantized; NF4 block 64 only)");
+    }
+    return QString::fromLatin1(loftq::kExportFormatNames.name(f));
+}
+
+loftq::ExportFormat ExportDialog::format() const { return loftq::ExportFormat(format_->currentData().toInt()); }
 bool ExportDialog::plots() const { return plots_->isChecked(); }
 bool ExportDialog::replace() const { return replace_->isChecked(); }
 bool ExportDialog::doubleQuant() const { return dq_->isEnabled() && dq_->isChecked(); }
 void ExportDialog::setFolder(const QString& dir) { dir_->setText(dir); }
-void ExportDialog::setFormat(const QString& f) { format_->setCurrentIndex(std::max(0, format_->findData(f))); }
+void ExportDialog::setFormat(loftq::ExportFormat f) { format_->setCurrentIndex(std::max(0, format_->findData(int(f)))); }
 void ExportDialog::setReplace(bool on) { replace_->setChecked(on); }
 QString ExportDialog::footprintText() const { return footprint_->text(); }
 QString ExportDialog::problemText() const { return problem_->isHidden() ? QString() : problem_->text(); }
 
 void ExportDialog::updateFootprint() {
-    dq_->setEnabled(format() == "packed");
+    dq_->setEnabled(format() == loftq::ExportFormat::Packed);
     const loftq::PlanSize size = loftq::plan_size(plan_, tensors_);
-    const loftq::ExportFootprint f = loftq::export_footprint(plan_, tensors_, format().toStdString());
+    const loftq::ExportFootprint f = loftq::export_footprint(plan_, tensors_, format());
     QString text = tr("about %1: model files %2 + loftq_init %3 (LoRA factors in fp32)")
                        .arg(format_bytes_decimal(f.total()), format_bytes_decimal(f.model_bytes + f.header_bytes),
                             format_bytes_decimal(f.adapter_bytes));
-    if (format() == "packed") text += tr("; the packed model file holds the LoRA factors too");
-    if (format() == "hf") text += tr("; the HF layout stores every target dequantized at its source dtype");
+    if (format() == loftq::ExportFormat::Packed) text += tr("; the packed model file holds the LoRA factors too");
+    if (format() == loftq::ExportFormat::Hf) text += tr("; the HF layout stores every target dequantized at its source dtype");
     text += tr(". The plan's size (budget bar, LoRA at 16-bit): %1.").arg(format_bytes_decimal(size.total_bytes));
     footprint_->setText(text);
 }
@@ -115,7 +122,7 @@ QString ExportDialog::problem() const {
                   "choose another folder.")
             .arg(QDir::toNativeSeparators(dir));
     if (QFileInfo(dir).exists() && !QFileInfo(dir).isDir()) return tr("%1 is a file, not a folder.").arg(dir);
-    if (format() == "bnb-nf4")
+    if (format() == loftq::ExportFormat::BnbNf4)
         for (const auto& w : plan_.weights)
             if (w.s.quant != loftq::QuantKind::NF4 || w.s.block != 64)
                 return tr("bitsandbytes NF4 holds only NF4 weights with block 64, but %1 is planned as %2: choose the "
@@ -134,7 +141,7 @@ bool ExportDialog::tryAccept() {
     QSettings s;
     s.setValue("paths/export", folder());
     s.setValue("export/plots", plots());
-    s.setValue("export/format", format());
+    s.setValue("export/format", loftq::kExportFormatNames.name(format()));
     accept();
     return true;
 }

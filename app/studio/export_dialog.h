@@ -9,6 +9,7 @@
 #include <QDialog>
 #include <vector>
 
+#include "loftq/exporter.h"
 #include "loftq/plan.h"
 
 class QCheckBox;
@@ -24,12 +25,12 @@ public:
     ExportDialog(const loftq::ResolvedPlan& plan, const std::vector<loftq::TensorMeta>& tensors, QWidget* parent = nullptr);
 
     QString folder() const;
-    QString format() const;          // "hf", "packed" or "bnb-nf4"
+    loftq::ExportFormat format() const;
     bool plots() const;
     bool replace() const;            // allow a non-empty folder
     bool doubleQuant() const;        // packed only
     void setFolder(const QString& dir);
-    void setFormat(const QString& format);
+    void setFormat(loftq::ExportFormat format);
     void setReplace(bool on);
 
     QString footprintText() const;   // what the dialog says the folder will take
@@ -39,6 +40,7 @@ public:
     bool tryAccept();
 
 private:
+    static QString formatLabel(loftq::ExportFormat f);   // the combo box's text for a format
     void updateFootprint();
     QString problem() const;
 

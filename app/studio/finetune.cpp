@@ -338,7 +338,7 @@ loftq::TrainOptions FinetunePanel::options() const {
     o.data = data_->text().trimmed().toStdString();
     o.eval_data = evalData_->text().trimmed().toStdString();
     o.out_dir = out_->text().trimmed().toStdString();
-    o.device = loftq::device_name(device_->device());
+    o.device = device_->device();
     o.steps = steps_->value();
     o.batch = batch_->value();
     o.seq = seq_->value();
@@ -368,7 +368,7 @@ void FinetunePanel::setOptions(const loftq::TrainOptions& o) {
     evalEvery_->setValue(o.eval_every);
     seed_->setValue(int(o.seed));
     threads_->setValue(o.threads);
-    device_->setDevice(loftq::device_from_name(o.device).value_or(loftq::ComputeDevice::Auto));
+    device_->setDevice(o.device);
 }
 
 bool FinetunePanel::running() const { return job_->running(); }

@@ -70,9 +70,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
         const bool nf4_64 = std::all_of(doc_->resolved().weights.begin(), doc_->resolved().weights.end(), [](const auto& w) {
             return w.s.quant == loftq::QuantKind::NF4 && w.s.block == 64;
         });
-        auto disk = [this](const char* f) { return loftq::export_footprint(doc_->resolved(), doc_->tensors(), f).total(); };
-        budget_->setDiskBytes(doc_->hasModel() ? disk("packed") : 0, doc_->hasModel() ? disk("hf") : 0,
-                              doc_->hasModel() && nf4_64 ? disk("bnb-nf4") : 0);
+        auto disk = [this](loftq::ExportFormat f) { return loftq::export_footprint(doc_->resolved(), doc_->tensors(), f).total(); };
+        budget_->setDiskBytes(doc_->hasModel() ? disk(loftq::ExportFormat::Packed) : 0, doc_->hasModel() ? disk(loftq::ExportFormat::Hf) : 0,
+                              doc_->hasModel() && nf4_64 ? disk(loftq::ExportFormat::BnbNf4) : 0);
         updateTitle();
         updateActions();
         // Plan warnings are logged when they change, not again on every edit.
@@ -420,7 +420,7 @@ void MainWindow::restoreSettings() {
     layoutRestored_ = restoreState(s.value("window/state").toByteArray());
     doc_->setBudgetBytes(s.value("plan/budget_bytes", 0).toULongLong());
     setThreads(s.value("run/threads", 0).toInt());
-    if (auto d = loftq::device_from_name(s.value("run/device", "auto").toString().toStdString())) device_->setDevice(*d);
+    if (auto d = loftq::kComputeDeviceNames.find(s.value("run/device", "auto").toString().toStdString())) device_->setDevice(*d);
 }
 
 void MainWindow::saveSettings() {
@@ -428,7 +428,7 @@ void MainWindow::saveSettings() {
     s.setValue("window/geometry", saveGeometry());
     s.setValue("window/state", saveState());
     s.setValue("plan/budget_bytes", qulonglong(doc_->budgetBytes()));
-    s.setValue("run/device", loftq::device_name(device_->device()));
+    s.setValue("run/device", loftq::kComputeDeviceNames.name(device_->device()));
 }
 
 void MainWindow::updateTitle() {

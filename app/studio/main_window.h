@@ -72,10 +72,11 @@ public:
     bool runSelected();
     void cancelRun();
     bool isRunning() const;
-    // Export the current plan to `dir`: format "hf" (HF LoftQ layout), "packed" (low-bit codes +
-    // scales, docs/FORMAT.md; double_quant for 8-bit scales) or "bnb-nf4"; metrics, and plots as
+    // Export the current plan to `dir`: format Hf (HF LoftQ layout), Packed (low-bit codes +
+    // scales, docs/FORMAT.md; double_quant for 8-bit scales) or BnbNf4; metrics, and plots as
     // PNG when `plots`.
-    bool exportTo(const QString& dir, bool plots, bool force, const QString& format = "hf", bool double_quant = false);
+    bool exportTo(const QString& dir, bool plots, bool force, loftq::ExportFormat format = loftq::ExportFormat::Hf,
+                  bool double_quant = false);
 
     PlanDocument* document() const { return doc_; }
     RunResults* results() const { return results_; }
@@ -140,7 +141,11 @@ private:
     bool savePlanDialog();
     bool maybeSavePlan();
     // studio/main_window_run.cpp
-    struct ExportSpec { QString dir, format = "hf"; bool plots = false, force = false, double_quant = false; };
+    struct ExportSpec {
+        QString dir;
+        loftq::ExportFormat format = loftq::ExportFormat::Hf;
+        bool plots = false, force = false, double_quant = false;
+    };
     bool startRun(const std::vector<std::string>& only, const ExportSpec& out);
     void onJobEvent(const loftq::JobEvent& e);
     void onJobFinished();   // last_result_ holds the result

@@ -17,7 +17,7 @@
 
 namespace studio {
 
-bool MainWindow::exportTo(const QString& dir, bool plots, bool force, const QString& format, bool double_quant) {
+bool MainWindow::exportTo(const QString& dir, bool plots, bool force, loftq::ExportFormat format, bool double_quant) {
     if (dir.isEmpty()) return false;
     return startRun({}, {QDir(dir).absolutePath(), format, plots, force, double_quant});
 }

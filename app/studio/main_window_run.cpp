@@ -59,7 +59,7 @@ bool MainWindow::startRun(const std::vector<std::string>& only, const ExportSpec
     opt.threads = threads_;
     opt.device = device_->device();
     opt.force = out.force;
-    opt.format = out.format.toStdString();
+    opt.format = out.format;
     opt.double_quant = out.double_quant;
     opt.only = only;
     // The run's weights, resolved as the job will (same engine call, same subset filter).

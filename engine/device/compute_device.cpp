@@ -2,31 +2,12 @@
 // file asks it once and everything else asks cuda_status().
 #include "device/compute_device.h"
 
-#include <algorithm>
-#include <cctype>
 #include <mutex>
 
 #include "core/error.h"
 #include "device/cuda_plugin.h"
 
 namespace loftq {
-
-const char* device_name(ComputeDevice d) {
-    switch (d) {
-    case ComputeDevice::Auto: return "auto";
-    case ComputeDevice::Cpu: return "cpu";
-    case ComputeDevice::Cuda: return "cuda";
-    }
-    return "?";
-}
-
-std::optional<ComputeDevice> device_from_name(std::string_view name) {
-    std::string s(name);
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-    for (auto d : {ComputeDevice::Auto, ComputeDevice::Cpu, ComputeDevice::Cuda})
-        if (s == device_name(d)) return d;
-    return std::nullopt;
-}
 
 const CudaStatus& cuda_status() {
     static CudaStatus st;
@@ -52,7 +33,7 @@ ComputeDevice resolve_device(ComputeDevice requested, std::string* note) {
     const CudaStatus& st = cuda_status();
     ComputeDevice d = requested;
     if (requested == ComputeDevice::Auto) d = st.available ? ComputeDevice::Cuda : ComputeDevice::Cpu;
-    if (d == ComputeDevice::Cuda && !st.available) throw Error("--device cuda: " + st.why_not);
+    if (d == ComputeDevice::Cuda && !st.available) throw Error(std::string(kCudaNotUsable) + st.why_not);
     if (note) {
         if (d == ComputeDevice::Cuda) *note = "device: cuda, " + st.device;
         else if (requested == ComputeDevice::Auto) *note = "device: cpu (CUDA: " + st.why_not + ")";

@@ -3,16 +3,16 @@
 // (no nvcc at build time) or without a usable GPU at run time, `auto` falls back to the CPU and
 // says why, and `cuda` is refused with that reason.
 #pragma once
-#include <optional>
+#include <cstdint>
 #include <string>
-#include <string_view>
+
+#include "core/name_table.h"
 
 namespace loftq {
 
 enum class ComputeDevice : uint8_t { Auto, Cpu, Cuda };
-
-const char* device_name(ComputeDevice d);                                  // "auto", "cpu", "cuda"
-std::optional<ComputeDevice> device_from_name(std::string_view name);      // case-insensitive
+inline constexpr auto kComputeDeviceNames = name_table<ComputeDevice>(
+    "device", {{ComputeDevice::Auto, "auto"}, {ComputeDevice::Cpu, "cpu"}, {ComputeDevice::Cuda, "cuda"}});
 
 struct CudaStatus {
     bool built = false;      // the CUDA backend plugin was found and loaded (device/cuda_plugin.h)
@@ -24,8 +24,9 @@ struct CudaStatus {
 const CudaStatus& cuda_status();
 
 // Auto -> Cuda when cuda_status().available, else Cpu; Cpu -> Cpu; Cuda -> Cuda when available,
-// else throws loftq::Error("--device cuda: " + why_not). *note (when given) gets one line for
-// the log: "device: cuda, NVIDIA H200 (...)" or "device: cpu (CUDA: <why>)".
+// else throws loftq::Error(kCudaNotUsable + why_not). *note (when given) gets one line for the
+// log: "device: cuda, NVIDIA H200 (...)" or "device: cpu (CUDA: <why>)".
+constexpr const char* kCudaNotUsable = "the CUDA device is not usable: ";
 ComputeDevice resolve_device(ComputeDevice requested, std::string* note = nullptr);
 
 }  // namespace loftq

@@ -28,7 +28,7 @@ struct DeviceTrainSettings;
 class Optimizer;
 struct AdamWParams;
 
-constexpr int kCudaPluginAbi = 1;
+constexpr int kCudaPluginAbi = 2;  // 2: DeviceTrainSettings holds enums (was strings)
 
 struct CudaPluginApi {
     int abi = 0;

@@ -8,12 +8,12 @@
 
 namespace loftq {
 
-ExportFootprint export_footprint(const ResolvedPlan& plan, const std::vector<TensorMeta>& tensors, const std::string& format) {
+ExportFootprint export_footprint(const ResolvedPlan& plan, const std::vector<TensorMeta>& tensors, ExportFormat format) {
     ExportFootprint f;
     std::vector<const WeightPlan*> by_tensor(tensors.size(), nullptr);
     for (const auto& w : plan.weights)
         if (w.tensor >= 0 && size_t(w.tensor) < tensors.size()) by_tensor[size_t(w.tensor)] = &w;
-    const bool packed = format == "packed", bnb = format == "bnb-nf4";
+    const bool packed = format == ExportFormat::Packed, bnb = format == ExportFormat::BnbNf4;
     // A header entry: "name":{"dtype":"F32","shape":[a,b],"data_offsets":[x,y]}, ~70 bytes + name.
     auto entry = [](size_t name_len) { return uint64_t(name_len) + 72; };
     f.header_bytes = 2 * 8 + 64;   // two files: length prefixes, braces, "__metadata__"
@@ -22,7 +22,7 @@ ExportFootprint export_footprint(const ResolvedPlan& plan, const std::vector<Ten
         uint64_t n = 1;
         for (auto d : t.shape) n *= uint64_t(d);
         const WeightPlan* w = by_tensor[i];
-        if (!w || format == "hf") {   // stored as is (hf: a target's Q at the source dtype)
+        if (!w || format == ExportFormat::Hf) {   // stored as is (hf: a target's Q at the source dtype)
             f.model_bytes += n * dtype_size(t.dtype);
             f.header_bytes += entry(t.name.size());
         }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "loftq/budget.h"
+#include "loftq/exporter.h"
 
 namespace loftq {
 
@@ -14,14 +15,14 @@ namespace loftq {
 // trained), in loftq_init/ and, for the packed layout, once more in the model file; the HF layout
 // stores every target as its dequantized Q at the source dtype. Tensor payloads are exact; the
 // safetensors headers are estimated (~100 bytes per tensor plus the packed metadata). Config,
-// tokenizer and metrics files are left out. format: "hf", "packed" or "bnb-nf4" (packed without
-// double quantization: with it the scales shrink by about 3/4).
+// tokenizer and metrics files are left out. Packed: without double quantization (with it the
+// scales shrink by about 3/4).
 struct ExportFootprint {
     uint64_t model_bytes = 0;     // model*.safetensors payloads
     uint64_t adapter_bytes = 0;   // loftq_init/adapter_model.safetensors payload (LoRA fp32)
     uint64_t header_bytes = 0;    // estimated safetensors headers of both
     uint64_t total() const { return model_bytes + adapter_bytes + header_bytes; }
 };
-ExportFootprint export_footprint(const ResolvedPlan& plan, const std::vector<TensorMeta>& tensors, const std::string& format);
+ExportFootprint export_footprint(const ResolvedPlan& plan, const std::vector<TensorMeta>& tensors, ExportFormat format);
 
 }  // namespace loftq

@@ -34,7 +34,7 @@ nlohmann::ordered_json metrics_json(const QuantizeResult& r, const nlohmann::ord
         e["block"] = w.plan.s.block;
         e["rank"] = w.rank;
         e["iters"] = w.plan.s.iters;
-        e["svd"] = svd_method_name(w.plan.s.svd);
+        e["svd"] = kSvdMethodNames.name(w.plan.s.svd);
         e["qlora_error"] = w.baseline;
         oj errs = oj::array(), secs = oj::array();
         for (auto& s : w.steps) { errs.push_back(s.error); secs.push_back(s.seconds); }
@@ -75,7 +75,7 @@ std::string metrics_csv(const QuantizeResult& r) {
     for (auto& w : r.weights) {
         s << w.plan.name << ',' << w.plan.layer << ',' << w.plan.module << ',' << w.plan.rows << ',' << w.plan.cols << ','
           << quant_format(w.plan.s.quant).name << ',' << w.plan.s.block << ',' << w.rank << ',' << w.plan.s.iters << ','
-          << svd_method_name(w.plan.s.svd) << ',' << num(w.baseline);
+          << kSvdMethodNames.name(w.plan.s.svd) << ',' << num(w.baseline);
         for (size_t t = 0; t < maxT; ++t) s << ',' << (t < w.steps.size() ? num(w.steps[t].error) : "");
         s << ',' << num(w.final_error);
         if (calibrated) {

@@ -1,5 +1,7 @@
-// quantize.cpp: see quantize.h; make_exporter is the one place that maps a format name to a writer.
+// quantize.cpp: see quantize.h; make_exporter is the one place that maps a format to its writer.
 #include "export/quantize.h"
+
+#include <string>
 
 #include "core/error.h"
 #include "export/bnb.h"
@@ -9,10 +11,12 @@
 namespace loftq {
 
 std::unique_ptr<Exporter> make_exporter(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan) {
-    if (opt.format == "hf" || opt.format.empty()) return std::make_unique<HfExport>(ck, opt, plan);
-    if (opt.format == "packed") return std::make_unique<PackedExport>(ck, opt, plan);
-    if (opt.format == "bnb-nf4") return std::make_unique<BnbExport>(ck, opt, plan);
-    throw Error(opt.out_dir, "", "unknown export format '" + opt.format + "' (expected hf, packed or bnb-nf4)");
+    switch (opt.format) {
+        case ExportFormat::Hf: return std::make_unique<HfExport>(ck, opt, plan);
+        case ExportFormat::Packed: return std::make_unique<PackedExport>(ck, opt, plan);
+        case ExportFormat::BnbNf4: return std::make_unique<BnbExport>(ck, opt, plan);
+    }
+    throw Error(opt.out_dir, "", "unknown export format " + std::to_string(int(opt.format)));
 }
 
 QuantizeResult run_quantize(const QuantizeOptions& opt, const JobCallback& on_event, const CancelToken& cancel) {

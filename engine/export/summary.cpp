@@ -102,7 +102,7 @@ std::optional<Plan> hf_export_plan(const std::string& dir) {
             s.block = w.at("block").get<int>();
             s.rank = w.at("rank").get<int>();
             s.iters = w.at("iters").get<int>();
-            if (w.contains("svd")) s.svd = w["svd"].get<std::string>() == "exact" ? SvdMethod::Exact : SvdMethod::Randomized;
+            if (w.contains("svd")) s.svd = kSvdMethodNames.find(w["svd"].get<std::string>()).value_or(SvdMethod::Randomized);
             p.overrides[w.at("name").get<std::string>()] = s;
         }
     } catch (const nlohmann::json::exception& e) {

@@ -15,10 +15,13 @@
 #include <vector>
 
 #include "core/matrix.h"
+#include "core/name_table.h"
 
 namespace loftq {
 
 enum class SvdMethod : uint8_t { Randomized, Exact };
+inline constexpr auto kSvdMethodNames =
+    name_table<SvdMethod>("SVD method", {{SvdMethod::Randomized, "randomized"}, {SvdMethod::Exact, "exact"}});
 
 struct SvdOptions {
     SvdMethod method = SvdMethod::Randomized;

@@ -1,6 +1,6 @@
-// exporter.h: what the quantize job (job.h) writes results through, the interface only. The
-// implementations, one per output format, live in engine/export (export/quantize.h picks one by
-// QuantizeOptions::format); the job knows none of them.
+// exporter.h: what the quantize job (job.h) writes results through, the interface only, and the
+// output formats' names. The implementations, one per format, live in engine/export
+// (export/quantize.h picks one by QuantizeOptions::format); the job knows none of them.
 // The job calls write_copy / write_target from worker threads (thread-safe), then commit once
 // on one thread; an exporter destroyed without commit leaves nothing in place.
 #pragma once
@@ -11,10 +11,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/name_table.h"
 #include "io/checkpoint.h"
 #include "loftq/decompose.h"
 
 namespace loftq {
+
+// The output formats (export/quantize.h has each one's layout): the Hugging Face LoftQ layout
+// (targets dequantized), packed k-bit codes + block scales, bitsandbytes NF4.
+enum class ExportFormat : uint8_t { Hf, Packed, BnbNf4 };
+inline constexpr auto kExportFormatNames = name_table<ExportFormat>(
+    "export format", {{ExportFormat::Hf, "hf"}, {ExportFormat::Packed, "packed"}, {ExportFormat::BnbNf4, "bnb-nf4"}});
 
 struct QuantizeOptions;
 struct QuantizeResult;

@@ -47,7 +47,7 @@ nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint&
     m["inputs"] = inputs;
     m["threads"] = threads;
     m["workers"] = workers;
-    m["device"] = device_name(res.device);
+    m["device"] = kComputeDeviceNames.name(res.device);
     if (res.device == ComputeDevice::Cuda) {
         m["gpu"] = res.device_name;
         m["gpu_streams"] = res.streams;
@@ -73,7 +73,7 @@ int cuda_streams_for(const QuantizeOptions& opt, const ResolvedPlan& plan, size_
     const uint64_t limit = opt.gpu_memory > 0 ? opt.gpu_memory : uint64_t(0.9 * double(free_b));
     if (est > limit)
         throw Error("CUDA LoftQ: weight " + largest + " needs about " + human_bytes(double(est)) + " of device memory, more than the " +
-                    human_bytes(double(limit)) + " allowed (" + human_bytes(double(free_b)) + " free); raise --gpu-memory or use --device cpu");
+                    human_bytes(double(limit)) + " allowed (" + human_bytes(double(free_b)) + " free); allow the job more GPU memory or run it on the CPU");
     int streams = std::max(1, opt.gpu_streams);
     streams = int(std::min<size_t>(size_t(streams), std::max<size_t>(1, K)));
     if (est > 0) streams = int(std::min<uint64_t>(uint64_t(streams), limit / est));

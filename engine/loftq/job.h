@@ -78,7 +78,7 @@ struct QuantizeOptions {
     bool force = false;           // allow writing into a non-empty out_dir
     bool checksums = true;        // input checksums in the manifest
     std::vector<std::string> only;  // restrict to these target names (GUI "run selected"); empty = all
-    std::string format = "hf";      // output format: "hf", "packed" or "bnb-nf4" (exporter.h)
+    ExportFormat format = ExportFormat::Hf;   // output format (exporter.h)
     bool double_quant = false;      // packed: 8-bit block scales (QLoRA-style double quantization)
     // Calibration statistics (mixed/calibration.h): each weight's output errors beside its weight
     // errors, in events, results and the metrics files. CPU only (CUDA reports -1).

@@ -39,7 +39,7 @@ EvalPlanResult run_eval_plan(const EvalPlanOptions& opt, const std::function<voi
         eo.seq = opt.seq;
         eo.max_examples = opt.max_examples;
         eo.threads = opt.threads;
-        eo.device = "cpu";
+        eo.device = ComputeDevice::Cpu;
         const EvalResult er = run_eval(eo, cancel);
         res.rows.push_back({r.name, er.loss, er.ppl, er.tokens, er.seconds});
         ++done;

@@ -29,14 +29,15 @@
 #include <vector>
 
 #include "core/cancel.h"
+#include "core/name_table.h"
 #include "loftq/input_stats.h"
 #include "loftq/plan.h"
 
 namespace loftq {
 
 enum class SweepMode : uint8_t { Auto, Fast, Full };
-const char* sweep_mode_name(SweepMode m);              // "auto", "fast", "full"
-std::optional<SweepMode> sweep_mode_from_name(const std::string& s);
+inline constexpr auto kSweepModeNames =
+    name_table<SweepMode>("sweep mode", {{SweepMode::Auto, "auto"}, {SweepMode::Fast, "fast"}, {SweepMode::Full, "full"}});
 
 struct SweepOptions {
     std::string model;

@@ -7,15 +7,29 @@
 #include <cstdint>
 #include <string>
 
+#include "core/name_table.h"
 #include "model/llama.h"
 
 namespace loftq {
 
-// How the device model is built (names as the CLI takes them; the plugin checks them).
+// The frozen base's GEMMs on the device: TF32 tensor cores (fp32 accumulation), exact fp32, or
+// bf16 inputs (bf16 base weights) with fp32 accumulation, as PyTorch's bf16 autocast. The CPU
+// always computes in fp32.
+enum class GemmMode : uint8_t { Tf32, Fp32, Bf16 };
+inline constexpr auto kGemmModeNames =
+    name_table<GemmMode>("GEMM mode", {{GemmMode::Tf32, "tf32"}, {GemmMode::Fp32, "fp32"}, {GemmMode::Bf16, "bf16"}});
+
+// Per-layer activation recomputation (activation checkpointing) on the device: Auto turns it on
+// when the activations at the run's (B, T) would not fit the device memory.
+enum class RecomputeMode : uint8_t { Auto, On, Off };
+inline constexpr auto kRecomputeModeNames = name_table<RecomputeMode>(
+    "recompute mode", {{RecomputeMode::Auto, "auto"}, {RecomputeMode::On, "on"}, {RecomputeMode::Off, "off"}});
+
+// How the device model is built.
 struct DeviceTrainSettings {
-    std::string gemm = "tf32";        // "tf32" or "fp32"
-    std::string recompute = "auto";   // "auto", "on" or "off": per-layer activation recomputation
-    int plan_batch = 0, plan_seq = 0; // the (B, T) that `auto` sizes for
+    GemmMode gemm = GemmMode::Tf32;
+    RecomputeMode recompute = RecomputeMode::Auto;
+    int plan_batch = 0, plan_seq = 0; // the (B, T) that RecomputeMode::Auto sizes for
     int accum = 1;                    // micro-batches per step
 };
 

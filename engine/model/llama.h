@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/name_table.h"
 #include "io/checkpoint.h"
 #include "loftq/plan.h"
 
@@ -80,6 +81,8 @@ enum class InitKind : uint8_t {
     Qlora,    // base = q(W), A ~ kaiming-uniform(seed), B = 0
     Lora16,   // base = W (16-bit LoRA), A ~ kaiming-uniform(seed), B = 0
 };
+inline constexpr auto kInitKindNames = name_table<InitKind>(
+    "init", {{InitKind::Export, "export"}, {InitKind::Loftq, "loftq"}, {InitKind::Qlora, "qlora"}, {InitKind::Lora16, "lora16"}});
 
 struct LoadOptions {
     std::string model;                // checkpoint path (folder, .safetensors, llama2.c .bin) or LoftQ export

@@ -54,26 +54,10 @@ const nlohmann::json* pattern_value(const nlohmann::json& patterns, const std::s
 }
 }  // namespace
 
-const char* init_kind_name(InitKind k) {
-    switch (k) {
-        case InitKind::Export: return "export";
-        case InitKind::Loftq: return "loftq";
-        case InitKind::Qlora: return "qlora";
-        case InitKind::Lora16: return "lora16";
-    }
-    return "export";
-}
-
-bool init_kind_from_name(const std::string& s, InitKind& out) {
-    for (InitKind k : {InitKind::Export, InitKind::Loftq, InitKind::Qlora, InitKind::Lora16})
-        if (s == init_kind_name(k)) { out = k; return true; }
-    return false;
-}
-
 nlohmann::ordered_json load_options_json(const LoadOptions& o) {
     nlohmann::ordered_json j;
     j["model"] = o.model;
-    j["init"] = init_kind_name(o.init);
+    j["init"] = kInitKindNames.name(o.init);
     // An export brings its own quantizers, ranks and steps (its loftq_init and metrics): the
     // options' quant/block/rank/iters were not used, so they are not written as if they were.
     if (o.init != InitKind::Export) {
@@ -94,8 +78,10 @@ LoadOptions load_options_from_json(const nlohmann::json& j, const std::string& f
     try {
         if (!j.is_object()) throw Error(file, "", "expected a JSON object with the base model's load options");
         o.model = j.at("model").get<std::string>();
-        if (!init_kind_from_name(j.at("init").get<std::string>(), o.init))
-            throw Error(file, "", "unknown init '" + j.at("init").get<std::string>() + "' (expected export, loftq, qlora or lora16)");
+        const std::string init = j.at("init").get<std::string>();
+        const auto k = kInitKindNames.find(init);
+        if (!k) throw Error(file, "", "unknown init '" + init + "' (expected " + kInitKindNames.choices() + ")");
+        o.init = *k;
         if (o.init != InitKind::Export || j.contains("quant")) {   // written for every other start
             o.quant = j.at("quant").get<std::string>();
             o.block = j.at("block").get<int>();

@@ -20,8 +20,6 @@
 
 namespace loftq {
 
-const char* init_kind_name(InitKind k);                 // "export", "loftq", "qlora", "lora16"
-bool init_kind_from_name(const std::string& s, InitKind& out);
 nlohmann::ordered_json load_options_json(const LoadOptions& o);
 // Fills `o` from load_options_json's output; throws loftq::Error naming `file` on bad fields.
 LoadOptions load_options_from_json(const nlohmann::json& j, const std::string& file);

@@ -51,9 +51,9 @@ nlohmann::ordered_json train_options_json(const TrainOptions& o) {
     j["data"] = o.data;
     j["eval_data"] = o.eval_data;
     j["tokenizer"] = o.tokenizer;
-    j["device"] = o.device;
-    j["gemm"] = o.gemm;
-    j["recompute"] = o.recompute;
+    j["device"] = kComputeDeviceNames.name(o.device);   // names, as checkpoints have always stored them
+    j["gemm"] = kGemmModeNames.name(o.gemm);
+    j["recompute"] = kRecomputeModeNames.name(o.recompute);
     j["steps"] = o.steps;
     j["batch"] = o.batch;
     j["seq"] = o.seq;

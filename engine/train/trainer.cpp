@@ -199,41 +199,36 @@ std::string abs_path(const std::string& p) {
 
 int resolve_threads(int n) { return n > 0 ? n : hardware_threads(); }
 
-// Where a run goes: the names checked, the device resolved (throws "--device cuda: <why>" when
-// CUDA is asked for and unusable), and resolve_device's line for the log.
+// Where a run goes: the device resolved (throws kCudaNotUsable + why when CUDA is asked for and
+// unusable; GemmMode::Bf16 with the CPU asked for explicitly is refused) and resolve_device's
+// line for the log.
 struct DeviceChoice {
     ComputeDevice device = ComputeDevice::Cpu;
     std::string note;
 };
-DeviceChoice choose_device(const std::string& device, const std::string& gemm, const std::string& recompute) {
-    const auto d = device_from_name(device.empty() ? "cpu" : device);
-    if (!d) throw Error("--device " + device + ": unknown device (expected auto, cpu or cuda)");
-    if (gemm != "tf32" && gemm != "fp32" && gemm != "bf16")
-        throw Error("--gemm " + gemm + ": unknown GEMM mode (expected tf32, fp32 or bf16)");
+DeviceChoice choose_device(ComputeDevice device, GemmMode gemm) {
     // bf16 changes the numerics (bf16 base weights and GEMM inputs), which only the CUDA path has:
     // asked together with an explicit CPU device, say so instead of silently computing in fp32
     // (tf32 / fp32 are speed settings that the CPU, always exact fp32, may ignore; auto resolving
     // to the CPU ignores bf16 too, with the device note saying where the run goes).
-    if (gemm == "bf16" && *d == ComputeDevice::Cpu)
-        throw Error("--gemm bf16: bf16 GEMMs exist on the CUDA device only (the CPU computes in fp32); use --device cuda "
-                    "or auto, or --gemm tf32");
-    if (recompute != "auto" && recompute != "on" && recompute != "off")
-        throw Error("--recompute " + recompute + ": expected auto, on or off");
+    if (gemm == GemmMode::Bf16 && device == ComputeDevice::Cpu)
+        throw Error("GEMM mode bf16 exists on the CUDA device only (the CPU computes in fp32): choose the CUDA device "
+                    "or auto, or GEMM mode tf32");
     DeviceChoice c;
-    c.device = resolve_device(*d, &c.note);
+    c.device = resolve_device(device, &c.note);
     return c;
 }
 
 // The model on its device. CUDA: the quantized base is kept packed (LoadOptions::keep_packed),
 // `prepare` runs on the host model (e.g. to apply an adapter), then the model is uploaded and the
-// host copy dropped. B, T, accum: the shape the run uses (for --recompute auto).
+// host copy dropped. B, T, accum: the shape the run uses (for RecomputeMode::Auto).
 struct DeviceModel {
     std::unique_ptr<LlamaModel> model;
     std::string where = "cpu";   // "cpu" or "cuda, <GPU name>"
     DeviceLlama* cuda = nullptr;  // the model when it is on the CUDA device
     uint64_t device_peak() const { return cuda ? cuda->device_peak_used() : 0; }
 };
-DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, const std::string& gemm, const std::string& recompute,
+DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, GemmMode gemm, RecomputeMode recompute,
                            int B, int T, int accum, const std::function<void(LlamaModel&)>& prepare,
                            const std::function<void(const std::string&)>& say) {
     DeviceModel r;
@@ -248,10 +243,10 @@ DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, const std::string&
         if (!cpu) throw Error("fine-tune: the loader returned no CPU model to upload");
         std::string why;
         const CudaPluginApi* api = cuda_plugin(&why);
-        if (!api) throw Error("--device cuda: " + why);
+        if (!api) throw Error(kCudaNotUsable + why);
         if (lo.init != InitKind::Lora16 && !cpu->packed_sites())
             note("the base goes to the device as fp32 (32 bits per weight): the stored weights are not on their "
-                "quantizer's grid (a bf16/fp16 export or a 16-bit checkpoint); a packed export or --init loftq/qlora "
+                "quantizer's grid (a bf16/fp16 export or a 16-bit checkpoint); a packed export or a LoftQ/QLoRA start "
                 "keeps k bits per weight");
         DeviceTrainSettings ds;
         ds.gemm = gemm;
@@ -266,8 +261,8 @@ DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, const std::string&
         }
         std::unique_ptr<DeviceLlama> dm(api->new_llama(*cpu, ds));
         m.reset();  // the host copy of the base is no longer needed
-        note("on the device: " + base + " base, " + gemm + " GEMMs, recompute " + (dm->recompute() ? "on" : "off") +
-            "; device memory held: " + dm->memory_summary());
+        note("on the device: " + base + " base, " + kGemmModeNames.name(gemm) + " GEMMs, recompute " +
+             (dm->recompute() ? "on" : "off") + "; device memory held: " + dm->memory_summary());
         r.where = "cuda, " + cuda_status().device;
         r.cuda = dm.get();
         r.model = std::move(dm);
@@ -289,27 +284,27 @@ std::unique_ptr<Optimizer> make_optimizer(DeviceModel& dm, const std::vector<Tra
 
 TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel) {
     const auto t0 = Clock::now();
-    const DeviceChoice dev = choose_device(opt.device, opt.gemm, opt.recompute);
-    if (opt.out_dir.empty()) throw Error("fine-tune: no output folder given (--out)");
-    if (opt.data.empty()) throw Error("fine-tune: no training data given (--data)");
+    const DeviceChoice dev = choose_device(opt.device, opt.gemm);
+    if (opt.out_dir.empty()) throw Error("fine-tune: no output folder given");
+    if (opt.data.empty()) throw Error("fine-tune: no training data given");
     if (opt.steps < 1 || opt.batch < 1 || opt.seq < 2 || opt.accum < 1)
         throw Error("fine-tune: steps, batch and accum must be >= 1 and seq >= 2");
     if (!(opt.lr > 0) || opt.min_lr_ratio < 0 || opt.min_lr_ratio > 1)
         throw Error("fine-tune: lr must be > 0 and min_lr_ratio in [0, 1]");
     const std::string out = abs_path(opt.out_dir);
     if (same_file(out, opt.load.model) || path_within(opt.load.model, out))
-        throw Error(out, "", "the output folder is or holds the input model; choose another --out");
+        throw Error(out, "", "the output folder is or holds the input model; choose another output folder");
     if (opt.load.init == InitKind::Export && !is_loftq_export(opt.load.model))
         throw Error(opt.load.model, "",
                     "not a LoftQ export (no loftq_init/adapter_model.safetensors, not a packed export): fine-tuning it "
-                    "'as stored' would train the original, unquantized weights; start from it with --init loftq, qlora "
-                    "or lora16, or give the export's folder");
+                    "'as stored' would train the original, unquantized weights; start from it with a LoftQ, QLoRA or "
+                    "16-bit LoRA init, or give the export's folder");
     const std::string ckdir = (fs::path(out) / "checkpoint").string();
     const std::string ckfile = (fs::path(ckdir) / kCheckpointFile).string();
     if (opt.resume && !has_train_checkpoint(ckdir))
-        throw Error(ckfile, "", "no checkpoint to resume from (run without --resume to start a new run)");
+        throw Error(ckfile, "", "no checkpoint to resume from (start a new run instead of resuming)");
     if (!opt.resume && has_train_checkpoint(ckdir))
-        throw Error(ckfile, "", "an earlier run's checkpoint is here; pass --resume to continue it, or choose another --out");
+        throw Error(ckfile, "", "an earlier run's checkpoint is here; resume to continue it, or choose another output folder");
 
     auto emit = [&](TrainEvent e) {
         e.steps = opt.steps;
@@ -337,7 +332,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     dopt.eval_fraction = opt.eval_data.empty() ? opt.eval_fraction : 0.0;
     dopt.seed = opt.seed;
     Dataset data = load_dataset(opt.data, *tok, dopt);
-    if (data.train.empty()) throw Error(opt.data, "", "no training examples (file too short for --seq " + std::to_string(opt.seq) + "?)");
+    if (data.train.empty()) throw Error(opt.data, "", "no training examples (file too short for sequences of " + std::to_string(opt.seq) + " tokens?)");
     std::vector<Example> eval_ex = opt.eval_data.empty() ? std::move(data.eval) : load_examples(opt.eval_data, *tok, dopt);
     const std::string eval_file = opt.eval_data.empty() ? opt.data : opt.eval_data;
     cancel.throw_if_cancelled();
@@ -346,7 +341,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         TrainEvent e;
         e.kind = TrainEventKind::Started;
         std::ostringstream s;
-        s << "fine-tuning " << opt.load.model << " (init " << init_kind_name(opt.load.init);
+        s << "fine-tuning " << opt.load.model << " (init " << kInitKindNames.name(opt.load.init);
         if (opt.load.plan && (opt.load.init == InitKind::Loftq || opt.load.init == InitKind::Qlora))
             s << ", a plan's per-weight settings";
         else if (opt.load.init != InitKind::Export)
@@ -529,7 +524,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         const double gnorm = optimizer->clip_grad_norm(opt.clip);
         if (!std::isfinite(gnorm) || (N > 0 && !std::isfinite(train_loss)))
             throw Error("fine-tune diverged at step " + std::to_string(step + 1) + " (loss " + std::to_string(train_loss) +
-                        ", gradient norm " + std::to_string(gnorm) + "); try a lower --lr");
+                        ", gradient norm " + std::to_string(gnorm) + "); try a lower learning rate");
         optimizer->step(lr);
 
         st.step = step + 1;
@@ -622,8 +617,8 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
 
 EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
     const auto t0 = Clock::now();
-    const DeviceChoice dev = choose_device(opt.device, opt.gemm, "auto");
-    if (opt.data.empty()) throw Error("eval: no data given (--data)");
+    const DeviceChoice dev = choose_device(opt.device, opt.gemm);
+    if (opt.data.empty()) throw Error("eval: no data given");
     if (opt.batch < 1 || opt.seq < 2) throw Error("eval: batch must be >= 1 and seq >= 2");
     LoadOptions lo = opt.load;
     if (lo.threads == 0) lo.threads = opt.threads;
@@ -639,7 +634,7 @@ EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
     dopt.max_examples = opt.max_examples;
     std::vector<Example> ex = load_examples(opt.data, *tok, dopt);
     if (opt.max_examples > 0 && int64_t(ex.size()) > opt.max_examples) ex.resize(size_t(opt.max_examples));
-    if (ex.empty()) throw Error(opt.data, "", "no examples to evaluate (file too short for --seq " + std::to_string(opt.seq) + "?)");
+    if (ex.empty()) throw Error(opt.data, "", "no examples to evaluate (file too short for sequences of " + std::to_string(opt.seq) + " tokens?)");
     cancel.throw_if_cancelled();
 
     // The adapter goes into the host model, before the upload.
@@ -647,7 +642,7 @@ EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
         check_examples(ex, opt.seq, m.config().vocab, opt.data);
         if (!opt.adapter.empty()) apply_peft_adapter(opt.adapter, m);
     };
-    DeviceModel dm = load_on_device(lo, dev.device, opt.gemm, "auto", opt.batch, opt.seq, 1, prepare, {});
+    DeviceModel dm = load_on_device(lo, dev.device, opt.gemm, RecomputeMode::Auto, opt.batch, opt.seq, 1, prepare, {});
     LlamaModel* model = dm.model.get();
     model->set_threads(resolve_threads(opt.threads));
     cancel.throw_if_cancelled();
@@ -663,7 +658,7 @@ EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
 
 TrainBenchResult run_train_bench(const TrainBenchOptions& opt, const TrainCallback& cb, const CancelToken& cancel) {
     const auto t0 = Clock::now();
-    const DeviceChoice dev = choose_device(opt.device, opt.gemm, opt.recompute);
+    const DeviceChoice dev = choose_device(opt.device, opt.gemm);
     if (opt.batch < 1 || opt.seq < 2 || opt.steps < 1 || opt.warmup < 0)
         throw Error("bench: batch and steps must be >= 1, seq >= 2, warmup >= 0");
     auto message = [&](const std::string& text) {
@@ -755,7 +750,7 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& opt, const TrainCallba
     r.seconds = since(start);
     r.ms_per_step = 1e3 * r.seconds / opt.steps;
     r.tokens_per_s = double(BT) * opt.steps / r.seconds;
-    r.gemm = dev.device == ComputeDevice::Cuda ? opt.gemm : "";
+    r.gemm = dev.device == ComputeDevice::Cuda ? kGemmModeNames.name(opt.gemm) : "";
     r.base = "fp32";
     if (dm.cuda) {
         r.recompute = dm.cuda->recompute();

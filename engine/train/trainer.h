@@ -7,9 +7,9 @@
 // OUT/checkpoint/ (adapters + AdamW moments + step + options, resumable), OUT/metrics.jsonl
 // (one JSON object per step / eval: step, train_loss, eval_loss, eval_ppl, lr, tokens_per_s),
 // each written atomically. Cancelling keeps the last checkpoint.
-// Device: "cpu" (the reference), "cuda" (LlamaCuda + CudaAdamW, engine/cuda/train/; the base
-// stays packed on the device for quantized starts), or "auto" (CUDA when usable, else the CPU,
-// with a Message saying why). The loop, data order, checkpoints and outputs are the same on both;
+// Device: Cpu (the reference), Cuda (LlamaCuda + CudaAdamW, engine/cuda/train/; the base stays
+// packed on the device for quantized starts), or Auto (CUDA when usable, else the CPU, with a
+// Message saying why). The loop, data order, checkpoints and outputs are the same on both;
 // optimizer.h hides where the update runs.
 #pragma once
 #include <cmath>
@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "core/cancel.h"
+#include "device/compute_device.h"
+#include "model/device_llama.h"
 #include "model/llama.h"
 
 namespace loftq {
@@ -28,9 +30,9 @@ struct TrainOptions {
     std::string data, eval_data;      // eval_data "" = a held-out split of data
     std::string tokenizer;            // "" = beside the model
     std::string out_dir;
-    std::string device = "cpu";       // "auto" (CUDA when usable, else CPU), "cpu" or "cuda"; the CLI and GUI default to auto
-    std::string gemm = "tf32";        // CUDA: frozen-base GEMMs on "tf32" tensor cores (fp32 accumulation) or exact "fp32"
-    std::string recompute = "auto";   // CUDA activation checkpointing: "auto" (when the activations would not fit), "on", "off"
+    ComputeDevice device = ComputeDevice::Cpu;        // the CLI and GUI default to Auto
+    GemmMode gemm = GemmMode::Tf32;                   // CUDA: the frozen base's GEMMs (Bf16: CUDA only, refused on the CPU)
+    RecomputeMode recompute = RecomputeMode::Auto;    // CUDA activation checkpointing (Auto: when the activations would not fit)
     int steps = 100, batch = 4, seq = 128, accum = 1;
     double lr = 2e-4, min_lr_ratio = 0.1, weight_decay = 0.0, clip = 1.0;
     double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -91,8 +93,8 @@ struct EvalOptions {
     int64_t max_examples = 0;
     std::string adapter;              // a PEFT adapter folder to apply (e.g. OUT/adapter), "" = none
     int threads = 0;
-    std::string device = "cpu";       // as TrainOptions::device
-    std::string gemm = "tf32";        // as TrainOptions::gemm
+    ComputeDevice device = ComputeDevice::Cpu;   // as TrainOptions::device
+    GemmMode gemm = GemmMode::Tf32;              // as TrainOptions::gemm
 };
 struct EvalResult {
     double loss = 0, ppl = 0;
@@ -111,7 +113,9 @@ EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel);
 // `warmup` steps run untimed, then `steps` timed ones (the device synchronized at both ends).
 struct TrainBenchOptions {
     LoadOptions load;
-    std::string device = "auto", gemm = "tf32", recompute = "auto";
+    ComputeDevice device = ComputeDevice::Auto;
+    GemmMode gemm = GemmMode::Tf32;
+    RecomputeMode recompute = RecomputeMode::Auto;
     int batch = 4, seq = 512, warmup = 3, steps = 10;
     double lr = 1e-4;
     std::string tokens_file;
@@ -120,7 +124,7 @@ struct TrainBenchOptions {
 };
 struct TrainBenchResult {
     std::string device;               // "cpu" or "cuda, <GPU name>"
-    std::string gemm, base;           // "tf32" / "fp32" (CUDA); "nf4 packed", "fp32"
+    std::string gemm, base;           // kGemmModeNames' name on CUDA, "" on the CPU; "packed" or "fp32"
     bool recompute = false;
     int64_t trainable = 0;            // LoRA parameters
     double load_seconds = 0, seconds = 0, ms_per_step = 0, tokens_per_s = 0;

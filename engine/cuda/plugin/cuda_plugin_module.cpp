@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <exception>
+#include <string>
 
 #include "core/error.h"
 #include "cuda/decompose_cuda.h"
@@ -77,10 +78,28 @@ size_t decompose_estimate(int64_t m, int64_t n, const WeightSettings& s, int ove
     return CudaDecomposer::estimate_bytes(m, n, s, oversample);
 }
 
+// The engine's settings (model/device_llama.h) in the CUDA model's own terms.
+cuda_ops::GemmMath gemm_math(GemmMode g) {
+    switch (g) {
+        case GemmMode::Tf32: return cuda_ops::GemmMath::Tf32;
+        case GemmMode::Fp32: return cuda_ops::GemmMath::Fp32;
+        case GemmMode::Bf16: return cuda_ops::GemmMath::Bf16;
+    }
+    throw Error("CUDA: unknown GEMM mode " + std::to_string(int(g)));
+}
+Recompute recompute(RecomputeMode r) {
+    switch (r) {
+        case RecomputeMode::Auto: return Recompute::Auto;
+        case RecomputeMode::On: return Recompute::On;
+        case RecomputeMode::Off: return Recompute::Off;
+    }
+    throw Error("CUDA: unknown recompute mode " + std::to_string(int(r)));
+}
+
 DeviceLlama* new_llama(LlamaCpu& cpu, const DeviceTrainSettings& s) {
     CudaTrainOptions co;
-    if (!gemm_math_from_name(s.gemm, co.math)) throw Error("--gemm " + s.gemm + ": expected tf32, fp32 or bf16");
-    if (!recompute_from_name(s.recompute, co.recompute)) throw Error("--recompute " + s.recompute + ": expected auto, on or off");
+    co.math = gemm_math(s.gemm);
+    co.recompute = recompute(s.recompute);
     co.plan_batch = s.plan_batch;
     co.plan_seq = s.plan_seq;
     co.accum = s.accum;

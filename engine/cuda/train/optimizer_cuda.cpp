@@ -22,7 +22,7 @@ CudaAdamW::CudaAdamW(LlamaCuda& model, const CudaAdamWParams& p, bool accumulate
         ss_.reset(1);
     } catch (const Error& e) {
         throw Error(std::string("CUDA: cannot allocate the AdamW moments on the device (") + e.what() +
-                    "); try a lower rank or --recompute on");
+                    "); try a lower rank or recomputation on");
     }
     cudaStream_t st = model.stream();
     if (n_) {
