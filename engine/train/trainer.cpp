@@ -1,4 +1,4 @@
-// trainer.cpp: run_finetune and run_eval (see trainer.h). The loop, as in llm.c's train_gpt2:
+// trainer.cpp: run_finetune (see trainer.h). The loop, as in llm.c's train_gpt2:
 // for each step, `accum` micro-batches of B examples each are forwarded and backpropagated; the
 // step's loss is the mean over all its scored tokens, so micro-batch i's gradient enters with
 // weight n_i / N (n_i its scored tokens, N the step's); then global-norm clipping and one AdamW
@@ -8,25 +8,17 @@
 // which is what makes a resumed run bit-identical to an uninterrupted one.
 // Events come from the calling thread only, one at a time (serialized by construction); a
 // receiver should copy what it needs and return.
-// metrics.jsonl: each line is appended with one write() on an O_APPEND descriptor and
-// fdatasync'ed (no rewrite per step, so long runs stay cheap); a resumed run first rewrites the
-// file atomically without the lines after its checkpoint's step, and a reader drops a trailing
-// line without '\n' (a crash mid-write).
 // Devices: the model is loaded on the host (LlamaCpu; for CUDA with the quantized sites kept
-// packed) and, for CUDA, uploaded once (LlamaCuda) and the host copy dropped; the update runs
-// behind train/optimizer.h. Everything else (data order, schedule, events, files) is the same
-// code on both; on the device the LoRA values and moments come to the host only at checkpoints.
+// packed) and, for CUDA, uploaded once (LlamaCuda) and the host copy dropped (train_device.h);
+// the update runs behind train/optimizer.h. Everything else (data order, schedule, events, files)
+// is the same code on both; on the device the LoRA values and moments come to the host only at
+// checkpoints. metrics.jsonl is written by MetricsLog (metrics_log.h).
 #include "train/trainer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -35,19 +27,16 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/rng.h"
-#include "device/compute_device.h"
-#include "core/parallel.h"
-#include "model/llama_cpu.h"
 #include "train/adamw.h"
 #include "train/adapter_writer.h"
 #include "train/dataset.h"
+#include "train/evaluate.h"
 #include "train/generate.h"
+#include "train/metrics_log.h"
 #include "train/optimizer.h"
 #include "train/tokenizer.h"
 #include "train/train_checkpoint.h"
-#include "device/cuda_plugin.h"
-#include "model/device_llama.h"
-#include "model/llama_cpu.h"
+#include "train/train_device.h"
 
 namespace fs = std::filesystem;
 
@@ -83,203 +72,12 @@ private:
     std::vector<int64_t> order_;
 };
 
-// Copies examples [first, first + B) (by index list) into B x T token/target rows; returns the
-// scored target count.
-int64_t fill_rows(const std::vector<const Example*>& ex, int T, std::vector<int>& tok, std::vector<int>& tgt) {
-    tok.resize(ex.size() * size_t(T));
-    tgt.resize(ex.size() * size_t(T));
-    int64_t scored = 0;
-    for (size_t b = 0; b < ex.size(); ++b) {
-        std::copy(ex[b]->tokens.begin(), ex[b]->tokens.end(), tok.begin() + ptrdiff_t(b * size_t(T)));
-        std::copy(ex[b]->targets.begin(), ex[b]->targets.end(), tgt.begin() + ptrdiff_t(b * size_t(T)));
-        for (int t : ex[b]->targets) scored += t >= 0;
-    }
-    return scored;
-}
-
-// Every example must be T long with ids inside the model's vocabulary.
-void check_examples(const std::vector<Example>& ex, int T, int vocab, const std::string& file) {
-    for (size_t i = 0; i < ex.size(); ++i) {
-        const Example& e = ex[i];
-        if (int(e.tokens.size()) != T || int(e.targets.size()) != T)
-            throw Error(file, "", "example " + std::to_string(i) + " has " + std::to_string(e.tokens.size()) +
-                                      " tokens, expected " + std::to_string(T));
-        for (int t = 0; t < T; ++t)
-            if (e.tokens[size_t(t)] < 0 || e.tokens[size_t(t)] >= vocab || e.targets[size_t(t)] >= vocab)
-                throw Error(file, "", "example " + std::to_string(i) + " holds token id " +
-                                          std::to_string(std::max(e.tokens[size_t(t)], e.targets[size_t(t)])) +
-                                          " outside the model's vocabulary of " + std::to_string(vocab) +
-                                          " (tokenizer and model do not match?)");
-    }
-}
-
-// Mean cross-entropy over the scored tokens of the first `max_batches` batches (0 = all) of B
-// examples, in order. `scored` receives the token count.
-double mean_loss(LlamaModel& model, const std::vector<Example>& ex, int B, int T, int max_batches,
-                 const CancelToken& cancel, int64_t* scored) {
-    double sum = 0;
-    int64_t n = 0;
-    std::vector<int> tok, tgt;
-    std::vector<const Example*> rows;
-    size_t limit = ex.size();
-    if (max_batches > 0) limit = std::min(limit, size_t(max_batches) * size_t(B));
-    for (size_t i = 0; i < limit; i += size_t(B)) {
-        cancel.throw_if_cancelled();
-        rows.clear();
-        for (size_t j = i; j < std::min(limit, i + size_t(B)); ++j) rows.push_back(&ex[j]);
-        if (fill_rows(rows, T, tok, tgt) == 0) continue;
-        const double loss = model.forward(tok.data(), tgt.data(), int(rows.size()), T);
-        const int64_t k = model.scored_tokens();
-        sum += loss * double(k);
-        n += k;
-    }
-    if (scored) *scored = n;
-    return n > 0 ? sum / double(n) : std::numeric_limits<double>::quiet_NaN();
-}
-
-// OUT/metrics.jsonl (see the file comment).
-class MetricsLog {
-public:
-    explicit MetricsLog(std::string path) : path_(std::move(path)) {}
-    // Fresh run: the first append truncates. Resume: keep the lines with step <= keep_step.
-    void start(bool resume, int keep_step) {
-        truncate_ = !resume;
-        if (!resume) return;
-        std::error_code ec;
-        if (!fs::is_regular_file(path_, ec)) return;
-        std::istringstream in(read_text_file(path_));
-        std::string line, kept;
-        while (std::getline(in, line)) {
-            if (in.eof()) break;  // no '\n' after it: an interrupted write
-            try {
-                auto j = nlohmann::json::parse(line);
-                if (j.value("step", 0) <= keep_step) kept += line + "\n";
-            } catch (const nlohmann::json::exception&) {
-            }
-        }
-        write_file_atomic(path_, kept);
-    }
-    void append(const nlohmann::ordered_json& j) {
-        const std::string line = j.dump() + "\n";
-        int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (truncate_ ? O_TRUNC : O_APPEND);
-        int fd = ::open(path_.c_str(), flags, 0644);
-        if (fd < 0) throw Error(path_, "", std::string("cannot open for append: ") + std::strerror(errno));
-        const char* p = line.data();
-        size_t left = line.size();
-        while (left > 0) {
-            ssize_t w = ::write(fd, p, left);
-            if (w < 0) {
-                if (errno == EINTR) continue;
-                std::string e = std::strerror(errno);
-                ::close(fd);
-                throw Error(path_, "", "write failed: " + e);
-            }
-            p += w;
-            left -= size_t(w);
-        }
-        ::fdatasync(fd);
-        ::close(fd);
-        if (truncate_) fsync_dir(fs::path(path_).parent_path().string());
-        truncate_ = false;
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-    bool truncate_ = true;
-};
-
-nlohmann::ordered_json num(double x) { return std::isfinite(x) ? nlohmann::ordered_json(x) : nlohmann::ordered_json(); }
-
 std::string abs_path(const std::string& p) {
     std::error_code ec;
     fs::path a = fs::absolute(p, ec);
     return ec ? p : a.lexically_normal().string();
 }
 
-int resolve_threads(int n) { return n > 0 ? n : hardware_threads(); }
-
-// Where a run goes: the device resolved (throws kCudaNotUsable + why when CUDA is asked for and
-// unusable; GemmMode::Bf16 with the CPU asked for explicitly is refused) and resolve_device's
-// line for the log.
-struct DeviceChoice {
-    ComputeDevice device = ComputeDevice::Cpu;
-    std::string note;
-};
-DeviceChoice choose_device(ComputeDevice device, GemmMode gemm) {
-    // bf16 changes the numerics (bf16 base weights and GEMM inputs), which only the CUDA path has:
-    // asked together with an explicit CPU device, say so instead of silently computing in fp32
-    // (tf32 / fp32 are speed settings that the CPU, always exact fp32, may ignore; auto resolving
-    // to the CPU ignores bf16 too, with the device note saying where the run goes).
-    if (gemm == GemmMode::Bf16 && device == ComputeDevice::Cpu)
-        throw Error("GEMM mode bf16 exists on the CUDA device only (the CPU computes in fp32): choose the CUDA device "
-                    "or auto, or GEMM mode tf32");
-    DeviceChoice c;
-    c.device = resolve_device(device, &c.note);
-    return c;
-}
-
-// The model on its device. CUDA: the quantized base is kept packed (LoadOptions::keep_packed),
-// `prepare` runs on the host model (e.g. to apply an adapter), then the model is uploaded and the
-// host copy dropped. B, T, accum: the shape the run uses (for RecomputeMode::Auto).
-struct DeviceModel {
-    std::unique_ptr<LlamaModel> model;
-    std::string where = "cpu";   // "cpu" or "cuda, <GPU name>"
-    DeviceLlama* cuda = nullptr;  // the model when it is on the CUDA device
-    uint64_t device_peak() const { return cuda ? cuda->device_peak_used() : 0; }
-};
-DeviceModel load_on_device(LoadOptions lo, ComputeDevice dev, GemmMode gemm, RecomputeMode recompute,
-                           int B, int T, int accum, const std::function<void(LlamaModel&)>& prepare,
-                           const std::function<void(const std::string&)>& say) {
-    DeviceModel r;
-    auto note = [&](const std::string& text) {
-        if (say) say(text);
-    };
-    if (dev == ComputeDevice::Cuda) lo.keep_packed = true;
-    std::unique_ptr<LlamaModel> m = load_llama(lo);
-    if (prepare) prepare(*m);
-    if (dev == ComputeDevice::Cuda) {
-        auto* cpu = dynamic_cast<LlamaCpu*>(m.get());
-        if (!cpu) throw Error("fine-tune: the loader returned no CPU model to upload");
-        std::string why;
-        const CudaPluginApi* api = cuda_plugin(&why);
-        if (!api) throw Error(kCudaNotUsable + why);
-        if (lo.init != InitKind::Lora16 && !cpu->packed_sites())
-            note("the base goes to the device as fp32 (32 bits per weight): the stored weights are not on their "
-                "quantizer's grid (a bf16/fp16 export or a 16-bit checkpoint); a packed export or a LoftQ/QLoRA start "
-                "keeps k bits per weight");
-        DeviceTrainSettings ds;
-        ds.gemm = gemm;
-        ds.recompute = recompute;
-        ds.plan_batch = B;
-        ds.plan_seq = T;
-        ds.accum = accum;
-        std::string base = "fp32";
-        if (cpu->packed_sites()) {
-            const PackedSite& p = cpu->packed_site(0, LoraSite::Q);
-            base = std::string(quant_format(p.kind).name) + " packed (block " + std::to_string(p.block) + ")";
-        }
-        std::unique_ptr<DeviceLlama> dm(api->new_llama(*cpu, ds));
-        m.reset();  // the host copy of the base is no longer needed
-        note("on the device: " + base + " base, " + kGemmModeNames.name(gemm) + " GEMMs, recompute " +
-             (dm->recompute() ? "on" : "off") + "; device memory held: " + dm->memory_summary());
-        r.where = "cuda, " + cuda_status().device;
-        r.cuda = dm.get();
-        r.model = std::move(dm);
-        return r;
-    }
-    r.model = std::move(m);
-    return r;
-}
-
-std::unique_ptr<Optimizer> make_optimizer(DeviceModel& dm, const std::vector<TrainableTensor>& params,
-                                          const AdamWParams& ap, bool accumulate) {
-    if (dm.cuda) {
-        const CudaPluginApi* api = cuda_plugin();  // loaded: it made the model
-        return std::unique_ptr<Optimizer>(api->new_optimizer(*dm.cuda, ap, accumulate));
-    }
-    return make_cpu_optimizer(params, ap, accumulate);
-}
 }  // namespace
 
 TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel) {
@@ -352,21 +150,11 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         emit(e);
     }
     message(dev.note);
-    // The original model on the same held-out examples (loaded, measured and freed first, so
-    // that only one model is in memory at a time).
+    // The original model on the same held-out examples (first: one model in memory at a time).
     double original_loss = NAN;
     if (opt.eval_original && !opt.resume && !eval_ex.empty() && opt.load.init != InitKind::Export) {
         message("measuring the original model on the held-out examples...");
-        LoadOptions lo0 = opt.load;
-        lo0.init = InitKind::Lora16;
-        lo0.plan.reset();
-        lo0.rank = 0;   // W as stored, no adapter
-        lo0.keep_packed = false;
-        if (lo0.threads == 0) lo0.threads = opt.threads;
-        DeviceModel m0 = load_on_device(lo0, dev.device, opt.gemm, opt.recompute, opt.batch, opt.seq, 1, {}, message);
-        m0.model->set_threads(resolve_threads(opt.threads));
-        check_examples(eval_ex, opt.seq, m0.model->config().vocab, eval_file);
-        original_loss = mean_loss(*m0.model, eval_ex, opt.batch, opt.seq, opt.eval_batches, cancel, nullptr);
+        original_loss = original_model_loss(opt, dev.device, eval_ex, eval_file, cancel, message);
         TrainEvent e;
         e.kind = TrainEventKind::Eval;
         e.step = -1;
@@ -433,7 +221,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         nlohmann::ordered_json j;
         j["kind"] = "eval_original";
         j["step"] = 0;
-        j["eval_loss"] = num(original_loss);
+        j["eval_loss"] = json_number(original_loss);
         metrics.append(j);
     }
 
@@ -465,8 +253,8 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         nlohmann::ordered_json j;
         j["kind"] = "eval";
         j["step"] = step;
-        j["eval_loss"] = num(loss);
-        j["eval_ppl"] = num(std::exp(loss));
+        j["eval_loss"] = json_number(loss);
+        j["eval_ppl"] = json_number(std::exp(loss));
         j["elapsed"] = since(t0);
         metrics.append(j);
     };
@@ -552,9 +340,9 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         nlohmann::ordered_json j;
         j["kind"] = "train";
         j["step"] = st.step;
-        j["train_loss"] = num(train_loss);
+        j["train_loss"] = json_number(train_loss);
         j["lr"] = lr;
-        j["grad_norm"] = num(gnorm);
+        j["grad_norm"] = json_number(gnorm);
         j["tokens_per_s"] = e.tokens_per_s;
         j["scored_tokens"] = N;
         j["elapsed"] = since(t0);
@@ -613,159 +401,6 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         emit(e);
     }
     return res;
-}
-
-EvalResult run_eval(const EvalOptions& opt, const CancelToken& cancel) {
-    const auto t0 = Clock::now();
-    const DeviceChoice dev = choose_device(opt.device, opt.gemm);
-    if (opt.data.empty()) throw Error("eval: no data given");
-    if (opt.batch < 1 || opt.seq < 2) throw Error("eval: batch must be >= 1 and seq >= 2");
-    LoadOptions lo = opt.load;
-    if (lo.threads == 0) lo.threads = opt.threads;
-    if (!opt.adapter.empty()) {
-        AdapterInfo info = read_adapter_info(opt.adapter);
-        lo.rank = info.r;  // the LoRA shapes must match the adapter's
-        lo.lora_alpha = info.lora_alpha;
-    }
-    const std::string tok_path = opt.tokenizer.empty() ? lo.model : opt.tokenizer;
-    std::unique_ptr<Tokenizer> tok = load_tokenizer(tok_path);
-    DatasetOptions dopt;
-    dopt.seq = opt.seq;
-    dopt.max_examples = opt.max_examples;
-    std::vector<Example> ex = load_examples(opt.data, *tok, dopt);
-    if (opt.max_examples > 0 && int64_t(ex.size()) > opt.max_examples) ex.resize(size_t(opt.max_examples));
-    if (ex.empty()) throw Error(opt.data, "", "no examples to evaluate (file too short for sequences of " + std::to_string(opt.seq) + " tokens?)");
-    cancel.throw_if_cancelled();
-
-    // The adapter goes into the host model, before the upload.
-    auto prepare = [&](LlamaModel& m) {
-        check_examples(ex, opt.seq, m.config().vocab, opt.data);
-        if (!opt.adapter.empty()) apply_peft_adapter(opt.adapter, m);
-    };
-    DeviceModel dm = load_on_device(lo, dev.device, opt.gemm, RecomputeMode::Auto, opt.batch, opt.seq, 1, prepare, {});
-    LlamaModel* model = dm.model.get();
-    model->set_threads(resolve_threads(opt.threads));
-    cancel.throw_if_cancelled();
-
-    EvalResult r;
-    r.loss = mean_loss(*model, ex, opt.batch, opt.seq, 0, cancel, &r.tokens);
-    r.ppl = std::exp(r.loss);
-    r.examples = int64_t(ex.size());
-    r.seconds = since(t0);
-    r.device = dm.where;
-    return r;
-}
-
-TrainBenchResult run_train_bench(const TrainBenchOptions& opt, const TrainCallback& cb, const CancelToken& cancel) {
-    const auto t0 = Clock::now();
-    const DeviceChoice dev = choose_device(opt.device, opt.gemm);
-    if (opt.batch < 1 || opt.seq < 2 || opt.steps < 1 || opt.warmup < 0)
-        throw Error("bench: batch and steps must be >= 1, seq >= 2, warmup >= 0");
-    auto message = [&](const std::string& text) {
-        if (!cb) return;
-        TrainEvent e;
-        e.kind = TrainEventKind::Message;
-        e.text = text;
-        e.steps = opt.steps;
-        e.elapsed = since(t0);
-        cb(e);
-    };
-    const int B = opt.batch, T = opt.seq;
-    const size_t BT = size_t(B) * size_t(T);
-
-    // Token ids: a file of int32 (cycled) or uniform draws; checked against the vocabulary below.
-    std::vector<int32_t> ids;
-    if (!opt.tokens_file.empty()) {
-        const std::string bytes = read_text_file(opt.tokens_file);
-        if (bytes.size() < BT * 4 || bytes.size() % 4 != 0)
-            throw Error(opt.tokens_file, "", "holds " + std::to_string(bytes.size()) + " bytes; expected int32 token ids, at least batch x seq = " +
-                                                 std::to_string(BT) + " of them");
-        ids.resize(bytes.size() / 4);
-        std::memcpy(ids.data(), bytes.data(), bytes.size());
-    }
-
-    message(dev.note);
-    message(opt.load.init == InitKind::Loftq ? "loading the model and running LoftQ in memory..." : "loading the model...");
-    LoadOptions lo = opt.load;
-    if (lo.threads == 0) lo.threads = opt.threads;
-    DeviceModel dm = load_on_device(lo, dev.device, opt.gemm, opt.recompute, B, T, 1, {}, message);
-    LlamaModel& model = *dm.model;
-    model.set_threads(resolve_threads(opt.threads));
-    const int V = model.config().vocab;
-    TrainBenchResult r;
-    r.load_seconds = since(t0);
-    r.device = dm.where;
-    for (int32_t id : ids)
-        if (id < 0 || id >= V)
-            throw Error(opt.tokens_file, "", "token id " + std::to_string(id) + " is outside the model's vocabulary of " + std::to_string(V));
-    cancel.throw_if_cancelled();
-
-    std::vector<TrainableTensor> params = model.trainable();
-    for (const auto& t : params) r.trainable += t.numel();
-    std::unique_ptr<Optimizer> optimizer = make_optimizer(dm, params, AdamWParams{}, false);
-    Rng rng(opt.seed ^ hash_name("loftq-bench-tokens"));
-    size_t cursor = 0;
-    std::vector<int> tok(BT), tgt(BT);
-    auto next_batch = [&] {
-        for (size_t i = 0; i < BT; ++i) {
-            if (ids.empty()) {
-                tok[i] = int(rng.next() % uint64_t(V));
-            } else {
-                tok[i] = ids[cursor];
-                cursor = (cursor + 1) % ids.size();
-            }
-        }
-        for (size_t i = 0; i < BT; ++i) tgt[i] = (i + 1) % size_t(T) == 0 ? -1 : tok[i + 1];
-    };
-    auto sync = [&] {
-        if (dm.cuda) dm.cuda->synchronize();
-    };
-    Clock::time_point start = Clock::now();
-    for (int s = 0; s < opt.warmup + opt.steps; ++s) {
-        cancel.throw_if_cancelled();
-        if (s == opt.warmup) {
-            sync();
-            start = Clock::now();
-        }
-        next_batch();
-        model.zero_grad();
-        const double loss = model.forward(tok.data(), tgt.data(), B, T);
-        model.backward();
-        optimizer->clip_grad_norm(1.0);
-        optimizer->step(opt.lr);
-        if (s == 0) r.first_loss = loss;
-        r.last_loss = loss;
-        if (!std::isfinite(loss)) throw Error("bench: the loss is not finite at step " + std::to_string(s + 1));
-        TrainEvent e;
-        e.kind = TrainEventKind::Step;
-        e.step = s + 1;
-        e.steps = opt.warmup + opt.steps;
-        e.train_loss = loss;
-        e.lr = opt.lr;
-        e.fraction = double(s + 1) / double(opt.warmup + opt.steps);
-        e.elapsed = since(t0);
-        if (cb) cb(e);
-    }
-    sync();
-    r.seconds = since(start);
-    r.ms_per_step = 1e3 * r.seconds / opt.steps;
-    r.tokens_per_s = double(BT) * opt.steps / r.seconds;
-    r.gemm = dev.device == ComputeDevice::Cuda ? kGemmModeNames.name(opt.gemm) : "";
-    r.base = "fp32";
-    if (dm.cuda) {
-        r.recompute = dm.cuda->recompute();
-        r.peak_bytes = dm.cuda->memory_peak();
-        r.device_peak_used = dm.cuda->device_peak_used();
-        r.memory = dm.cuda->memory_summary();
-        if (dm.cuda->packed_base()) r.base = "packed";
-    }
-    if (auto* cpu = dynamic_cast<LlamaCpu*>(&model)) {
-        r.peak_bytes = cpu->base_bytes() + cpu->lora_bytes() + cpu->activation_bytes();
-        if (cpu->packed_sites()) r.base = "packed";
-        r.memory = "host: base " + std::to_string(cpu->base_bytes()) + " bytes, LoRA " + std::to_string(cpu->lora_bytes()) +
-                   ", activations " + std::to_string(cpu->activation_bytes());
-    }
-    return r;
 }
 
 }  // namespace loftq

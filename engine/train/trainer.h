@@ -10,7 +10,9 @@
 // Device: Cpu (the reference), Cuda (LlamaCuda + CudaAdamW, engine/cuda/train/; the base stays
 // packed on the device for quantized starts), or Auto (CUDA when usable, else the CPU, with a
 // Message saying why). The loop, data order, checkpoints and outputs are the same on both;
-// optimizer.h hides where the update runs.
+// optimizer.h hides where the update runs. Files: trainer.cpp (the loop), evaluate.cpp (run_eval
+// and the held-out loss), train_device.cpp (device choice and the model on it), metrics_log.cpp
+// (metrics.jsonl), train_bench.cpp (run_train_bench), metrics_reader.cpp (read_metrics).
 #pragma once
 #include <cmath>
 #include <cstdint>
