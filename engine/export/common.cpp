@@ -51,7 +51,7 @@ std::string prepare_output_dir(const std::string& out_dir, const std::string& in
     const std::string out = fs::absolute(out_dir).lexically_normal().string();
     // Never write over the input.
     if (path_within(out, input_dir) || same_file(out, input_dir))
-        throw Error(out, "", "refusing to write into the input model's folder " + input_dir + ": choose another --out");
+        throw Error(out, "", "refusing to write into the input model's folder " + input_dir + ": choose another output folder");
     for (auto& f : input_files)
         if (path_within(f, out)) throw Error(out, "", "the output folder holds the input file " + f);
     std::error_code ec;

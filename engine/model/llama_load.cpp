@@ -342,8 +342,8 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
     const LlamaConfig cfg = checked_config(*ck);
     const bool packed = is_packed_checkpoint(*ck);
     if (packed && opt.init != InitKind::Export)
-        throw Error(ck->path(), "", "a packed LoftQ export is already quantized: load it as an export (--init export), or "
-                                    "start --init loftq/qlora/lora16 from the original checkpoint");
+        throw Error(ck->path(), "", "a packed LoftQ export is already quantized: load it as an export (start "
+                                    "'export'), or start LoftQ, QLoRA or 16-bit LoRA from the original checkpoint");
     check_no_extra_tensors(*ck, cfg, packed);
     const int L = cfg.n_layers;
     const int64_t C = cfg.dim, KV = cfg.kv_dim(), V = cfg.vocab;

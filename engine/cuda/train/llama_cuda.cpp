@@ -61,7 +61,7 @@ void LlamaCuda::alloc(DeviceArray<T>& a, size_t n, Cat cat, const std::string& w
         a.reset(n);
     } catch (const Error& e) {
         throw Error("CUDA: cannot allocate " + what + " (" + human_bytes(double(uint64_t(n) * sizeof(T))) + ") on the device; held so far: " +
-                    memory().summary() + ". Try --recompute on, a smaller --batch or --seq, or a lower rank. (" + e.what() + ")");
+                    memory().summary() + ". Try recomputation on, a smaller batch or sequence length, or a lower rank. (" + e.what() + ")");
     }
     held_[cat] += a.bytes();
     uint64_t total = 0;
