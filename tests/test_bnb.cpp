@@ -45,10 +45,6 @@ QuantizeOptions opts(const std::string& model, const std::string& out, ExportFor
     o.threads = 2;
     return o;
 }
-std::string file_text(const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), {}};
-}
 }  // namespace
 
 class TestBnb : public QObject {
@@ -119,8 +115,8 @@ private slots:
         QCOMPARE(bnb->tensors().size(), expect);
 
         // config.json: the source's plus quantization_config.
-        json cfg = json::parse(file_text(root + "/bnb/config.json"));
-        json src = json::parse(file_text(model + "/config.json"));
+        json cfg = json::parse(test::read_file(root + "/bnb/config.json"));
+        json src = json::parse(test::read_file(model + "/config.json"));
         for (auto& [k, v] : src.items()) QCOMPARE(cfg[k], v);
         const json& qc = cfg["quantization_config"];
         QCOMPARE(qc["quant_method"].get<std::string>(), std::string("bitsandbytes"));
@@ -139,10 +135,10 @@ private slots:
             }
 
         // loftq_init: the HF export's adapter, byte for byte (config differs only in the base path).
-        QCOMPARE(file_text(root + "/bnb/loftq_init/adapter_model.safetensors"),
-                 file_text(root + "/hf/loftq_init/adapter_model.safetensors"));
-        json ab = json::parse(file_text(root + "/bnb/loftq_init/adapter_config.json"));
-        json ah = json::parse(file_text(root + "/hf/loftq_init/adapter_config.json"));
+        QCOMPARE(test::read_file(root + "/bnb/loftq_init/adapter_model.safetensors"),
+                 test::read_file(root + "/hf/loftq_init/adapter_model.safetensors"));
+        json ab = json::parse(test::read_file(root + "/bnb/loftq_init/adapter_config.json"));
+        json ah = json::parse(test::read_file(root + "/hf/loftq_init/adapter_config.json"));
         QCOMPARE(ab["base_model_name_or_path"].get<std::string>(), fs::absolute(root + "/bnb").lexically_normal().string());
         ab.erase("base_model_name_or_path");
         ah.erase("base_model_name_or_path");
@@ -190,7 +186,7 @@ private slots:
                 QVERIFY(hq && hq->dtype == dt && hq->nbytes() == n * 2);
                 QVERIFY2(std::memcmp(rounded.data(), hf->data(*hq), n * 2) == 0, (want + " " + w.name).c_str());
             }
-            json cfg = json::parse(file_text(root + "/bnb/config.json"));
+            json cfg = json::parse(test::read_file(root + "/bnb/config.json"));
             QCOMPARE(cfg["quantization_config"]["bnb_4bit_compute_dtype"].get<std::string>(), want);
         }
     }

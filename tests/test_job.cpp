@@ -61,10 +61,6 @@ std::vector<std::string> partial_files(const std::string& dir) {
         if (e.is_regular_file()) v.push_back(e.path().string());
     return v;
 }
-std::vector<uint8_t> file_bytes(const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), {}};
-}
 }  // namespace
 
 // Every entry of `t`: name -> value -> the same name; the names in order are `stored`.
@@ -286,8 +282,8 @@ private slots:
         b.threads = 2;
         run_quantize(a, {}, CancelToken{});
         run_quantize(b, {}, CancelToken{});
-        QVERIFY(file_bytes(o1 + "/model.safetensors") == file_bytes(o2 + "/model.safetensors"));
-        QVERIFY(file_bytes(o1 + "/loftq_init/adapter_model.safetensors") == file_bytes(o2 + "/loftq_init/adapter_model.safetensors"));
+        QVERIFY(test::file_bytes(o1 + "/model.safetensors") == test::file_bytes(o2 + "/model.safetensors"));
+        QVERIFY(test::file_bytes(o1 + "/loftq_init/adapter_model.safetensors") == test::file_bytes(o2 + "/loftq_init/adapter_model.safetensors"));
     }
 
     void shardedInAndOut() {

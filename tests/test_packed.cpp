@@ -37,10 +37,6 @@ SyntheticSpec small(DType dt = DType::F32) {
     s.layers = 2; s.hidden = 64; s.intermediate = 160; s.heads = 4; s.kv_heads = 2; s.vocab = 96; s.dtype = dt;
     return s;
 }
-std::vector<uint8_t> file_bytes(const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), {}};
-}
 std::string synthetic(const std::string& tag, SyntheticSpec s = small()) {
     std::string d = test::make_temp_dir(tag) + "/model";
     write_synthetic_model(d, s);
@@ -88,7 +84,7 @@ QuantizeOptions opts(const std::string& model, const std::string& out, ExportFor
 }
 void compare_files(const std::string& a, const std::string& b) {
     QVERIFY2(fs::exists(a) && fs::exists(b), (a + " / " + b).c_str());
-    QVERIFY2(file_bytes(a) == file_bytes(b), ("differ: " + a + " vs " + b).c_str());
+    QVERIFY2(test::file_bytes(a) == test::file_bytes(b), ("differ: " + a + " vs " + b).c_str());
 }
 // Rewrites one safetensors file with edited tensors / metadata (a corruption under test).
 struct Edit {
