@@ -45,6 +45,22 @@ std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck,
 std::string prepare_output_dir(const std::string& out_dir, const std::string& input_dir,
                                const std::vector<std::string>& input_files, bool force, bool* created = nullptr);
 
+// What an exporter's state starts with (hf, packed): the job's inputs and its output folder,
+// prepared (checked, created) and staged. created: the folder did not exist, so an abandoned
+// export removes it again (StagedOutput). Members an exporter adds after it are destroyed first,
+// so its writers' partial files are gone before the folder is cleaned.
+struct ExportState {
+    const Checkpoint& ck;
+    const QuantizeOptions& opt;
+    const ResolvedPlan& plan;
+    bool created = false;
+    std::string out;
+    StagedOutput staged;
+    ExportState(const Checkpoint& c, const QuantizeOptions& o, const ResolvedPlan& p)
+        : ck(c), opt(o), plan(p), out(prepare_output_dir(o.out_dir, c, o.force, &created)),
+          staged(out, StagedOutput::output_folder(created)) {}
+};
+
 // After a --force export into a folder that held an earlier one: `<base>.safetensors`,
 // `<base>-XXXXX-of-XXXXX.safetensors` not in `written`, and (when not sharded) a stale
 // `<base>.safetensors.index.json` are removed. Only names of that layout are touched.

@@ -18,18 +18,11 @@ namespace fs = std::filesystem;
 
 namespace loftq {
 
-struct HfExport::Impl {
-    const Checkpoint& ck;
-    const QuantizeOptions& opt;
-    const ResolvedPlan& plan;
-    bool created = false;           // out did not exist: removed again if the export is abandoned
-    std::string out;
-    StagedOutput staged;
+struct HfExport::Impl : ExportState {
     std::unique_ptr<ShardedWriter> model, adapter;
     AdapterPlan ap;                 // per weight: exported rank, lora_alpha, Conv1D
     Impl(const Checkpoint& c, const QuantizeOptions& o, const ResolvedPlan& p)
-        : ck(c), opt(o), plan(p), out(prepare_output_dir(o.out_dir, c, o.force, &created)), staged(out, StagedOutput::output_folder(created)),
-          ap(c, o, p) {}
+        : ExportState(c, o, p), ap(c, o, p) {}
 };
 
 HfExport::HfExport(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan)

@@ -15,13 +15,7 @@ namespace fs = std::filesystem;
 
 namespace loftq {
 
-struct PackedExport::Impl {
-    const Checkpoint& ck;
-    const QuantizeOptions& opt;
-    const ResolvedPlan& plan;
-    bool created = false;           // out did not exist: removed again if the export is abandoned
-    std::string out;
-    StagedOutput staged;
+struct PackedExport::Impl : ExportState {
     AdapterPlan ap;
     std::unique_ptr<ShardedWriter> model, adapter;
     // Per weight, filled by write_target (distinct indices from distinct threads).
@@ -29,7 +23,7 @@ struct PackedExport::Impl {
     std::vector<uint64_t> plain_scales;  // fp32 scale bytes (4 per block)
     std::vector<double> dq_error;        // ||Q_dq - Q||_F / ||W||_F (double quant), else 0
     Impl(const Checkpoint& c, const QuantizeOptions& o, const ResolvedPlan& p)
-        : ck(c), opt(o), plan(p), out(prepare_output_dir(o.out_dir, c, o.force, &created)), staged(out, StagedOutput::output_folder(created)), ap(c, o, p),
+        : ExportState(c, o, p), ap(c, o, p),
           stored(p.weights.size()), plain_scales(p.weights.size()), dq_error(p.weights.size()) {}
 };
 
