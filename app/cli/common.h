@@ -78,8 +78,9 @@ void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
 void add_unpack(CLI::App& app);
 
-// Routes the first Ctrl-C to `token` while it lives (a second one kills the process as usual);
-// restores the previous handler on any exit. One at a time.
+// Routes the first Ctrl-C (SIGINT) or SIGTERM (sent by `timeout`, systemd, docker) to `token`
+// while it lives, so that the run cancels cleanly and leaves nothing half-written; a second signal
+// kills the process as usual. Restores the previous handlers on any exit. One at a time.
 class SigintGuard {
 public:
     explicit SigintGuard(CancelToken& token);
@@ -88,8 +89,11 @@ public:
     SigintGuard& operator=(const SigintGuard&) = delete;
 
 private:
-    void (*old_)(int);
+    void (*old_int_)(int);
+    void (*old_term_)(int);
 };
+// The signal that cancelled the run (SIGINT or SIGTERM), 0 when none: the exit code is 128 + it.
+int cancel_signal();
 
 std::string human_seconds(double seconds);    // "1m05s"
 // Where a command runs (device/compute_device.h): --device auto|cpu|cuda, any case (sets `device`

@@ -1,5 +1,7 @@
 // main.cpp: the `loftq` command line: subcommand registration and the one place where
-// engine errors become a single line on stderr and an exit code (1 error, 2 usage, 130 cancel).
+// engine errors become a single line on stderr and an exit code (1 error, 2 usage, 130 Ctrl-C,
+// 143 SIGTERM: both cancel cleanly).
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -27,8 +29,9 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     } catch (const loftq::Cancelled&) {
-        std::fprintf(stderr, "\nloftq: cancelled; no output was left in place\n");
-        return 130;
+        const int sig = loftq::cli::cancel_signal();
+        std::fprintf(stderr, "\nloftq: cancelled%s; no output was left in place\n", sig == SIGTERM ? " (SIGTERM)" : "");
+        return 128 + (sig ? sig : SIGINT);
     } catch (const loftq::Error& e) {
         std::fprintf(stderr, "loftq: error: %s\n", e.what());
         return 1;

@@ -12,21 +12,27 @@ namespace loftq::cli {
 
 namespace {
 CancelToken* g_sigint_token = nullptr;
-extern "C" void on_sigint(int) {
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_cancel_signal(int sig) {
+    if (g_signal == 0) g_signal = sig;
     if (g_sigint_token) g_sigint_token->cancel();
-    std::signal(SIGINT, SIG_DFL);
+    std::signal(sig, SIG_DFL);   // a second one ends the process
 }
 }  // namespace
 
 SigintGuard::SigintGuard(CancelToken& token) {
     g_sigint_token = &token;
-    old_ = std::signal(SIGINT, on_sigint);
+    old_int_ = std::signal(SIGINT, on_cancel_signal);
+    old_term_ = std::signal(SIGTERM, on_cancel_signal);
 }
 
 SigintGuard::~SigintGuard() {
-    std::signal(SIGINT, old_);
+    std::signal(SIGINT, old_int_);
+    std::signal(SIGTERM, old_term_);
     g_sigint_token = nullptr;
 }
+
+int cancel_signal() { return int(g_signal); }
 
 void PlanFlags::add_to(CLI::App* app) {
     app->add_option("--plan", plan_file, "Plan file (*.loftq.json); flags below override its defaults")->check(CLI::ExistingFile);
