@@ -504,6 +504,23 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(Cancelled, [] { try { throw Cancelled(); } catch (...) { rethrow_naming("f", "t"); } }());
     }
 
+    // A path that is not UTF-8 (legal on Linux) cannot go into the JSON an export records: the
+    // job refuses it at its start, naming it (it failed after the whole run with a JSON exception).
+    void nonUtf8PathsRefusedAtStart() {
+        std::string m = demo("job-utf8", small(DType::F32));
+        const std::string root = test::make_temp_dir("utf8");
+        const std::string bad_model = root + "/mod\xff" + "el";
+        fs::copy(m, bad_model, fs::copy_options::recursive);
+        QElapsedTimer t;
+        t.start();
+        EXPECT_ERROR(run_quantize(opts(bad_model, root + "/out"), {}, CancelToken{}), "model's path is not valid UTF-8", "mod\\xFFel");
+        EXPECT_ERROR(run_quantize(opts(m, root + "/o\xc3\x28"), {}, CancelToken{}), "output folder's path is not valid UTF-8");
+        QVERIFY(t.elapsed() < 1000);
+        QVERIFY(!fs::exists(root + "/out") && !fs::exists(root + "/o\xc3\x28"));
+        run_quantize(opts(m, root + "/ok-\xc3\xa9\xe2\x82\xac"), {}, CancelToken{});   // é€: valid UTF-8 is fine
+        QVERIFY(fs::exists(root + "/ok-\xc3\xa9\xe2\x82\xac/loftq_metrics.json"));
+    }
+
     // GPT-2 stores its projections as Conv1D (in x out): PEFT's factors are transposed and the
     // config says fan_in_fan_out; (B A)^T must be the low-rank term of the stored matrix.
     void gpt2Conv1dExport() {

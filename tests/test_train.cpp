@@ -26,6 +26,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "expect_error.h"
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
 #include "device/compute_device.h"
@@ -293,6 +294,20 @@ private slots:
         o1.step(one, 0.1);
         QVERIFY(std::abs(w[0] - 0.9f) < 1e-6);
         QVERIFY(std::abs(w[1] - (-1.9f)) < 1e-4);
+    }
+
+    // A path that is not UTF-8 cannot go into the run's JSON files: refused before anything runs.
+    void nonUtf8PathsRefusedAtStart() {
+        const std::string root = test::make_temp_dir("train-utf8");
+        TrainOptions o;
+        o.load.model = root + "/model";
+        o.data = root + "/data.txt";
+        o.out_dir = root + "/run\xfe";
+        EXPECT_ERROR(run_finetune(o, {}, CancelToken{}), "output folder's path is not valid UTF-8", "run\\xFE");
+        o.out_dir = root + "/run";
+        o.data = root + "/d\xc0\xaf" "ata.txt";   // an overlong '/'
+        EXPECT_ERROR(run_finetune(o, {}, CancelToken{}), "data's path is not valid UTF-8");
+        QVERIFY(!fs::exists(root + "/run"));
     }
 
     void scheduleValues() {

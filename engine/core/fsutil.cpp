@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -179,6 +180,30 @@ std::string file_checksum(const std::string& path) {
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
     return hex;
+}
+
+void require_utf8_path(const std::string& path, const std::string& what) {
+    // Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF.
+    const auto* p = reinterpret_cast<const unsigned char*>(path.data());
+    const size_t n = path.size();
+    for (size_t i = 0; i < n;) {
+        const unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; ++k) ok = (p[i + k] & 0xC0) == 0x80;
+        if (ok && len == 3) ok = !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] >= 0xA0);
+        if (ok && len == 4) ok = !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] >= 0x90);
+        if (!ok) {
+            std::string shown;
+            for (unsigned char ch : path) {
+                if (ch >= 0x20 && ch < 0x7F) shown += char(ch);
+                else { char b[5]; std::snprintf(b, sizeof b, "\\x%02X", ch); shown += b; }
+            }
+            throw Error(shown, "", what + " is not valid UTF-8 (byte " + std::to_string(i) +
+                                       "): the JSON files a run writes cannot record it; rename it");
+        }
+        i += len;
+    }
 }
 
 std::string utc_timestamp() {

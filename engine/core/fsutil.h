@@ -66,4 +66,9 @@ std::string file_checksum(const std::string& path);
 // Now as an ISO-8601 UTC timestamp ("2026-11-23T10:00:00Z").
 std::string utc_timestamp();
 
+// Paths go into the JSON an output records (manifests, metrics, adapter configs), and JSON text is
+// UTF-8; Linux allows any bytes in a name. Throws loftq::Error naming `what` and the path when it
+// is not valid UTF-8, so that a run refuses at its start rather than failing as it writes.
+void require_utf8_path(const std::string& path, const std::string& what);
+
 }  // namespace loftq

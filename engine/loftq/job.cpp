@@ -99,6 +99,8 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
         on_event(e);
     };
 
+    require_utf8_path(opt.model, "the model's path");
+    if (!opt.out_dir.empty()) require_utf8_path(opt.out_dir, "the output folder's path");
     auto ck = Checkpoint::open(opt.model);
     const auto metas = tensor_metas(*ck);
     QuantizeResult res;

@@ -89,6 +89,10 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         throw Error("fine-tune: steps, batch and accum must be >= 1 and seq >= 2");
     if (!(opt.lr > 0) || opt.min_lr_ratio < 0 || opt.min_lr_ratio > 1)
         throw Error("fine-tune: lr must be > 0 and min_lr_ratio in [0, 1]");
+    const std::pair<const std::string*, const char*> paths[] = {
+        {&opt.load.model, "the model's path"}, {&opt.data, "the data's path"}, {&opt.eval_data, "the held-out data's path"},
+        {&opt.tokenizer, "the tokenizer's path"}, {&opt.out_dir, "the output folder's path"}};
+    for (const auto& [path, what] : paths) require_utf8_path(*path, what);
     const std::string out = abs_path(opt.out_dir);
     if (same_file(out, opt.load.model) || path_within(opt.load.model, out))
         throw Error(out, "", "the output folder is or holds the input model; choose another output folder");
