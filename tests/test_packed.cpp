@@ -458,6 +458,22 @@ private slots:
             });
             EXPECT_ERROR(PackedReader::open(d), "model.safetensors", q + ".qcodes", "expected 981");
         }
+        {  // an edited shape: rows and cols swapped (same code count: the LoRA factors disagree), and
+           // one whose product overflows (it unpacked with exit code 0 into a wrong checkpoint)
+            std::string d = fresh();
+            rewrite(d + "/model.safetensors", [&](Edit& e) {
+                json w = json::parse(e.meta["loftq.weights"]);
+                std::swap(w[q]["shape"][0], w[q]["shape"][1]);
+                e.meta["loftq.weights"] = w.dump();
+            });
+            EXPECT_ERROR(PackedReader::open(d), "model.safetensors", "lora_A", "metadata's shape");
+            rewrite(d + "/model.safetensors", [&](Edit& e) {
+                json w = json::parse(e.meta["loftq.weights"]);
+                w[q]["shape"] = {int64_t(1) << 62, 4};
+                e.meta["loftq.weights"] = w.dump();
+            });
+            EXPECT_ERROR(PackedReader::open(d), "model.safetensors", q, "too large");
+        }
         {  // a stored code table that is not this engine's
             std::string d = fresh();
             rewrite(d + "/model.safetensors", [&](Edit& e) {

@@ -173,6 +173,8 @@ std::unique_ptr<PackedReader> PackedReader::open(const std::string& path) {
                       std::to_string(quant_format(w.quant).bits) + " bits)");
         if (w.block <= 0) throw bad("block must be positive");
         if (w.rows <= 0 || w.cols <= 0) throw bad("shape must be positive");
+        if (w.rows > INT32_MAX || w.cols > INT32_MAX)   // so that rows x cols cannot overflow
+            throw bad("shape [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) + "] is too large");
         if (!dtype_is_float_convertible(w.dtype)) throw bad("dtype must be F32, F16 or BF16");
         if (w.rank < 0) throw bad("rank must be >= 0");
         by_name[name] = w;
@@ -275,9 +277,10 @@ void PackedReader::validate_weight(const PackedWeight& w) const {
         const TensorInfo* B = tensor(mp + ".lora_B.weight");
         if (!A || !B) throw Error(file_of(mp + ".lora_A.weight"), mp + (A ? ".lora_B.weight" : ".lora_A.weight"), "missing LoRA factor");
         if (A->dtype != DType::F32 || B->dtype != DType::F32 || A->shape.size() != 2 || B->shape.size() != 2 ||
-            A->shape[0] != w.rank || B->shape[1] != w.rank || uint64_t(A->shape[1] * B->shape[0]) != uint64_t(n))
+            A->shape[0] != w.rank || B->shape[1] != w.rank || A->shape[1] != w.cols || B->shape[0] != w.rows)
             throw Error(file_of(mp + ".lora_A.weight"), mp + ".lora_A.weight",
-                        "LoRA factors must be F32 [r, in] and [out, r] with r = " + std::to_string(w.rank));
+                        "LoRA factors must be F32 [r, in] and [out, r] with r = " + std::to_string(w.rank) + " and the weight's " +
+                            std::to_string(w.rows) + " x " + std::to_string(w.cols) + " (the metadata's shape or the factors are wrong)");
     }
 }
 
