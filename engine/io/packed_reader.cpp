@@ -144,7 +144,9 @@ std::unique_ptr<PackedReader> PackedReader::open(const std::string& path) {
     if (!order.is_array()) throw Error(f0.path(), kMeta, "'loftq.tensors' must be a JSON array of tensor names");
 
     std::map<std::string, PackedWeight> by_name;
-    for (auto& [name, e] : ws.items()) {
+    for (auto& item : ws.items()) {
+        const std::string& name = item.key();  // not a structured binding: clang 14 cannot capture one
+        const json& e = item.value();
         auto bad = [&](const std::string& why) { return Error(f0.path(), kMeta, "'loftq.weights' entry '" + name + "': " + why); };
         if (!e.is_object()) throw bad("must be an object");
         PackedWeight w;

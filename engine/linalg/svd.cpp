@@ -186,8 +186,12 @@ constexpr int64_t kPad = 16;  // Lp granularity (one AVX-512 vector, two AVX2 ve
     }
 
 // AVX-512: 32 vector registers: 8 x 2 accumulators + 2 strip vectors + 1 broadcast.
+#if defined(__clang__)  // clang ignores GCC's target pragma (the fuzz/sanitizer builds use clang)
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f")
+#endif
 namespace k512 {
 using Vec = __m512;
 constexpr int kW = 16, kR = 8;
@@ -198,12 +202,20 @@ inline Vec vset1(float x) { return _mm512_set1_ps(x); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 LOFTQ_THIN_KERNELS
 }  // namespace k512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 // AVX2 + FMA: 16 registers: 2 rows x 4 accumulators (32-float strip) + 4 strip vectors + 1.
 // Same chains as AVX-512, so the same bits.
+#if defined(__clang__)  // clang ignores GCC's target pragma (the fuzz/sanitizer builds use clang)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 namespace k256 {
 using Vec = __m256;
 constexpr int kW = 8, kR = 2;
@@ -214,7 +226,11 @@ inline Vec vset1(float x) { return _mm256_set1_ps(x); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 LOFTQ_THIN_KERNELS
 }  // namespace k256
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #undef LOFTQ_THIN_KERNELS
 
 enum class Kernel { Avx512, Avx2, Blas };
