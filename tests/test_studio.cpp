@@ -24,6 +24,7 @@
 #include <QScrollArea>
 #include <QSpinBox>
 #include <QThread>
+#include <QThreadPool>
 #include <QToolButton>
 #include <algorithm>
 #include <fstream>
@@ -196,6 +197,95 @@ private slots:
         // Save Plan starts in the model's folder (no plan saved yet in this test profile).
         QCOMPARE(QFileInfo(w->planSaveStart()).absolutePath(), QFileInfo(dir).absoluteFilePath());
         QVERIFY(w->planSaveStart().endsWith(".loftq.json"));
+    }
+
+    // Plans load off the GUI thread (issue 14): loadPlan() returns to the event loop before the
+    // plan is applied (a 1 ms timer keeps firing while thousands of regex rules are compiled and
+    // resolved), the plan is applied once its answer arrives, a bad plan's reason reaches the
+    // log, and a load that is cancelled or whose model is replaced meanwhile is never applied,
+    // even when its answer arrives later.
+    void plansLoadOffTheGuiThread() {
+        PlanDocument* doc = w->document();
+        const QString model = doc->modelPath();
+        const std::string dir = loftq::test::make_temp_dir("studio-plan-load");
+        const std::string before = loftq::plan_to_json(doc->plan()).dump();
+        QVERIFY(!doc->isModified());
+        // A big plan: 3000 regex rules, each matching one up_proj of the 8 layers (rank 4..32).
+        constexpr int kRules = 3000;
+        loftq::Plan big;
+        for (int i = 0; i < kRules; ++i) {
+            loftq::PlanRule r;
+            r.pattern = "layers\\." + std::to_string(i % 8) + "\\.mlp\\.(up|down)_proj";
+            r.regex = true;
+            r.set.rank = 4 << (i % 4);
+            big.rules.push_back(r);
+        }
+        const QString big_path = QString::fromStdString(dir + "/big.loftq.json");
+        loftq::save_plan(big, big_path.toStdString());
+
+        // A bad plan: its reason (file and problem) lands in the log; nothing changes.
+        const QString bad_path = QString::fromStdString(dir + "/bad.loftq.json");
+        loftq::test::write_file(bad_path.toStdString(), "{\"version\": 1, \"rules\": [{\"match\": \"(unclosed\", \"regex\": true, \"rank\": 8}]}");
+        QSignalSpy loaded(w.get(), &MainWindow::planLoaded);
+        QVERIFY(w->loadPlan(bad_path));
+        QVERIFY(loaded.wait(30000));
+        QCOMPARE(loaded.takeFirst().at(0).toBool(), false);
+        QVERIFY2(w->log()->lastError().contains("bad.loftq.json"), qPrintable(w->log()->lastError()));
+        QCOMPARE(loftq::plan_to_json(doc->plan()).dump(), before);
+
+        // The big plan: the call returns at once, the window is busy (no run, no second load)
+        // and its timers run until the answer is applied.
+        int ticks = 0;
+        QTimer tick;
+        tick.setInterval(1);
+        connect(&tick, &QTimer::timeout, [&] { ++ticks; });
+        tick.start();
+        Heartbeat hb;   // the longest GUI stall, applying the answer included (PlanDocument resolves it again)
+        QElapsedTimer t;
+        t.start();
+        QVERIFY(w->loadPlan(big_path));
+        QCOMPARE(loftq::plan_to_json(doc->plan()).dump(), before);   // not applied yet
+        QVERIFY(w->isLoadingPlan());
+        QVERIFY(!w->runAll());
+        QVERIFY(!w->loadPlan(big_path));
+        QVERIFY(loaded.wait(60000));
+        tick.stop();
+        qInfo("a plan of %d regex rules loaded in %lld ms; the GUI timer fired %d times meanwhile; longest GUI stall %lld ms",
+              kRules, t.elapsed(), ticks, hb.worst);
+        QCOMPARE(loaded.takeFirst().at(0).toBool(), true);
+        QVERIFY(ticks > 0);
+        QCOMPARE(int(doc->plan().rules.size()), kRules);
+        QVERIFY(!doc->isModified());
+        QVERIFY(!w->isLoadingPlan());
+        QVERIFY(w->log()->plainText().contains("loaded plan " + big_path));
+
+        // Cancel while it loads: the plan on screen stays, and the late answer is ignored.
+        doc->undoStack()->undo();
+        const std::string small = loftq::plan_to_json(doc->plan()).dump();
+        QCOMPARE(small, before);
+        QVERIFY(w->loadPlan(big_path));
+        w->cancelRun();
+        QCOMPARE(loaded.size(), 1);
+        QCOMPARE(loaded.takeFirst().at(0).toBool(), false);
+        QVERIFY(!w->isLoadingPlan());
+        QThreadPool::globalInstance()->waitForDone();   // the load's answer is queued now
+        QTest::qWait(50);
+        QCOMPARE(loftq::plan_to_json(doc->plan()).dump(), small);
+        QVERIFY(w->log()->plainText().contains("not applied: cancelled"));
+
+        // The model replaced while the plan loads (the same folder opened again: a fresh
+        // document): the plan is dropped, the new model keeps its own plan.
+        QVERIFY(w->loadPlan(big_path));
+        w->openModel(model);
+        QCOMPARE(loaded.size(), 1);
+        QCOMPARE(loaded.takeFirst().at(0).toBool(), false);
+        QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
+        QThreadPool::globalInstance()->waitForDone();
+        QTest::qWait(50);
+        QVERIFY(loaded.isEmpty());
+        QCOMPARE(loftq::plan_to_json(doc->plan()).dump(), before);
+        QVERIFY(!doc->isModified());
+        QVERIFY(w->log()->plainText().contains("not applied: another model is being opened"));
     }
 
     void editPlanRunAndWatch() {

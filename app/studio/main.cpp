@@ -121,7 +121,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "loftq-studio: could not open the model%s%s\n", why.isEmpty() ? "" : ": ", qPrintable(why));
         return 1;
     }
-    if (p.isSet(plan) && !w.loadPlan(p.value(plan))) {
+    // The plan loads in the background (studio/plan_load.h): wait for its answer.
+    if (p.isSet(plan) && (!w.loadPlan(p.value(plan)) || !wait_for(&w, &studio::MainWindow::planLoaded, 120000))) {
         const QString why = w.log()->lastError();
         std::fprintf(stderr, "loftq-studio: could not load the plan %s%s%s\n", qPrintable(p.value(plan)), why.isEmpty() ? "" : ": ",
                      qPrintable(why));

@@ -438,10 +438,13 @@ void MainWindow::updateTitle() {
 }
 
 void MainWindow::updateActions() {
-    const bool model = doc_->hasModel(), busy = job_->running() || openWatcher_->isRunning();
+    const bool model = doc_->hasModel(), opening = job_->running() || openWatcher_->isRunning();
+    // While a plan loads, the plan on screen is about to be replaced: no run, export or second
+    // load; opening another model stays possible (it drops the load).
+    const bool busy = opening || planLoading_;
     const bool source = model && !openedExport_;   // runs and exports need source weights
-    actOpen_->setEnabled(!busy);
-    actDemo_->setEnabled(!busy);
+    actOpen_->setEnabled(!opening);
+    actDemo_->setEnabled(!opening);
     actLoadPlan_->setEnabled(model && !busy);
     actSavePlan_->setEnabled(model);
     actSavePlanAs_->setEnabled(model);
@@ -449,10 +452,11 @@ void MainWindow::updateActions() {
     device_->setEnabled(!busy);
     actRunAll_->setEnabled(source && !busy && !doc_->resolved().weights.empty());
     actRunSel_->setEnabled(source && !busy && !doc_->weightsOfCells(grid_->selectedCells()).empty());
-    actCancel_->setEnabled(job_->running());
+    actCancel_->setEnabled(job_->running() || planLoading_);
     mixed_->setSourceAvailable(!openedExport_);
-    cancelButton_->setVisible(job_->running());
-    progress_->setVisible(job_->running());
+    cancelButton_->setVisible(job_->running() || planLoading_);
+    progress_->setRange(0, planLoading_ && !job_->running() ? 0 : 1000);   // 0..0: busy, no fraction known
+    progress_->setVisible(job_->running() || planLoading_);
 }
 
 void MainWindow::showError(const QString& title, const QString& text) {

@@ -1,7 +1,8 @@
 // main_window.h: the LoftQ Studio main window. Split by feature (STYLE: app):
 //   studio/main_window.cpp         layout: central plan grid + edit bar + budget bar, docks, menus,
 //                           settings (QSettings), drag and drop, about box
-//   studio/main_window_open.cpp    open model / demo / recent files / load+save plan
+//   studio/main_window_open.cpp    open model / demo / recent files / load+save plan (plans are
+//                           read and resolved on a QtConcurrent task, studio/plan_load.h)
 //   studio/main_window_run.cpp     run all / run selected / cancel, engine events -> RunResults
 //   studio/main_window_export.cpp  the export dialog's job, plots written into the same commit
 //   (the Fine-tune tab is its own widget, studio/finetune.h; the Mixed precision dock too,
@@ -20,6 +21,7 @@
 #include "run_results.h"
 #include "studio/help.h"
 #include "studio/open.h"
+#include "studio/plan_load.h"
 
 class QAction;
 class QCheckBox;
@@ -65,7 +67,13 @@ public:
     // Opening runs in the background; openFinished() follows (ok or not).
     void openModel(const QString& path);
     void openDemo();
+    // Loading a plan file runs in the background (parsing and resolving a big plan on a model
+    // with many tensors must not freeze the window): true when it started, and planLoaded()
+    // follows (ok or not); false at once when it cannot start (no model, busy: the reason is in
+    // the log). Meanwhile runs, exports and another load are disabled and Cancel drops the load;
+    // opening another model drops it too. A dropped load's late answer is ignored.
     bool loadPlan(const QString& path);
+    bool isLoadingPlan() const { return planLoading_; }
     bool savePlan(const QString& path);
     // Runs: all targets, or those of the selected grid cells. False if one is running.
     bool runAll();
@@ -110,6 +118,7 @@ public:
 
 signals:
     void openFinished(bool ok);
+    void planLoaded(bool ok);       // applied (true), or failed, cancelled or dropped (false)
     void runFinished(bool ok);      // finished (true) or cancelled/failed (false)
     void exportFinished(bool ok);
 
@@ -134,6 +143,8 @@ private:
     void updateOutputToggle();         // enabled when the run has output errors
     // studio/main_window_open.cpp
     void onOpened(const OpenedModel& m);
+    void onPlanLoaded(const LoadedPlan& p);
+    void dropPlanLoad(const QString& why);   // a load in flight will not be applied
     void addRecent(const QString& path);
     void rebuildRecentMenu();
     void openDialog();
@@ -184,6 +195,11 @@ private:
             *actCancel_ = nullptr, *actUndo_ = nullptr, *actRedo_ = nullptr, *actBudget_ = nullptr;
     QFutureWatcher<OpenedModel>* openWatcher_ = nullptr;
     QString openingPath_;
+    // Plan loads: each takes the next ticket; its answer is applied only while the ticket is
+    // still current (a cancel, another model or a later load moves it on).
+    uint64_t planTicket_ = 0;
+    bool planLoading_ = false;
+    QString planLoadingPath_;
     QString planPath_;
     QString exportingDir_, last_export_dir_;
     bool exporting_ = false, exportPlots_ = false;

@@ -1,5 +1,6 @@
 // main_window_open.cpp: opening models (dialog, drop, recent files, demo) in the background,
-// and loading / saving plans as the engine's JSON (`*.loftq.json`).
+// and loading / saving plans as the engine's JSON (`*.loftq.json`). A plan is read and resolved
+// on a pool thread (studio/plan_load.h) and applied here when its answer is still wanted.
 #include <QDir>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -30,6 +31,7 @@ void MainWindow::openModel(const QString& path) {
         emit openFinished(false);
         return;
     }
+    dropPlanLoad(tr("another model is being opened"));
     openingPath_ = path;
     statusLabel_->setText(tr("Opening %1…").arg(path));
     log_->append(LogPanel::Level::Info, tr("opening %1").arg(path));
@@ -41,6 +43,7 @@ void MainWindow::openDemo() {
     const QString cache = QStandardPaths::writableLocation(QStandardPaths::CacheLocation);
     if (openWatcher_->isRunning() || job_->running()) return;
     if (!maybeSavePlan()) return;   // the demo replaces the open model and its plan too
+    dropPlanLoad(tr("another model is being opened"));
     statusLabel_->setText(tr("Preparing the demo model…"));
     const QString shipped = shipped_demo_dir();
     log_->append(LogPanel::Level::Info, tr("demo model: stories260K (llama2.c, MIT licence, Andrej Karpathy) from %1, with a story corpus in %2")
@@ -138,20 +141,60 @@ bool MainWindow::loadPlan(const QString& path) {
         showError(tr("Load plan"), tr("Open a model first."));
         return false;
     }
-    try {
-        loftq::Plan p = loftq::load_plan(path.toStdString());
-        // Validate against this model before committing (a bad regex throws here, not in undo).
-        loftq::ResolvedPlan rp = loftq::resolve_plan(p, doc_->tensors());
-        doc_->replacePlan(p, tr("Load plan %1").arg(QFileInfo(path).fileName()));
-        doc_->markSaved();
-        planPath_ = path;
-        log_->append(LogPanel::Level::Info, tr("loaded plan %1: %2 targets").arg(path).arg(rp.weights.size()));
-        updateTitle();
-        return true;
-    } catch (const std::exception& e) {
-        showError(tr("Cannot load plan"), QString::fromStdString(e.what()));
+    if (planLoading_ || openWatcher_->isRunning() || job_->running()) {
+        showError(tr("Load plan"), tr("Busy: wait for the current open, plan load or run to end, or cancel it."));
         return false;
     }
+    // Parsed and resolved on a pool thread against a copy of the tensor list (names and shapes
+    // only); the answer comes back through the watcher's queued finished().
+    const uint64_t ticket = ++planTicket_;
+    planLoading_ = true;
+    planLoadingPath_ = path;
+    statusLabel_->setText(tr("Loading plan %1…").arg(QFileInfo(path).fileName()));
+    log_->append(LogPanel::Level::Info, tr("loading plan %1").arg(path));
+    auto* watcher = new QFutureWatcher<LoadedPlan>(this);
+    connect(watcher, &QFutureWatcherBase::finished, this, [this, watcher] {
+        const LoadedPlan r = watcher->result();
+        watcher->deleteLater();
+        onPlanLoaded(r);
+    });
+    watcher->setFuture(QtConcurrent::run([path, tensors = doc_->tensors(), ticket] {
+        LoadedPlan r = try_load_plan(path, tensors);
+        r.ticket = ticket;
+        return r;
+    }));
+    updateActions();
+    return true;
+}
+
+void MainWindow::dropPlanLoad(const QString& why) {
+    if (!planLoading_) return;
+    ++planTicket_;   // the answer in flight no longer matches: onPlanLoaded ignores it
+    planLoading_ = false;
+    log_->append(LogPanel::Level::Info, tr("plan %1 not applied: %2").arg(planLoadingPath_, why));
+    planLoadingPath_.clear();
+    updateActions();
+    emit planLoaded(false);
+}
+
+void MainWindow::onPlanLoaded(const LoadedPlan& r) {
+    if (r.ticket != planTicket_) return;   // dropped (cancelled, or the model was replaced meanwhile)
+    planLoading_ = false;
+    planLoadingPath_.clear();
+    updateActions();
+    if (!r.error.isEmpty()) {
+        showError(tr("Cannot load plan"), r.error);
+        emit planLoaded(false);
+        return;
+    }
+    doc_->replacePlan(r.plan, tr("Load plan %1").arg(QFileInfo(r.path).fileName()));
+    doc_->markSaved();
+    planPath_ = r.path;
+    statusLabel_->setText(tr("Loaded plan %1: %2 targets").arg(QFileInfo(r.path).fileName()).arg(r.targets));
+    log_->append(LogPanel::Level::Info, tr("loaded plan %1: %2 targets").arg(r.path).arg(r.targets));
+    updateTitle();
+    updateActions();
+    emit planLoaded(true);
 }
 
 bool MainWindow::savePlan(const QString& path) {

@@ -37,6 +37,11 @@ bool MainWindow::runSelected() {
 }
 
 void MainWindow::cancelRun() {
+    if (planLoading_) {   // Cancel while a plan loads: the plan on screen stays
+        dropPlanLoad(tr("cancelled"));
+        statusLabel_->setText(tr("Plan load cancelled"));
+        return;
+    }
     if (!job_->running()) return;
     job_->cancel();
     statusLabel_->setText(tr("Cancelling…"));
@@ -45,7 +50,7 @@ void MainWindow::cancelRun() {
 
 bool MainWindow::startRun(const std::vector<std::string>& only, const ExportSpec& out) {
     const QString& out_dir = out.dir;
-    if (!doc_->hasModel() || job_->running() || openWatcher_->isRunning()) return false;
+    if (!doc_->hasModel() || job_->running() || openWatcher_->isRunning() || planLoading_) return false;
     if (openedExport_) {
         showError(tr("Run"), tr("This is a packed LoftQ export: its weights are already quantized. Open the original "
                                 "checkpoint to run a plan, or fine-tune the export in the Fine-tune tab."));
