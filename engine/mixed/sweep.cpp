@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "model/out_of_memory.h"
 #include "core/fsutil.h"
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -380,8 +381,8 @@ SweepResult run_sweep(const SweepOptions& opt, const std::function<void(const Sw
             const double el = since(t0);
             e.eta = e.fraction > 0.001 ? el * (1 - e.fraction) / e.fraction : -1;
             emit(e);
-        } catch (...) {
-            rethrow_naming(ck->path(), wp.name);  // e.g. LAPACK did not converge
+        } catch (...) {   // e.g. LAPACK did not converge; out of memory says the size of the weight's copies
+            rethrow_naming_size(ck->path(), wp.name, {wp.rows, wp.cols});
         }
     });
     cancel.throw_if_cancelled();

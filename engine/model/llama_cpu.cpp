@@ -6,11 +6,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <thread>
 
 #include "core/error.h"
+#include "core/units.h"
 #include "io/peft_adapter.h"
 #include "linalg/blas.h"
+#include "model/out_of_memory.h"
 
 namespace loftq {
 
@@ -189,7 +192,15 @@ void LlamaCpu::ensure_activations(int B, int T) {
     for (int64_t s : sizes) total += size_t(s);
     if (total > act_cap_) {
         act_.reset();  // free the old block before taking the new one
-        act_ = alloc_floats(total);
+        try {
+            act_ = alloc_floats(total);
+        } catch (const std::bad_alloc&) {
+            act_cap_ = 0;
+            throw Error("", "", out_of_memory_text(human_bytes(4.0 * double(total)) + " for the activations of a batch of " + std::to_string(B) +
+                                                   " x " + std::to_string(T) + " tokens (the attention scores alone " +
+                                                   fp32_size_text({L, int64_t(B), H, int64_t(T), int64_t(T)}) + ", the logits " +
+                                                   fp32_size_text({N, V}) + "); use a smaller batch or sequence"));
+        }
         act_cap_ = total;
     }
     float* p = act_.get();
@@ -210,7 +221,13 @@ void LlamaCpu::ensure_backward_scratch() {
     for (int64_t s : sizes) total += size_t(s);
     if (total > grad_cap_) {
         grad_.reset();
-        grad_ = alloc_floats(total);
+        try {
+            grad_ = alloc_floats(total);
+        } catch (const std::bad_alloc&) {
+            grad_cap_ = 0;
+            throw Error("", "", out_of_memory_text(human_bytes(4.0 * double(total)) + " for the backward pass's gradients of a batch of " +
+                                                   std::to_string(B_) + " x " + std::to_string(T_) + " tokens; use a smaller batch or sequence"));
+        }
         grad_cap_ = total;
     }
     float* p = grad_.get();

@@ -35,6 +35,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/units.h"
 #include "core/rng.h"
 #include "io/packed_reader.h"
 #include "io/json_read.h"
@@ -48,6 +49,7 @@
 #include "loftq/plan.h"
 #include "model/llama.h"
 #include "model/llama_cpu.h"
+#include "model/out_of_memory.h"
 #include "quant/quantizer.h"
 
 namespace fs = std::filesystem;
@@ -419,7 +421,22 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
     } else if (pack_export && opt.init == InitKind::Export) {
         keep_packed = true;  // requantized site by site below; NotOnGrid falls back to fp32
     }
-    auto m = std::make_unique<LlamaCpu>(cfg, ranks, scales, opt.threads, keep_packed);
+    std::unique_ptr<LlamaCpu> m;
+    try {
+        m = std::make_unique<LlamaCpu>(cfg, ranks, scales, opt.threads, keep_packed);
+    } catch (const std::bad_alloc&) {
+        // One block holds every fp32 tensor: say how big the model is and which tensor is largest.
+        double bytes = 0;
+        const TensorEntry* largest = nullptr;
+        for (const auto& t : ck->tensors()) {
+            bytes += 4.0 * double(t.numel());
+            if (!largest || t.numel() > largest->numel()) largest = &t;
+        }
+        const std::string what = "about " + human_bytes(bytes) + " for the model's fp32 weights";
+        if (!largest) throw Error(ck->path(), "", out_of_memory_text(what));
+        throw Error(ck->files()[size_t(largest->file)], largest->name,
+                    out_of_memory_text(what + ", the largest this tensor: " + fp32_size_text(largest->shape)));
+    }
     std::map<std::string, std::pair<QuantKind, int>> export_quant;
     if (keep_packed && !packed && opt.init == InitKind::Export) export_quant = export_quantizers(ck->dir());
 
@@ -431,7 +448,11 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
         if (t->shape != shape)
             throw Error(ck->files()[size_t(t->file)], name,
                         "shape " + shape_str(t->shape) + " does not match the config (expected " + shape_str(shape) + ")");
-        ck->read_f32(*t, dst, true);
+        try {
+            ck->read_f32(*t, dst, true);
+        } catch (...) {
+            rethrow_naming_size(ck->files()[size_t(t->file)], name, shape);
+        }
         ck->release(*t);
     };
     load("model.embed_tokens.weight", m->embed(), {V, C});
@@ -453,21 +474,25 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
     // packed, straight into the model's PackedSite (then false is returned and dst is untouched).
     auto load_target = [&](int l, LoraSite s, float* dst) -> bool {
         const std::string name = weight_name(l, s);
-        const PackedWeight* pw = preader ? preader->weight(name) : nullptr;
-        if (pw && (pw->rows != lora_site_out(cfg, s) || pw->cols != lora_site_in(cfg, s)))
-            throw Error(preader->dir(), name, "packed shape does not match the config");
-        if (pw && keep_packed) {
-            const std::vector<uint8_t> codes = preader->codes(*pw);   // validated: each below the level count
-            // scales: double-quantized ones decoded
-            m->set_packed_site(l, s, make_packed_site(pw->quant, pw->block, codes.data(), codes.size(), preader->scales(*pw)));
-            return false;
-        } else if (pw) {
-            const std::vector<float> q = preader->dequantize(*pw);
-            std::memcpy(dst, q.data(), q.size() * sizeof(float));
-        } else {
-            load(name, dst, {lora_site_out(cfg, s), lora_site_in(cfg, s)});
+        try {
+            const PackedWeight* pw = preader ? preader->weight(name) : nullptr;
+            if (pw && (pw->rows != lora_site_out(cfg, s) || pw->cols != lora_site_in(cfg, s)))
+                throw Error(preader->dir(), name, "packed shape does not match the config");
+            if (pw && keep_packed) {
+                const std::vector<uint8_t> codes = preader->codes(*pw);   // validated: each below the level count
+                // scales: double-quantized ones decoded
+                m->set_packed_site(l, s, make_packed_site(pw->quant, pw->block, codes.data(), codes.size(), preader->scales(*pw)));
+                return false;
+            } else if (pw) {
+                const std::vector<float> q = preader->dequantize(*pw);
+                std::memcpy(dst, q.data(), q.size() * sizeof(float));
+            } else {
+                load(name, dst, {lora_site_out(cfg, s), lora_site_in(cfg, s)});
+            }
+            return true;
+        } catch (...) {   // the packed reader's codes and dequantized copy are per tensor too
+            rethrow_naming_size(preader ? preader->dir() : opt.model, name, {lora_site_out(cfg, s), lora_site_in(cfg, s)});
         }
-        return true;
     };
     const bool packed_sites = m->packed_sites();
     switch (opt.init) {
@@ -479,33 +504,39 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
                 const int l = i / kLoraSites;
                 const LoraSite s = LoraSite(i % kLoraSites);
                 const size_t n = size_t(lora_site_out(cfg, s) * lora_site_in(cfg, s));
-                if (packed_sites) tmp.resize(n);
-                float* dst = packed_sites ? tmp.data() : m->site_weight(l, s);
-                if (load_target(l, s, dst) && packed_sites) {
-                    // keep_packed on an HF export: requantize and keep the codes only when they
-                    // give back the stored Q bit for bit.
-                    auto it = export_quant.find(weight_name(l, s));
-                    std::optional<QuantKind> kind = quant_kind_from_name(opt.quant);
-                    int block = opt.block;
-                    if (it != export_quant.end()) { kind = it->second.first; block = it->second.second; }
-                    if (!kind || block <= 0) throw NotOnGrid{};
-                    const QuantFormat& f = quant_format(*kind);
-                    std::vector<float> sc(num_blocks(n, block));
-                    codes.resize(n);
-                    back.resize(n);
-                    quantize(f, dst, n, block, codes.data(), sc.data(), m->threads());
-                    dequantize(f, codes.data(), sc.data(), n, block, back.data(), m->threads());
-                    if (std::memcmp(back.data(), dst, n * sizeof(float)) != 0) throw NotOnGrid{};
-                    m->set_packed_site(l, s, make_packed_site(*kind, block, codes.data(), n, std::move(sc)));
-                }
-                LoraSlot& sl = m->slot(l, s);
-                if (!sl.rank) continue;
-                if (adapter) {
-                    const std::string mp = lora_module_path(l, s);
-                    adapter->read(*adapter->file->find(peft_lora_key(mp, 'A')), sl.A);
-                    adapter->read(*adapter->file->find(peft_lora_key(mp, 'B')), sl.B);
-                } else {
-                    qlora_init(sl, weight_name(l, s), opt.seed);
+                try {   // requantizing an export's site takes three more copies of it (codes, scales, check)
+                    if (packed_sites) tmp.resize(n);
+                    float* dst = packed_sites ? tmp.data() : m->site_weight(l, s);
+                    if (load_target(l, s, dst) && packed_sites) {
+                        // keep_packed on an HF export: requantize and keep the codes only when they
+                        // give back the stored Q bit for bit.
+                        auto it = export_quant.find(weight_name(l, s));
+                        std::optional<QuantKind> kind = quant_kind_from_name(opt.quant);
+                        int block = opt.block;
+                        if (it != export_quant.end()) { kind = it->second.first; block = it->second.second; }
+                        if (!kind || block <= 0) throw NotOnGrid{};
+                        const QuantFormat& f = quant_format(*kind);
+                        std::vector<float> sc(num_blocks(n, block));
+                        codes.resize(n);
+                        back.resize(n);
+                        quantize(f, dst, n, block, codes.data(), sc.data(), m->threads());
+                        dequantize(f, codes.data(), sc.data(), n, block, back.data(), m->threads());
+                        if (std::memcmp(back.data(), dst, n * sizeof(float)) != 0) throw NotOnGrid{};
+                        m->set_packed_site(l, s, make_packed_site(*kind, block, codes.data(), n, std::move(sc)));
+                    }
+                    LoraSlot& sl = m->slot(l, s);
+                    if (!sl.rank) continue;
+                    if (adapter) {
+                        const std::string mp = lora_module_path(l, s);
+                        adapter->read(*adapter->file->find(peft_lora_key(mp, 'A')), sl.A);
+                        adapter->read(*adapter->file->find(peft_lora_key(mp, 'B')), sl.B);
+                    } else {
+                        qlora_init(sl, weight_name(l, s), opt.seed);
+                    }
+                } catch (const NotOnGrid&) {
+                    throw;
+                } catch (...) {
+                    rethrow_naming_size(opt.model, weight_name(l, s), {lora_site_out(cfg, s), lora_site_in(cfg, s)});
                 }
             }
             break;
@@ -519,24 +550,28 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
                 LoraSlot& sl = m->slot(l, s);
                 const size_t n = size_t(sl.in * sl.out);
                 const std::optional<WeightSettings>& ws = site_ws[size_t(i)];
-                if (!ws) {  // kept by the plan: W, no adapter
-                    load_target(l, s, m->site_weight(l, s));
-                    continue;
+                try {   // q(W) takes a second copy of the site (and its codes when kept packed)
+                    if (!ws) {  // kept by the plan: W, no adapter
+                        load_target(l, s, m->site_weight(l, s));
+                        continue;
+                    }
+                    const QuantFormat& f = quant_format(ws->quant);
+                    tmp.resize(n);
+                    if (packed_sites) {  // the codes of q(W); their dequantization is the fp32 path's base
+                        load_target(l, s, tmp.data());
+                        std::vector<float> sc(num_blocks(n, ws->block));
+                        codes.resize(n);
+                        quantize(f, tmp.data(), n, ws->block, codes.data(), sc.data(), m->threads());
+                        m->set_packed_site(l, s, make_packed_site(ws->quant, ws->block, codes.data(), n, std::move(sc)));
+                    } else {
+                        load_target(l, s, m->site_weight(l, s));
+                        quantize_dequantize(f, m->site_weight(l, s), n, ws->block, tmp.data(), nullptr, nullptr, m->threads());
+                        std::memcpy(m->site_weight(l, s), tmp.data(), n * sizeof(float));
+                    }
+                    qlora_init(sl, weight_name(l, s), seed);
+                } catch (...) {
+                    rethrow_naming_size(opt.model, weight_name(l, s), {sl.out, sl.in});
                 }
-                const QuantFormat& f = quant_format(ws->quant);
-                tmp.resize(n);
-                if (packed_sites) {  // the codes of q(W); their dequantization is the fp32 path's base
-                    load_target(l, s, tmp.data());
-                    std::vector<float> sc(num_blocks(n, ws->block));
-                    codes.resize(n);
-                    quantize(f, tmp.data(), n, ws->block, codes.data(), sc.data(), m->threads());
-                    m->set_packed_site(l, s, make_packed_site(ws->quant, ws->block, codes.data(), n, std::move(sc)));
-                } else {
-                    load_target(l, s, m->site_weight(l, s));
-                    quantize_dequantize(f, m->site_weight(l, s), n, ws->block, tmp.data(), nullptr, nullptr, m->threads());
-                    std::memcpy(m->site_weight(l, s), tmp.data(), n * sizeof(float));
-                }
-                qlora_init(sl, weight_name(l, s), seed);
             }
             break;
         }
@@ -591,8 +626,8 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
                         throw Error("", name, "LoftQ returned rank " + std::to_string(d.lr.B.cols) + ", expected " +
                                                   std::to_string(sl.rank));
                     }
-                } catch (...) {
-                    rethrow_naming(opt.model, name);
+                } catch (...) {   // the decomposition holds several copies of the site (W, residual, Q, SVD factors)
+                    rethrow_naming_size(opt.model, name, {lora_site_out(cfg, s), lora_site_in(cfg, s)});
                 }
             });
             break;
