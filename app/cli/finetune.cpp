@@ -156,7 +156,8 @@ void run_finetune_cmd(FinetuneArgs& a) {
             r = run_finetune(opt, [&](const TrainEvent& e) { printer(e); }, cancel);
         } catch (const Cancelled&) {
             printer.finish();
-            std::fprintf(stderr, "\nloftq: cancelled; the last checkpoint (if any) stays in %s/checkpoint; rerun with --resume to continue\n",
+            // The engine has said what stayed in the output folder (a checkpoint for --resume, or nothing).
+            std::fprintf(stderr, "\nloftq: cancelled; where %s/checkpoint was kept, rerun with --resume to continue\n",
                          opt.out_dir.c_str());
             throw CLI::RuntimeError(130);  // exit code 130 without cli_main's "no output was left" line
         } catch (...) {

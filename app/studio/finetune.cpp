@@ -72,7 +72,8 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     qRegisterMetaType<loftq::TrainEvent>();
     job_ = new JobThread(this);
     connect(job_, &JobThread::succeeded, this, [this] { onEnded(true, QString()); });
-    connect(job_, &JobThread::cancelled, this, [this] { onEnded(false, tr("stopped; the last checkpoint is kept")); });
+    // The engine has said in a message what stayed (the checkpoint for a resume, or nothing).
+    connect(job_, &JobThread::cancelled, this, [this] { onEnded(false, tr("stopped")); });
     connect(job_, &JobThread::failed, this, [this](const QString& m) { onEnded(false, m); });
 
     auto* formBox = new QGroupBox(tr("Run"), this);

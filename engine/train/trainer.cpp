@@ -12,13 +12,16 @@
 // packed) and, for CUDA, uploaded once (LlamaCuda) and the host copy dropped (train_device.h);
 // the update runs behind train/optimizer.h. Everything else (data order, schedule, events, files)
 // is the same code on both; on the device the LoRA values and moments come to the host only at
-// checkpoints. metrics.jsonl is written by MetricsLog (metrics_log.h).
+// checkpoints. metrics.jsonl is written by MetricsLog (metrics_log.h). A run that fails or is
+// cancelled leaves only what a resume needs (run_outputs.h: the checkpoint and the metrics up to
+// it, or nothing at all).
 #include "train/trainer.h"
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <new>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +30,8 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/rng.h"
+#include "core/units.h"
+#include "model/out_of_memory.h"
 #include "train/adamw.h"
 #include "train/adapter_writer.h"
 #include "train/dataset.h"
@@ -34,6 +39,7 @@
 #include "train/generate.h"
 #include "train/metrics_log.h"
 #include "train/optimizer.h"
+#include "train/run_outputs.h"
 #include "train/tokenizer.h"
 #include "train/train_checkpoint.h"
 #include "train/train_device.h"
@@ -194,7 +200,14 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     ap.beta2 = opt.beta2;
     ap.eps = opt.eps;
     ap.weight_decay = opt.weight_decay;
-    std::unique_ptr<Optimizer> optimizer = make_optimizer(dm, params, ap, opt.accum > 1);
+    std::unique_ptr<Optimizer> optimizer;
+    try {
+        optimizer = make_optimizer(dm, params, ap, opt.accum > 1);
+    } catch (const std::bad_alloc&) {   // two AdamW moments per LoRA value (plus a gradient sum when accumulating)
+        throw Error(opt.load.model, "", out_of_memory_text(human_bytes(4.0 * double(n_params) * (opt.accum > 1 ? 3 : 2)) +
+                                                           " for the optimizer's state of " + std::to_string(params.size()) +
+                                                           " LoRA tensors (" + std::to_string(n_params) + " values)"));
+    }
     if (opt.resume) {
         st = load_train_checkpoint(ckdir, params, optimizer->host_state());  // host values and moments
         optimizer->sync_to_device();
@@ -214,19 +227,38 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     sched.steps = opt.steps;
     sched.warmup = opt.warmup >= 0 ? opt.warmup : int(std::lround(0.03 * opt.steps));
 
+    // From here on the run writes into `out`. When it stops early (an error, a cancel), the guard
+    // applies run_outputs.h's rule before the exception goes on (the checkpoint stays for a
+    // resume; no adapter, sample or metrics that pass for a finished run) and says what stayed.
+    RunOutputs outputs(out, opt.resume ? st.step : -1);
+    outputs.create_folder();
+    const std::function<void(const std::string&)> say = message;
+    struct StopGuard {
+        RunOutputs& outputs;
+        const TrainState& st;
+        const std::function<void(const std::string&)>& say;
+        ~StopGuard() {
+            if (outputs.is_finished()) return;
+            const std::string note = outputs.stopped(st.step);
+            try {
+                if (!note.empty()) say(note);
+            } catch (...) {   // a receiver's failure must not replace the error that stopped the run
+            }
+        }
+    } stop_guard{outputs, st, say};
+
     MetricsLog metrics((fs::path(out) / "metrics.jsonl").string());
-    {
-        std::error_code ec;
-        fs::create_directories(out, ec);
-        if (ec) throw Error(out, "", "cannot create the output folder: " + ec.message());
-    }
     metrics.start(opt.resume, st.step);
+    auto log_metrics = [&](const nlohmann::ordered_json& j) {
+        metrics.append(j);
+        outputs.metrics_written(metrics.path());
+    };
     if (std::isfinite(original_loss)) {
         nlohmann::ordered_json j;
         j["kind"] = "eval_original";
         j["step"] = 0;
         j["eval_loss"] = json_number(original_loss);
-        metrics.append(j);
+        log_metrics(j);
     }
 
     TrainResult res;
@@ -260,7 +292,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         j["eval_loss"] = json_number(loss);
         j["eval_ppl"] = json_number(std::exp(loss));
         j["elapsed"] = since(t0);
-        metrics.append(j);
+        log_metrics(j);
     };
 
     const double prev_seconds = st.seconds;
@@ -270,7 +302,10 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         st.seconds = prev_seconds + run_train_seconds;
         optimizer->sync_to_host();  // LoRA values (params) and moments current on the host
         add_files(save_train_checkpoint(ckdir, params, optimizer->host_state(), st));
-        add_files(write_peft_adapter((fs::path(out) / "adapter").string(), *model, opt.load));
+        outputs.checkpoint_saved(step);
+        const std::string adapter_dir = (fs::path(out) / "adapter").string();
+        add_files(write_peft_adapter(adapter_dir, *model, opt.load));
+        outputs.adapter_written(adapter_dir);
         last_ckpt_step = step;
         TrainEvent e;
         e.kind = TrainEventKind::Checkpoint;
@@ -350,7 +385,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         j["tokens_per_s"] = e.tokens_per_s;
         j["scored_tokens"] = N;
         j["elapsed"] = since(t0);
-        metrics.append(j);
+        log_metrics(j);
 
         if (st.step < opt.steps) {
             bool saved = false;
@@ -371,6 +406,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         res.sample = generate_text(*model, *tok, opt.sample_prompt, opt.sample_tokens, &cancel);
         const std::string sp = (fs::path(out) / "sample.txt").string();
         write_file_atomic(sp, res.sample + "\n");
+        outputs.sample_written(sp);
         add_files({sp});
         TrainEvent e;
         e.kind = TrainEventKind::Sample;
@@ -380,6 +416,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         emit(e);
     }
 
+    outputs.finished();   // every file is in place: a failure from here on removes nothing
     res.steps_done = st.step;
     res.first_eval_loss = st.first_eval_loss;
     res.original_eval_loss = original_loss;
