@@ -45,8 +45,15 @@ double diff_sq(const float* a, const float* b, size_t n, int threads) {
 // library GEMM picks kernels by block shape, which changes them). 64 columns at a time stay in
 // registers across all k; A (r x n) stays in L2 for r <= 64. Cloned for AVX-512 / AVX2 / baseline
 // (same operation order in each: one multiply and one subtract per term, no FMA contraction).
+#if defined(__clang__)  // no optimize attribute: the pragma in the body turns contraction off
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#else
 __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+#endif
 void sub_low_rank_rows(const float* W, const float* B, const float* A, int64_t n, int64_t r, float* out, int64_t r0, int64_t r1) {
+#if defined(__clang__)  // clang ignores optimize("..."); this is its form
+#pragma clang fp contract(off)
+#endif
     constexpr int64_t kC = 64;
     for (int64_t i = r0; i < r1; ++i) {
         const float* bi = B + i * r;

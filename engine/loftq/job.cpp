@@ -177,7 +177,8 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
     // One decomposer per worker, made on its first weight (on CUDA: its own stream and memory).
     std::vector<std::unique_ptr<WeightDecomposer>> decs(static_cast<size_t>(workers));
     auto task = [&](int worker, size_t ti) {
-        auto [kind, idx] = tasks[ti];
+        const auto kind = tasks[ti].first;  // not a structured binding: clang 14 cannot capture one
+        const auto idx = tasks[ti].second;
         if (kind == 1) {
             const TensorEntry& te = ck->tensors()[size_t(idx)];
             try {
