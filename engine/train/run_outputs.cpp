@@ -43,7 +43,7 @@ std::string RunOutputs::stopped(int step) noexcept {
             }
             return at + "kept " + (fs::path(out_) / "checkpoint").string() + " (step " + std::to_string(checkpoint_step_) +
                    ") and metrics.jsonl up to that step; resume from it to continue" +
-                   (removed.empty() ? std::string() : "; removed " + removed + " written since");
+                   (removed.empty() ? std::string() : "; removed " + removed + " (resuming writes them again)");
         }
         remove(metrics_, "metrics.jsonl");
         // A checkpoint folder a failed first save left empty, then the folder itself when this run
