@@ -16,6 +16,7 @@ PACKAGES=(
   libsentencepiece-dev libbenchmark-dev              # tokenizers (fine-tuning), benchmarks
   fonts-dejavu-core                                  # legible offscreen rendering
   dpkg-dev file                                      # the .deb (build-deb.sh): dpkg-shlibdeps, ELF detection
+  clang-14 libclang-rt-14-dev llvm-14                # the sanitizer + fuzz build (.ci/sanitize): ASan, UBSan, libFuzzer
 )
 
 if [[ "${1:-}" != "--no-install" ]]; then
