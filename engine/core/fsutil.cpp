@@ -2,17 +2,23 @@
 #include "core/fsutil.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <atomic>
 #include <cerrno>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <regex>
 #include <sstream>
 
 #include "core/error.h"
@@ -82,7 +88,215 @@ std::string read_text_file(const std::string& path) {
     return ss.str();
 }
 
+// ---- whole-folder commits ------------------------------------------------------------------
+
+namespace {
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+// renameat2(2) by its system call: the glibc wrapper exists only from 2.28 on.
+int rename2(const std::string& from, const std::string& to, unsigned flags) {
+    return int(::syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), flags));
+}
+// The file system cannot do this renameat2 flag (NFS, some FUSE file systems, old kernels).
+bool flag_unsupported(int err) { return err == EINVAL || err == ENOSYS || err == EOPNOTSUPP; }
+
+const char* const kStagingTag = ".loftq-staging-";  // .<name>.loftq-staging-<pid>-<n>
+const char* const kOldTag = ".loftq-old-";          // .<name>.loftq-old-<pid>-<n> (two-rename fallback)
+std::atomic<unsigned> g_sibling_counter{0};
+
+std::mutex g_hook_mutex;
+std::function<void(const char*)> g_hook;
+
+void commit_step(const char* step) {
+    if (const char* crash = std::getenv("LOFTQ_TEST_CRASH_AT"); crash && std::strcmp(crash, step) == 0) ::_exit(86);
+    std::function<void(const char*)> hook;
+    {
+        std::lock_guard<std::mutex> lock(g_hook_mutex);
+        hook = g_hook;
+    }
+    if (hook) hook(step);
+}
+
+std::string sibling_name(const std::string& name, const char* tag) {
+    return "." + name + tag + std::to_string(::getpid()) + "-" + std::to_string(g_sibling_counter++);
+}
+
+// The pid in `entry` when it is "<prefix><pid>-<n>", else 0.
+long sibling_pid(const std::string& entry, const std::string& prefix) {
+    if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0) return 0;
+    static const std::regex tail(R"((\d{1,9})-\d{1,10})");
+    std::smatch m;
+    const std::string rest = entry.substr(prefix.size());
+    if (!std::regex_match(rest, m, tail)) return 0;
+    return std::stol(m[1].str());
+}
+
+bool process_alive(long pid) { return ::kill(pid_t(pid), 0) == 0 || errno == EPERM; }
+
+// Staging folders (and, when the output exists, two-rename leftovers) that crashed or killed runs
+// left beside `parent/name`: removed when their process is gone. Another live run's are kept.
+void remove_dead_siblings(const fs::path& parent, const std::string& name, bool old_too) {
+    std::error_code ec;
+    const std::string staging = "." + name + kStagingTag, old = "." + name + kOldTag;
+    std::vector<fs::path> dead;
+    for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string f = it->path().filename().string();
+        long pid = sibling_pid(f, staging);
+        if (!pid && old_too) pid = sibling_pid(f, old);
+        if (!pid || pid == long(::getpid()) || process_alive(pid)) continue;
+        if (it->is_directory(ec) && !it->is_symlink(ec)) dead.push_back(it->path());
+    }
+    for (const auto& d : dead) fs::remove_all(d, ec);
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Carries every entry of the folder being replaced (`from`) that the new one (`to`) lacks into
+// it: files and symbolic links as hard links (a copy where linking fails: another owner under
+// protected_hardlinks, a link count at its limit), folders made and filled recursively with their
+// modes. An entry the new output has wins; `drop` names entries not to carry (stale weights);
+// `X.partial` beside a new `X` is an older run's debris. `rel`: the path under both roots.
+void carry_over(const fs::path& from, const fs::path& to, const std::string& rel,
+                const std::function<bool(const std::string&)>& drop) {
+    std::error_code ec;
+    fs::directory_iterator it(from, ec);
+    if (ec) throw Error(from.string(), "", "cannot list the folder being replaced: " + ec.message());
+    for (fs::directory_iterator end; it != end; it.increment(ec)) {
+        const fs::path src = it->path(), dst = to / src.filename();
+        const std::string fname = src.filename().string(), r = rel.empty() ? fname : rel + "/" + fname;
+        struct stat ss {}, ds {};
+        if (::lstat(src.c_str(), &ss) != 0) continue;  // removed meanwhile
+        if (::lstat(dst.c_str(), &ds) == 0) {
+            if (S_ISDIR(ss.st_mode) && S_ISDIR(ds.st_mode)) carry_over(src, dst, r, drop);
+            continue;
+        }
+        if (drop && drop(r)) continue;
+        if (ends_with(fname, ".partial") && ::lstat((to / fname.substr(0, fname.size() - 8)).c_str(), &ds) == 0) continue;
+        if (S_ISDIR(ss.st_mode)) {
+            if (::mkdir(dst.c_str(), S_IRWXU) != 0) throw Error(dst.string(), "", "cannot create folder: " + errno_text());
+            carry_over(src, dst, r, drop);
+            ::chmod(dst.c_str(), ss.st_mode & 07777);
+            fsync_dir(dst.string());
+            continue;
+        }
+        if (::linkat(AT_FDCWD, src.c_str(), AT_FDCWD, dst.c_str(), 0) == 0) continue;
+        const std::string why = errno_text();
+        if (S_ISREG(ss.st_mode)) {
+            fs::copy_file(src, dst, ec);
+            if (ec) throw Error(src.string(), "", "cannot keep this file in the new output (link: " + why + ", copy: " + ec.message() + ")");
+        } else if (S_ISLNK(ss.st_mode)) {
+            const fs::path link = fs::read_symlink(src, ec);
+            if (!ec) fs::create_symlink(link, dst, ec);
+            if (ec) throw Error(src.string(), "", "cannot keep this link in the new output: " + ec.message());
+        } else {
+            throw Error(src.string(), "", "cannot keep this special file in the new output: " + why);
+        }
+    }
+    if (ec) throw Error(from.string(), "", "cannot list the folder being replaced: " + ec.message());
+}
+
+}  // namespace
+
+void set_folder_commit_hook(std::function<void(const char* step)> hook) {
+    std::lock_guard<std::mutex> lock(g_hook_mutex);
+    g_hook = std::move(hook);
+}
+
+StagedOutput::StagedOutput(const std::string& out_dir, FolderSwap swap) : swap_(std::move(swap)) {
+    fs::path out = fs::path(out_dir).lexically_normal();
+    if (!out.has_filename()) out = out.parent_path();  // "dir/"
+    out_ = out.string();
+    fs::path target = out;
+    std::error_code ec;
+    if (fs::is_symlink(out, ec)) {
+        target = fs::canonical(out, ec);
+        if (ec) throw Error(out_, "", "is a symbolic link that does not lead to a folder: " + ec.message());
+    }
+    if (target.filename().empty() || target == target.root_path() || !target.has_parent_path())
+        throw Error(out_, "", "cannot be written as a whole: it has no parent folder to stage beside");
+    target_ = target.string();
+    const fs::path parent = target.parent_path();
+    const std::string name = target.filename().string();
+    remove_dead_siblings(parent, name, fs::exists(target, ec));
+    for (;;) {
+        const std::string stage = (parent / sibling_name(name, kStagingTag)).string();
+        if (::mkdir(stage.c_str(), 0777) == 0) {
+            dir_ = stage;
+            break;
+        }
+        if (errno != EEXIST) throw Error(stage, "", "cannot create the staging folder: " + errno_text());
+    }
+}
+
+void StagedOutput::swap_in() {
+    const fs::path target(target_);
+    const std::string parent = target.parent_path().string(), name = target.filename().string();
+    commit_step("staged");
+    struct stat st {};
+    if (::lstat(target_.c_str(), &st) != 0) {
+        if (errno != ENOENT) throw Error(out_, "", "cannot look at the output folder: " + errno_text());
+        // A new folder: one rename, which must not replace a folder made meanwhile.
+        if (rename2(dir_, target_, RENAME_NOREPLACE) != 0) {
+            const int e = errno;
+            if (e == EEXIST || e == ENOTEMPTY)
+                throw Error(out_, "", "appeared while the export ran; it is left as it was and nothing was written");
+            if (!flag_unsupported(e) || ::rename(dir_.c_str(), target_.c_str()) != 0)
+                throw Error(out_, "", "cannot move the finished output into place from " + dir_ + ": " + errno_text());
+        }
+        done_ = true;
+        fsync_dir(parent);
+        commit_step("swapped");
+        remove_dead_siblings(parent, name, true);
+        return;
+    }
+    if (!S_ISDIR(st.st_mode)) throw Error(out_, "", "is no longer a folder; nothing was replaced");
+    carry_over(target, dir_, "", swap_.drop_old);
+    ::chmod(dir_.c_str(), st.st_mode & 07777);
+    fsync_dir(dir_);
+    commit_step("carried");
+    if (rename2(dir_, target_, RENAME_EXCHANGE) == 0) {
+        done_ = true;
+        leftover_ = dir_;  // the old tree, under the staging name
+    } else {
+        const int e = errno;
+        if (!flag_unsupported(e))
+            throw Error(out_, "", "cannot swap the finished output in from " + dir_ + ": " + std::strerror(e));
+        // No atomic exchange here: two renames. A crash between them leaves the output folder
+        // absent and the old one whole under .<name>.loftq-old-<pid>-<n>.
+        const std::string old = (fs::path(parent) / sibling_name(name, kOldTag)).string();
+        if (::rename(target_.c_str(), old.c_str()) != 0)
+            throw Error(out_, "", "cannot move the old output aside to " + old + ": " + errno_text());
+        if (::rename(dir_.c_str(), target_.c_str()) != 0) {
+            const std::string why = errno_text();
+            ::rename(old.c_str(), target_.c_str());
+            throw Error(out_, "", "cannot move the finished output into place from " + dir_ + ": " + why);
+        }
+        done_ = true;
+        leftover_ = old;
+    }
+    fsync_dir(parent);
+    commit_step("swapped");
+    std::error_code ec;
+    fs::remove_all(leftover_, ec);
+    if (!ec) leftover_.clear();
+    remove_dead_siblings(parent, name, true);
+}
+
 StagedOutput::~StagedOutput() {
+    if (!target_.empty()) {  // whole folder: the staging folder, or after the swap the old tree
+        std::error_code ec;
+        if (!done_) fs::remove_all(dir_, ec);
+        else if (!leftover_.empty()) fs::remove_all(leftover_, ec);
+        return;
+    }
     if (done_) return;
     for (auto& e : entries_) ::unlink(e.partial.c_str());
     if (empty_folders_ == EmptyFolders::Keep) return;
@@ -103,7 +317,7 @@ std::string StagedOutput::stage(const std::string& rel) {
     std::error_code ec;
     fs::create_directories(fs::path(fin).parent_path(), ec);
     if (ec) throw Error(fs::path(fin).parent_path().string(), "", "cannot create folder: " + ec.message());
-    entries_.push_back({fin + ".partial", fin, true});
+    entries_.push_back({rel, fin + ".partial", fin, true});
     return fin + ".partial";
 }
 
@@ -115,27 +329,32 @@ void StagedOutput::copy_from(const std::string& rel, const std::string& source) 
     try {
         data = read_text_file(source);
     } catch (const Error& e) {
-        throw Error(source, "", std::string("cannot copy to ") + final_path(rel) + ": " + e.what());
+        throw Error(source, "", std::string("cannot copy to ") + (fs::path(out_) / rel).string() + ": " + e.what());
     }
     write_file_raw(partial, data);
 }
 
 void StagedOutput::adopt(const std::string& rel, const std::string& rename_from) {
-    entries_.push_back({rename_from, final_path(rel), false});
+    entries_.push_back({rel, rename_from, final_path(rel), false});
+}
+
+std::vector<std::pair<std::string, std::string>> StagedOutput::staged_files() const {
+    std::vector<std::pair<std::string, std::string>> v;
+    for (const auto& e : entries_) v.emplace_back(e.rel, e.partial);
+    return v;
 }
 
 void StagedOutput::commit() {
+    std::vector<std::string> dirs;
     for (auto& e : entries_) {
         if (::rename(e.partial.c_str(), e.final.c_str()) != 0)
             throw Error(e.final, "", "rename from " + e.partial + " failed: " + errno_text());
-        committed_.push_back(e.final);
-    }
-    std::vector<std::string> dirs;
-    for (auto& f : committed_) {
-        std::string d = fs::path(f).parent_path().string();
+        std::string d = fs::path(e.final).parent_path().string();
         if (std::find(dirs.begin(), dirs.end(), d) == dirs.end()) dirs.push_back(d);
     }
     for (auto& d : dirs) fsync_dir(d);
+    if (!target_.empty()) swap_in();
+    for (auto& e : entries_) committed_.push_back(target_.empty() ? e.final : (fs::path(out_) / e.rel).lexically_normal().string());
     done_ = true;
 }
 
