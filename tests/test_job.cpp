@@ -25,6 +25,7 @@
 #include "io/safetensors.h"
 #include "io/synthetic_model.h"
 #include "export/quantize.h"
+#include "export/verify.h"
 #include "mixed/sweep.h"
 #include "model/device_llama.h"
 #include "test_support.h"
@@ -52,6 +53,25 @@ QuantizeOptions opts(const std::string& model, const std::string& out, int rank 
     o.plan.defaults.iters = iters;
     o.threads = 2;
     return o;
+}
+// Every file under dir (relative path -> bytes) and every folder ("<rel>/" -> ""): a folder
+// compared before and after must be identical to the byte.
+std::map<std::string, std::string> snapshot(const std::string& dir) {
+    std::map<std::string, std::string> m;
+    for (auto& e : fs::recursive_directory_iterator(dir)) {
+        const std::string rel = e.path().lexically_relative(dir).string();
+        if (e.is_directory()) m[rel + "/"] = "";
+        else m[rel] = test::read_file(e.path().string());
+    }
+    return m;
+}
+// Entries beside `out` named like a staging or old folder of it (.<name>.loftq-*).
+std::vector<std::string> staging_siblings(const std::string& out) {
+    std::vector<std::string> v;
+    const std::string prefix = "." + fs::path(out).filename().string() + ".loftq-";
+    for (auto& e : fs::directory_iterator(fs::path(out).parent_path()))
+        if (e.path().filename().string().rfind(prefix, 0) == 0) v.push_back(e.path().string());
+    return v;
 }
 std::vector<std::string> partial_files(const std::string& dir) {
     std::vector<std::string> v;
@@ -312,6 +332,88 @@ private slots:
         for (auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
         for (auto& n : names) QVERIFY2(n.find("-of-") == std::string::npos && n != "model.safetensors.index.json", n.c_str());
         QCOMPARE(Checkpoint::open(out)->tensors().size(), src->tensors().size());
+    }
+
+    // --force over an older export commits the whole folder at once (fsutil.h StagedOutput,
+    // FolderSwap): a failure or cancel at any step before the swap leaves the old export byte for
+    // byte and no staging folder; a success keeps the user's own files and folders, drops the old
+    // export's stale shards and index, and removes dead runs' staging folders beside it. An output
+    // folder given as a symbolic link is replaced where the link points; the link stays.
+    void forceReplacesTheFolderWhole() {
+        SyntheticSpec s = small();
+        std::string m = demo("job-swap", s);
+        const std::string root = test::make_temp_dir("swap-out"), out = root + "/o";
+        QuantizeOptions old = opts(m, out, 4, 1);
+        old.max_shard_bytes = 60000;  // the old export is sharded: its shards and index are stale later
+        old.checksums = false;
+        run_quantize(old, {}, CancelToken{});
+        QVERIFY(fs::exists(out + "/model.safetensors.index.json"));
+        test::write_file(out + "/notes.txt", "my notes");
+        fs::create_directories(out + "/mine/deeper");
+        test::write_file(out + "/mine/deeper/data.bin", std::string(1000, 'x'));
+        fs::create_symlink("notes.txt", out + "/notes-link");
+        const auto before = snapshot(out);
+
+        QuantizeOptions o = opts(m, out, 8, 1);  // another rank: another export
+        o.force = true;
+        o.checksums = false;
+        for (const char* step : {"staged", "carried"}) {
+            set_folder_commit_hook([step](const char* at) {
+                if (std::string(at) == step) throw Error("simulated failure at " + std::string(at));
+            });
+            EXPECT_ERROR(run_quantize(o, {}, CancelToken{}), "simulated failure at", step);
+            set_folder_commit_hook({});
+            QVERIFY2(snapshot(out) == before, step);
+            QVERIFY2(staging_siblings(out).empty(), step);
+        }
+        {  // cancelled after the first weight
+            CancelToken tok;
+            QVERIFY_THROWS_EXCEPTION(Cancelled, run_quantize(o, [&](const JobEvent& e) {
+                if (e.kind == EventKind::WeightDone) tok.cancel();
+            }, tok));
+            QVERIFY(snapshot(out) == before);
+            QVERIFY(staging_siblings(out).empty());
+        }
+        // Debris of crashed runs: a dead process's staging folder goes, a live one's stays (pid 1).
+        fs::create_directories(root + "/.o.loftq-staging-999999999-3/loftq_init");
+        test::write_file(root + "/.o.loftq-staging-999999999-3/model.safetensors", "half");
+        fs::create_directories(root + "/.o.loftq-staging-1-0");
+        test::write_file(out + "/model.safetensors.partial", "debris of an older version's commit");
+        QuantizeResult r = run_quantize(o, {}, CancelToken{});
+        QVERIFY(!fs::exists(root + "/.o.loftq-staging-999999999-3"));
+        QVERIFY(fs::exists(root + "/.o.loftq-staging-1-0"));
+        fs::remove(root + "/.o.loftq-staging-1-0");
+        QVERIFY(staging_siblings(out).empty());
+        const auto after = snapshot(out);
+        QCOMPARE(QString::fromStdString(after.at("notes.txt")), QString("my notes"));
+        QCOMPARE(after.at("mine/deeper/data.bin"), std::string(1000, 'x'));
+        QVERIFY(fs::is_symlink(out + "/notes-link") && fs::read_symlink(out + "/notes-link") == "notes.txt");
+        for (const auto& [rel, bytes] : after) {
+            QVERIFY2(rel.find("-of-") == std::string::npos && rel != "model.safetensors.index.json", rel.c_str());
+            QVERIFY2(rel.find(".partial") == std::string::npos, rel.c_str());
+        }
+        QCOMPARE(json::parse(after.at("loftq_metrics.json"))["manifest"]["plan"]["defaults"]["rank"], 8);
+        QCOMPARE(Checkpoint::open(out)->tensors().size(), Checkpoint::open(m)->tensors().size());
+        for (const auto& f : r.files) QVERIFY2(fs::exists(f) && f.rfind(out + "/", 0) == 0, f.c_str());
+        const VerifyReport v = verify_export(out);
+        QVERIFY(v.ok());
+        QCOMPARE(v.unlisted, (std::vector<std::string>{"mine/deeper/data.bin", "notes-link", "notes.txt"}));
+
+        // Through a symbolic link: the folder it names is replaced, the link stays a link.
+        const std::string real = root + "/real", link = root + "/link";
+        run_quantize(opts(m, real, 4, 1), {}, CancelToken{});
+        test::write_file(real + "/keep.txt", "kept");
+        fs::create_directory_symlink(real, link);
+        QuantizeOptions via = opts(m, link, 8, 1);
+        via.force = true;
+        run_quantize(via, {}, CancelToken{});
+        QVERIFY(fs::is_symlink(link));
+        QCOMPARE(QString::fromStdString(read_text_file(real + "/keep.txt")), QString("kept"));
+        QCOMPARE(json::parse(read_text_file(real + "/loftq_metrics.json"))["manifest"]["plan"]["defaults"]["rank"], 8);
+        QVERIFY(staging_siblings(real).empty());
+        // A link to nothing is refused, naming it.
+        fs::create_symlink(root + "/nowhere", root + "/dangling");
+        EXPECT_ERROR(run_quantize(opts(m, root + "/dangling", 4, 1), {}, CancelToken{}), "dangling", "symbolic link to nothing");
     }
 
     // Cancel mid-run: the job stops within a second and leaves no file in place.

@@ -25,6 +25,7 @@
 #include "export/footprint.h"
 #include "export/quantize.h"
 #include "export/unpack.h"
+#include "export/verify.h"
 #include "test_support.h"
 
 using namespace loftq;
@@ -518,9 +519,112 @@ private slots:
             std::string d = fresh();
             rewrite(d + "/model.safetensors", [&](Edit& e) { e.data[q + ".qcodes"].back() |= 0x80; });
             std::string out = test::make_temp_dir("pk-bad-un") + "/u";
-            EXPECT_ERROR(unpack_packed(d, out, false), q + ".qcodes");
+            // (verify off: the checksums would refuse it first, see flippedCodeBytesAreCaught)
+            EXPECT_ERROR(unpack_packed(d, out, false, false), q + ".qcodes");
             QVERIFY(!fs::exists(out + "/model.safetensors"));
+            QVERIFY(!fs::exists(out));
         }
+    }
+
+    // A flipped bit in the codes passes every format check (any k-bit code is a level), so the
+    // manifest's checksums must catch it: verify_export names the file, unpack refuses before
+    // writing anything (and proceeds only when told not to verify). A deleted file is reported;
+    // an export from before checksums (no "outputs") cannot be verified and unpacks unchecked.
+    void flippedCodeBytesAreCaught() {
+        std::string m = odd_model("pk-flip");
+        const std::string base = test::make_temp_dir("pk-flip-out"), good = base + "/p";
+        QuantizeOptions o = opts(m, good, ExportFormat::Packed);
+        o.plan.defaults.quant = QuantKind::NF4;
+        run_quantize(o, {}, CancelToken{});
+        VerifyReport v = verify_export(good);
+        QVERIFY(v.ok());
+        QCOMPARE(v.files_checked, size_t(json::parse(read_text_file(good + "/loftq_metrics.json"))["outputs"].size()));
+        QVERIFY(v.files_checked >= 6 && v.unlisted.empty());
+        const json outs = json::parse(read_text_file(good + "/loftq_metrics.json"))["outputs"];
+        for (auto rel : {"model.safetensors", "config.json", "loftq_init/adapter_model.safetensors",
+                         "loftq_init/adapter_config.json", "loftq_metrics.csv"}) {
+            QVERIFY2(outs.contains(rel), rel);
+            QCOMPARE(outs[rel]["bytes"].get<uint64_t>(), uint64_t(fs::file_size(good + "/" + rel)));
+            QCOMPARE(outs[rel]["xxh3_64"].get<std::string>(), file_checksum(good + "/" + rel));
+        }
+        QVERIFY(!outs.contains("loftq_metrics.json"));
+        // The unpacked folder lists its own files.
+        const std::string un = base + "/un";
+        unpack_packed(good, un, false);
+        QVERIFY(verify_export(un).ok());
+        QCOMPARE(json::parse(read_text_file(un + "/loftq_metrics.json"))["outputs"]["model.safetensors"]["xxh3_64"].get<std::string>(),
+                 file_checksum(un + "/model.safetensors"));
+
+        const std::string q = "model.layers.0.mlp.up_proj.weight";
+        const std::string d = base + "/flipped";
+        copy_tree(good, d);
+        {  // one bit of one code byte in the middle of the codes
+            auto f = SafetensorsFile::open(d + "/model.safetensors");
+            const TensorInfo* t = f->find(q + ".qcodes");
+            QVERIFY(t);
+            uint64_t header = 0;
+            std::ifstream in(d + "/model.safetensors", std::ios::binary);
+            in.read(reinterpret_cast<char*>(&header), 8);
+            const uint64_t off = 8 + header + t->begin + t->nbytes() / 2;
+            f.reset();
+            std::fstream io(d + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+            io.seekg(std::streamoff(off));
+            char c = 0;
+            io.read(&c, 1);
+            c ^= 0x10;
+            io.seekp(std::streamoff(off));
+            io.write(&c, 1);
+        }
+        auto rd = PackedReader::open(d);   // the format alone cannot tell
+        rd->dequantize(*rd->weight(q));
+        rd.reset();
+        v = verify_export(d);
+        QCOMPARE(int(v.status), int(VerifyReport::Status::Failed));
+        QCOMPARE(v.problems.size(), size_t(1));
+        QCOMPARE(QString::fromStdString(v.problems[0].file), QString("model.safetensors"));
+        QVERIFY2(v.problems[0].what.find("changed") != std::string::npos, v.problems[0].what.c_str());
+        const std::string refused = base + "/refused";
+        EXPECT_ERROR(unpack_packed(d, refused, false), d + "/model.safetensors", "changed", "loftq verify");
+        QVERIFY(!fs::exists(refused));
+        for (auto& e : fs::directory_iterator(base)) QVERIFY2(e.path().filename().string().find(".loftq-") == std::string::npos, e.path().c_str());
+        unpack_packed(d, refused, false, false);   // asked not to verify: it unpacks
+        QVERIFY(fs::exists(refused + "/model.safetensors"));
+
+        // A deleted file, and a file the manifest does not list (a note only).
+        const std::string del = base + "/deleted";
+        copy_tree(good, del);
+        fs::remove(del + "/loftq_init/adapter_config.json");
+        test::write_file(del + "/README.md", "mine");
+        v = verify_export(del);
+        QCOMPARE(int(v.status), int(VerifyReport::Status::Failed));
+        QCOMPARE(v.problems.size(), size_t(1));
+        QCOMPARE(QString::fromStdString(v.problems[0].file), QString("loftq_init/adapter_config.json"));
+        QCOMPARE(QString::fromStdString(v.problems[0].what), QString("missing"));
+        QCOMPARE(v.unlisted, std::vector<std::string>{"README.md"});
+        EXPECT_ERROR(unpack_packed(del, base + "/del-un", false), "loftq_init/adapter_config.json", "missing");
+
+        // An export written before checksums: it cannot be verified, and unpacks unchecked.
+        const std::string older = base + "/older";
+        copy_tree(good, older);
+        json mj = json::parse(read_text_file(older + "/loftq_metrics.json"));
+        mj.erase("outputs");
+        test::write_file(older + "/loftq_metrics.json", mj.dump(2));
+        v = verify_export(older);
+        QCOMPARE(int(v.status), int(VerifyReport::Status::NoChecksums));
+        QVERIFY2(v.cannot_verify_reason().find("cannot be verified") != std::string::npos, v.cannot_verify_reason().c_str());
+        unpack_packed(older, base + "/older-un", false);
+        QVERIFY(verify_export(base + "/older-un").ok());   // the unpacked folder has its own checksums
+        fs::remove(older + "/loftq_metrics.json");
+        QCOMPARE(int(verify_export(older).status), int(VerifyReport::Status::NoManifest));
+        // A manifest that names a path outside the folder is a failure, not a read of that path.
+        const std::string evil = base + "/evil";
+        copy_tree(good, evil);
+        mj = json::parse(read_text_file(evil + "/loftq_metrics.json"));
+        mj["outputs"]["../p/config.json"] = {{"bytes", 1}, {"xxh3_64", "0000000000000000"}};
+        test::write_file(evil + "/loftq_metrics.json", mj.dump(2));
+        v = verify_export(evil);
+        QCOMPARE(int(v.status), int(VerifyReport::Status::Failed));
+        QCOMPARE(QString::fromStdString(v.problems[0].file), QString("loftq_metrics.json"));
     }
 };
 

@@ -81,10 +81,9 @@ BnbExport::BnbExport(const Checkpoint& ck, const QuantizeOptions& opt, const Res
         if (torch_dtype_name(ck.tensors()[size_t(w.tensor)].dtype).empty())
             throw Error(where, w.name, "format bnb-nf4 needs an F32, F16 or BF16 source weight");
     }
-    bool created = false;
-    p_->out = prepare_output_dir(opt.out_dir, ck, opt.force, &created);
-    const std::string& out = p_->out;
-    p_->staged = std::make_unique<StagedOutput>(out, StagedOutput::output_folder(created));
+    p_->out = prepare_output_dir(opt.out_dir, ck, opt.force);
+    p_->staged = std::make_unique<StagedOutput>(p_->out, export_folder_swap());
+    const std::string& dir = p_->staged->dir();  // the staging folder beside the output
 
     std::map<int, size_t> weight_of;  // tensor index -> weight index
     for (size_t i = 0; i < plan.weights.size(); ++i) weight_of[plan.weights[i].tensor] = i;
@@ -107,10 +106,10 @@ BnbExport::BnbExport(const Checkpoint& ck, const QuantizeOptions& opt, const Res
         layout.push_back({t.name + kQuantStateSuffix, DType::U8, "", {int64_t(qs.size())}, qs.size()});
         p_->qstate[it->second] = std::move(qs);
     }
-    p_->model = std::make_unique<ShardedWriter>(out, "model", layout, opt.max_shard_bytes,
+    p_->model = std::make_unique<ShardedWriter>(dir, "model", layout, opt.max_shard_bytes,
                                                 std::map<std::string, std::string>{{"format", "pt"}});
     p_->ap = std::make_unique<AdapterPlan>(ck, opt, plan);
-    p_->adapter = open_adapter_writer(out, p_->ap->layout);
+    p_->adapter = open_adapter_writer(dir, p_->ap->layout);
 }
 
 BnbExport::~BnbExport() = default;
@@ -184,7 +183,7 @@ std::vector<std::string> BnbExport::commit(const QuantizeResult& result, const n
                          {"quant_method", "bitsandbytes"}};
     stage_export_files(*p.staged, p.ck, p.opt, p.plan, *p.ap, p.out, result, manifest, {},
                        [&](nlohmann::json& config) { config["quantization_config"] = qc; });
-    return finish_export(*p.staged, p.out, *p.model, *p.adapter);
+    return finish_export(*p.staged);
 }
 
 }  // namespace loftq

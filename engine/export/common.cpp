@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "io/peft_adapter.h"
 #include "export/metrics.h"
+#include "export/verify.h"
 
 namespace fs = std::filesystem;
 
@@ -34,8 +35,8 @@ void copy_tensor(const Checkpoint& ck, const TensorEntry& t, ShardedWriter& out)
     out.write(t.name, bytes.data(), bytes.size());
 }
 
-std::unique_ptr<ShardedWriter> open_adapter_writer(const std::string& out_dir, const std::vector<OutTensor>& layout) {
-    return std::make_unique<ShardedWriter>((std::filesystem::path(out_dir) / "loftq_init").string(), "adapter_model", layout, 0,
+std::unique_ptr<ShardedWriter> open_adapter_writer(const std::string& dir, const std::vector<OutTensor>& layout) {
+    return std::make_unique<ShardedWriter>((std::filesystem::path(dir) / "loftq_init").string(), "adapter_model", layout, 0,
                                            std::map<std::string, std::string>{{"format", "pt"}});
 }
 
@@ -55,12 +56,16 @@ std::string prepare_output_dir(const std::string& out_dir, const std::string& in
     for (auto& f : input_files)
         if (path_within(f, out)) throw Error(out, "", "the output folder holds the input file " + f);
     std::error_code ec;
+    if (fs::is_symlink(out, ec) && !fs::exists(out, ec)) throw Error(out, "", "is a symbolic link to nothing: remove it or choose another output folder");
     if (fs::exists(out, ec) && !fs::is_directory(out, ec)) throw Error(out, "", "exists and is not a folder");
     if (fs::is_directory(out, ec) && !fs::is_empty(out, ec) && !force)
         throw Error(out, "", "output folder is not empty (allow replacing the files an export writes: --force in the CLI, \"Replace the folder's contents\" in the export dialog)");
     if (created) *created = !fs::exists(out, ec);
-    fs::create_directories(out, ec);
-    if (ec) throw Error(out, "", "cannot create output folder: " + ec.message());
+    // The parent only: the export is staged beside the folder and renamed into place at the end.
+    const fs::path parent = fs::path(out).parent_path();
+    fs::create_directories(parent, ec);
+    if (ec) throw Error(out, "", "cannot create the output's parent folder " + parent.string() + ": " + ec.message());
+    if (!fs::is_directory(parent, ec)) throw Error(out, "", "its parent " + parent.string() + " is not a folder");
     return out;
 }
 
@@ -68,17 +73,13 @@ std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck,
     return prepare_output_dir(out_dir, ck.dir(), ck.files(), force, created);
 }
 
-void remove_stale_weights(const std::string& dir, const std::vector<std::string>& written, bool sharded,
-                          const std::string& base) {
-    const std::regex weight_re("^" + base + R"((-\d{5}-of-\d{5})?\.safetensors$)");
-    std::error_code ec;
-    for (auto& e : fs::directory_iterator(dir, ec)) {
-        std::string name = e.path().filename().string();
-        bool stale = std::regex_match(name, weight_re) && std::find(written.begin(), written.end(), name) == written.end();
-        stale |= !sharded && name == base + ".safetensors.index.json";
-        if (stale) fs::remove(e.path(), ec);
-    }
+bool is_export_weight_file(const std::string& rel) {
+    static const std::regex weight_re(
+        R"(^(model|loftq_init/adapter_model)(-\d{5}-of-\d{5})?\.safetensors$|^(model|loftq_init/adapter_model)\.safetensors\.index\.json$)");
+    return std::regex_match(rel, weight_re);
 }
+
+StagedOutput::FolderSwap export_folder_swap() { return {.drop_old = is_export_weight_file}; }
 
 AdapterPlan::AdapterPlan(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan) {
     const ModelConfig& cfg = ck.config();
@@ -161,20 +162,13 @@ void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const Quanti
     staged.write("loftq_metrics.csv", metrics_csv(result));
     nlohmann::ordered_json mj = metrics_json(result, manifest);
     if (amend_metrics) amend_metrics(mj);
+    mj["outputs"] = outputs_manifest(staged);                 // every file above, sizes and checksums
     staged.write("loftq_metrics.json", mj.dump(2) + "\n");  // last: marks the export done
 }
 
-std::vector<std::string> finish_export(StagedOutput& staged, const std::string& out, const ShardedWriter& model,
-                                       const ShardedWriter& adapter) {
+std::vector<std::string> finish_export(StagedOutput& staged) {
     staged.commit();
-    const std::string adapter_dir = (fs::path(out) / "loftq_init").string();
-    remove_stale_weights(out, model.file_names(), model.sharded(), "model");
-    remove_stale_weights(adapter_dir, adapter.file_names(), adapter.sharded(), "adapter_model");
-    std::vector<std::string> files;
-    for (auto& n : model.file_names()) files.push_back((fs::path(out) / n).string());
-    for (auto& n : adapter.file_names()) files.push_back((fs::path(adapter_dir) / n).string());
-    for (auto& f : staged.committed_files()) files.push_back(f);
-    return files;
+    return staged.committed_files();
 }
 
 }  // namespace loftq

@@ -34,21 +34,31 @@ std::string module_path(const std::string& tensor_name);
 
 // A non-target tensor copied as it was (bytes in HF layout), its mapped pages released after.
 void copy_tensor(const Checkpoint& ck, const TensorEntry& t, ShardedWriter& out);
-// The writer of OUT/loftq_init/adapter_model.safetensors for an adapter layout.
-std::unique_ptr<ShardedWriter> open_adapter_writer(const std::string& out_dir, const std::vector<OutTensor>& layout);
+// The writer of DIR/loftq_init/adapter_model.safetensors for an adapter layout (DIR: staged.dir()).
+std::unique_ptr<ShardedWriter> open_adapter_writer(const std::string& dir, const std::vector<OutTensor>& layout);
 
-// The absolute, normalized output folder, created. Throws loftq::Error when it is (or holds) the
-// input, is a file, or is non-empty without `force`.
-// *created (when given): the folder did not exist before (see StagedOutput's remove_if_abandoned).
+// The absolute, normalized output folder; its parent is created, the folder itself is not (the
+// export's staging folder is renamed into place at the end, see fsutil.h StagedOutput). Throws
+// loftq::Error when it is (or holds) the input, is a file or a dangling link, or is non-empty
+// without `force`. *created (when given): the folder does not exist yet.
 std::string prepare_output_dir(const std::string& out_dir, const Checkpoint& ck, bool force, bool* created = nullptr);
 // The same checks for a folder that must not be, or lie inside / around, `input_dir`.
 std::string prepare_output_dir(const std::string& out_dir, const std::string& input_dir,
                                const std::vector<std::string>& input_files, bool force, bool* created = nullptr);
 
+// The weight files of an export's layout, relative to its folder: `model.safetensors`,
+// `model-XXXXX-of-XXXXX.safetensors`, `model.safetensors.index.json` and the same names of
+// `loftq_init/adapter_model`. A --force export never carries these over from the folder it
+// replaces (they are the old export's, and a stale shard or index would mislead a loader).
+bool is_export_weight_file(const std::string& rel);
+// How an export commits: the whole folder at once (StagedOutput::FolderSwap), the replaced
+// folder's other files (a user's notes, older plots) carried over, its weight files not.
+StagedOutput::FolderSwap export_folder_swap();
+
 // What an exporter's state starts with (hf, packed): the job's inputs and its output folder,
-// prepared (checked, created) and staged. created: the folder did not exist, so an abandoned
-// export removes it again (StagedOutput). Members an exporter adds after it are destroyed first,
-// so its writers' partial files are gone before the folder is cleaned.
+// prepared (checked) and staged: writers write under staged.dir() (the staging folder beside
+// `out`); files record `out`. Members an exporter adds after it are destroyed first, so its
+// writers are gone before the staging folder is removed (an abandoned export).
 struct ExportState {
     const Checkpoint& ck;
     const QuantizeOptions& opt;
@@ -58,14 +68,8 @@ struct ExportState {
     StagedOutput staged;
     ExportState(const Checkpoint& c, const QuantizeOptions& o, const ResolvedPlan& p)
         : ck(c), opt(o), plan(p), out(prepare_output_dir(o.out_dir, c, o.force, &created)),
-          staged(out, StagedOutput::output_folder(created)) {}
+          staged(out, export_folder_swap()) {}
 };
-
-// After a --force export into a folder that held an earlier one: `<base>.safetensors`,
-// `<base>-XXXXX-of-XXXXX.safetensors` not in `written`, and (when not sharded) a stale
-// `<base>.safetensors.index.json` are removed. Only names of that layout are touched.
-void remove_stale_weights(const std::string& dir, const std::vector<std::string>& written, bool sharded,
-                          const std::string& base);
 
 // The loftq_init adapter of a plan: per weight its exported rank (clamped to min(m, n); 0 = no
 // factors), lora_alpha and Conv1D flag, and the adapter file's layout (PEFT keys, fp32).
@@ -88,15 +92,15 @@ PeftFactors peft_factors(const AdapterPlan& ap, const QuantizeOptions& opt, cons
 
 // Stages config.json, the tokenizer/generation files, loftq_init/adapter_config.json (base
 // model = `out`), the options' extra files, loftq_metrics.csv and loftq_metrics.json (last; the
-// marker of a finished export). `amend_metrics` may add format-specific fields to the JSON.
+// marker of a finished export; its "outputs" lists the size and XXH3-64 of every file staged
+// before it, export/verify.h). `amend_metrics` may add format-specific fields to the JSON.
 void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan,
                         const AdapterPlan& ap, const std::string& out, const QuantizeResult& result,
                         const nlohmann::ordered_json& manifest,
                         const std::function<void(nlohmann::ordered_json&)>& amend_metrics = {},
                         const std::function<void(nlohmann::json&)>& amend_config = {});
-// Renames everything staged into place, removes weight files an earlier export left that this
-// one did not write, and returns the final paths (data files, adapter files, staged files).
-std::vector<std::string> finish_export(StagedOutput& staged, const std::string& out, const ShardedWriter& model,
-                                       const ShardedWriter& adapter);
+// Commits the staged folder (StagedOutput::commit) and returns the final paths of the files the
+// export wrote, in staging order (data files first, the metrics last).
+std::vector<std::string> finish_export(StagedOutput& staged);
 
 }  // namespace loftq

@@ -27,11 +27,11 @@ struct HfExport::Impl : ExportState {
 
 HfExport::HfExport(const Checkpoint& ck, const QuantizeOptions& opt, const ResolvedPlan& plan)
     : p_(std::make_unique<Impl>(ck, opt, plan)) {
-    const std::string& out = p_->out;
+    const std::string& dir = p_->staged.dir();  // the staging folder beside the output
     std::vector<OutTensor> layout;
     for (const auto& t : ck.tensors()) layout.push_back({t.name, t.dtype, t.dtype_str, t.shape, t.nbytes});
-    p_->model = std::make_unique<ShardedWriter>(out, "model", layout, opt.max_shard_bytes, std::map<std::string, std::string>{{"format", "pt"}});
-    p_->adapter = open_adapter_writer(out, p_->ap.layout);
+    p_->model = std::make_unique<ShardedWriter>(dir, "model", layout, opt.max_shard_bytes, std::map<std::string, std::string>{{"format", "pt"}});
+    p_->adapter = open_adapter_writer(dir, p_->ap.layout);
 }
 
 HfExport::~HfExport() = default;
@@ -60,7 +60,7 @@ std::vector<std::string> HfExport::commit(const QuantizeResult& result, const nl
     p.model->commit(p.staged);
     p.adapter->commit(p.staged);
     stage_export_files(p.staged, p.ck, p.opt, p.plan, p.ap, p.out, result, manifest);
-    return finish_export(p.staged, p.out, *p.model, *p.adapter);
+    return finish_export(p.staged);
 }
 
 }  // namespace loftq

@@ -97,8 +97,8 @@ PackedExport::PackedExport(const Checkpoint& ck, const QuantizeOptions& opt, con
         {"loftq.plan", plan_to_json(opt.plan).dump()},
         {"loftq.max_shard_bytes", std::to_string(opt.max_shard_bytes)},
     };
-    p.model = std::make_unique<ShardedWriter>(p.out, "model", layout, opt.max_shard_bytes, meta);
-    p.adapter = open_adapter_writer(p.out, p.ap.layout);
+    p.model = std::make_unique<ShardedWriter>(p.staged.dir(), "model", layout, opt.max_shard_bytes, meta);
+    p.adapter = open_adapter_writer(p.staged.dir(), p.ap.layout);
 }
 
 PackedExport::~PackedExport() = default;
@@ -187,7 +187,7 @@ std::vector<std::string> PackedExport::commit(const QuantizeResult& result, cons
         }
         j["packed"] = s;
     });
-    return finish_export(p.staged, p.out, *p.model, *p.adapter);
+    return finish_export(p.staged);
 }
 
 }  // namespace loftq

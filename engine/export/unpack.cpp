@@ -13,16 +13,19 @@
 #include "io/packed_reader.h"
 #include "io/sharded_writer.h"
 #include "export/common.h"
+#include "export/verify.h"
 
 namespace fs = std::filesystem;
 
 namespace loftq {
 
-std::vector<std::string> unpack_packed(const std::string& packed_dir, const std::string& out_dir, bool force) {
+std::vector<std::string> unpack_packed(const std::string& packed_dir, const std::string& out_dir, bool force, bool verify) {
     auto rd = PackedReader::open(packed_dir);
-    bool created = false;
-    const std::string out = prepare_output_dir(out_dir, rd->dir(), rd->files(), force, &created);
-    StagedOutput staged(out, StagedOutput::output_folder(created));
+    // Flipped code bits pass every format check (any k-bit code is a valid level): the manifest's
+    // checksums catch them, before anything is written.
+    if (verify) require_verified(verify_export(rd->dir()));
+    const std::string out = prepare_output_dir(out_dir, rd->dir(), rd->files(), force);
+    StagedOutput staged(out, export_folder_swap());
 
     std::vector<OutTensor> layout;
     for (const auto& name : rd->tensor_order()) {
@@ -33,7 +36,7 @@ std::vector<std::string> unpack_packed(const std::string& packed_dir, const std:
             layout.push_back({name, t->dtype, t->dtype_str, t->shape, t->nbytes()});
         }
     }
-    ShardedWriter model(out, "model", layout, rd->max_shard_bytes() ? rd->max_shard_bytes() : 5'000'000'000ull,
+    ShardedWriter model(staged.dir(), "model", layout, rd->max_shard_bytes() ? rd->max_shard_bytes() : 5'000'000'000ull,
                         std::map<std::string, std::string>{{"format", "pt"}});
     for (const auto& name : rd->tensor_order()) {
         if (const PackedWeight* w = rd->weight(name)) {
@@ -71,16 +74,17 @@ std::vector<std::string> unpack_packed(const std::string& packed_dir, const std:
             nlohmann::ordered_json j = parse_ordered_json_checked(read_text_file(src), src, "adapter config");
             j["base_model_name_or_path"] = out;
             staged.write(rel, j.dump(2) + "\n");
+        } else if (rel == "loftq_metrics.json") {
+            // The packed export's manifest, with the checksums of this folder's files.
+            nlohmann::ordered_json j = parse_ordered_json_checked(read_text_file(src), src, "export manifest");
+            j["outputs"] = outputs_manifest(staged);
+            staged.write(rel, j.dump(2) + "\n");
         } else {
             staged.copy_from(rel, src);
         }
     }
     staged.commit();
-    remove_stale_weights(out, model.file_names(), model.sharded(), "model");
-    std::vector<std::string> files;
-    for (auto& n : model.file_names()) files.push_back((fs::path(out) / n).string());
-    for (auto& f : staged.committed_files()) files.push_back(f);
-    return files;
+    return staged.committed_files();
 }
 
 }  // namespace loftq
