@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +33,39 @@ Run run(const QStringList& args, int timeout_ms = 120000) {
             QString::fromUtf8(p.readAllStandardError())};
 }
 QString tmp(const char* tag) { return QString::fromStdString(loftq::test::make_temp_dir(tag)); }
+// The CLI with one more environment variable (LOFTQ_TEST_CRASH_AT: core/fsutil.h).
+Run run_env(const QStringList& args, const QString& name, const QString& value, int timeout_ms = 120000) {
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert(name, value);
+    p.setProcessEnvironment(env);
+    p.start(cli(), args);
+    if (!p.waitForFinished(timeout_ms)) { p.kill(); p.waitForFinished(); return {-1, "", "timeout"}; }
+    return {p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -2, QString::fromUtf8(p.readAllStandardOutput()),
+            QString::fromUtf8(p.readAllStandardError())};
+}
+// Flips every bit of the byte in the middle of a file.
+void flip_middle_byte(const QString& path) {
+    std::string bytes = loftq::test::read_file(path.toStdString());
+    bytes[bytes.size() / 2] = char(~bytes[bytes.size() / 2]);
+    loftq::test::write_file(path.toStdString(), bytes);
+}
+// Every file under dir (relative path -> bytes) and every folder ("<rel>/" -> "").
+std::map<std::string, std::string> snapshot(const QString& dir) {
+    std::map<std::string, std::string> m;
+    const fs::path root = dir.toStdString();
+    for (auto& e : fs::recursive_directory_iterator(root)) {
+        const std::string rel = e.path().lexically_relative(root).string();
+        if (e.is_directory()) m[rel + "/"] = "";
+        else m[rel] = loftq::test::read_file(e.path().string());
+    }
+    return m;
+}
+// Entries beside `out` named like its staging or old folders (.<name>.loftq-*).
+QStringList staging_siblings(const QString& out) {
+    const QFileInfo fi(out);
+    return QDir(fi.absolutePath()).entryList({"." + fi.fileName() + ".loftq-*"}, QDir::AllEntries | QDir::Hidden | QDir::NoDotAndDotDot);
+}
 // A tiny demo checkpoint (2 layers, hidden 64, vocab 512, with its tokenizer and stories) in dir.
 Run makeTinyDemo(const QString& dir) {
     return run({"make-demo", dir, "--layers", "2", "--hidden", "64", "--intermediate", "160", "--heads", "4", "--kv-heads", "2",
@@ -334,6 +368,112 @@ private slots:
         if (QDir(dir + "/o").exists())
             for (QDirIterator it(dir + "/o", QDir::Files, QDirIterator::Subdirectories); it.hasNext();) left << it.next();
         QVERIFY2(left.isEmpty(), qPrintable(left.join(", ")));
+    }
+
+    // `loftq verify`: exit 0 on a fresh export; a flipped byte in a weight file or a deleted file
+    // is exit 1 with a line naming the file; `loftq unpack` of a damaged packed export is refused
+    // naming the file (--no-verify unpacks anyway); an export without a manifest or with one
+    // from before checksums cannot be verified (exit 3, saying so).
+    void verifyCommand() {
+        const QString dir = tmp("cli-verify");
+        const QString hf = dir + "/hf", packed = dir + "/packed";
+        Run r = run({"quantize", model, "--out", hf, "--rank", "2", "--iters", "1", "-q"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        r = run({"quantize", model, "--out", packed, "--format", "packed", "--rank", "2", "--iters", "1", "-q"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        for (const QString& d : {hf, packed}) {
+            r = run({"verify", d});
+            QVERIFY2(r.code == 0, qPrintable(r.out + r.err));
+            QVERIFY2(r.out.startsWith("ok: ") && r.out.contains("loftq_metrics.json"), qPrintable(r.out));
+        }
+        // A user's file beside the export is a note, not a failure.
+        loftq::test::write_file((hf + "/notes.txt").toStdString(), "mine");
+        r = run({"verify", hf});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.out.contains("note: " + hf + "/notes.txt: not listed"), qPrintable(r.out));
+
+        flip_middle_byte(hf + "/model.safetensors");
+        r = run({"verify", hf});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.out.contains(hf + "/model.safetensors: changed"), qPrintable(r.out));
+        QVERIFY2(r.err.contains("1 problem"), qPrintable(r.err));
+
+        flip_middle_byte(packed + "/model.safetensors");
+        r = run({"verify", packed});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.out.contains(packed + "/model.safetensors: changed"), qPrintable(r.out));
+        r = run({"unpack", packed, "--out", dir + "/un"});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.startsWith("loftq: error: " + packed + "/model.safetensors: changed") && r.err.contains("loftq verify"),
+                 qPrintable(r.err));
+        QVERIFY(!QFileInfo::exists(dir + "/un"));
+        QVERIFY(staging_siblings(dir + "/un").isEmpty());
+        r = run({"unpack", packed, "--out", dir + "/un", "--no-verify"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+
+        QFile::remove(packed + "/loftq_init/adapter_config.json");
+        r = run({"verify", packed});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.out.contains(packed + "/loftq_init/adapter_config.json: missing"), qPrintable(r.out));
+
+        // From before checksums were recorded: the manifest without "outputs".
+        const QString old = dir + "/old";
+        fs::copy(hf.toStdString(), old.toStdString(), fs::copy_options::recursive);
+        json mj = json::parse(loftq::test::read_file((old + "/loftq_metrics.json").toStdString()));
+        mj.erase("outputs");
+        loftq::test::write_file((old + "/loftq_metrics.json").toStdString(), mj.dump(2));
+        r = run({"verify", old});
+        QCOMPARE(r.code, 3);
+        QVERIFY2(r.err.contains("cannot verify") && r.err.contains("before loftq recorded them"), qPrintable(r.err));
+        QFile::remove(old + "/loftq_metrics.json");
+        r = run({"verify", old});
+        QCOMPARE(r.code, 3);
+        QVERIFY2(r.err.contains("cannot verify") && r.err.contains("loftq_metrics.json is missing"), qPrintable(r.err));
+        r = run({"verify", dir + "/nothing"});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(r.err.contains("nothing") && r.err.contains("not a folder"), qPrintable(r.err));
+    }
+
+    // A real crash (the process ends at a named step of the commit: LOFTQ_TEST_CRASH_AT) during
+    // a --force export over an older one: the folder is the old export byte for byte (before the
+    // swap) or the complete new one (after it), never a mix; the user's file survives; the next
+    // run removes the dead run's staging folder.
+    void crashDuringForceCommit_data() {
+        QTest::addColumn<QString>("step");
+        QTest::addColumn<bool>("swapped");
+        QTest::newRow("staged") << "staged" << false;
+        QTest::newRow("carried") << "carried" << false;
+        QTest::newRow("swapped") << "swapped" << true;
+    }
+    void crashDuringForceCommit() {
+        QFETCH(QString, step);
+        QFETCH(bool, swapped);
+        const QString out = tmp("cli-crash") + "/out";
+        Run r = run({"quantize", model, "--out", out, "--rank", "2", "--iters", "1", "--max-shard-size", "60000", "-q"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        loftq::test::write_file((out + "/notes.txt").toStdString(), "my notes");
+        const auto before = snapshot(out);
+        QVERIFY(before.count("model.safetensors.index.json"));
+        r = run_env({"quantize", model, "--out", out, "--rank", "4", "--iters", "1", "--force", "-q"}, "LOFTQ_TEST_CRASH_AT", step);
+        QCOMPARE(r.code, 86);   // ended at the step, nothing after it ran
+        const auto after = snapshot(out);
+        if (!swapped) {
+            QVERIFY2(after == before, "the old export changed");
+        } else {
+            QVERIFY(after != before);
+            QCOMPARE(QString::fromStdString(after.at("notes.txt")), QString("my notes"));
+            QVERIFY(!after.count("model.safetensors.index.json"));
+            QCOMPARE(json::parse(after.at("loftq_metrics.json"))["manifest"]["plan"]["defaults"]["rank"], 4);
+            r = run({"verify", out, "-q"});
+            QVERIFY2(r.code == 0, qPrintable(r.out + r.err));
+        }
+        QVERIFY(!staging_siblings(out).isEmpty());   // what the crash left beside it
+        r = run({"quantize", model, "--out", out, "--rank", "4", "--iters", "1", "--force", "-q"});
+        QVERIFY2(r.code == 0, qPrintable(r.err));
+        QVERIFY2(staging_siblings(out).isEmpty(), qPrintable(staging_siblings(out).join(", ")));
+        QCOMPARE(QString::fromStdString(loftq::test::read_file((out + "/notes.txt").toStdString())), QString("my notes"));
+        r = run({"verify", out, "-q"});
+        QVERIFY2(r.code == 0, qPrintable(r.out + r.err));
     }
 
     // Ctrl-C, and SIGTERM as `timeout`, systemd and docker send it: the same clean cancel.

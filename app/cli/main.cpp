@@ -9,6 +9,10 @@
 #include "cli/common.h"
 #include "core/error.h"
 
+namespace loftq::cli {
+void add_verify(CLI::App& app);  // cli/verify.cpp
+}
+
 int main(int argc, char** argv) {
     CLI::App app{"loftq: LoftQ quantization of LLM checkpoints (LoRA-fine-tuning-aware quantization)", "loftq"};
     app.require_subcommand(1);
@@ -24,6 +28,7 @@ int main(int argc, char** argv) {
     loftq::cli::add_convert(app);
     loftq::cli::add_experiment(app);
     loftq::cli::add_unpack(app);
+    loftq::cli::add_verify(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
