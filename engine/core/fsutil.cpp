@@ -139,6 +139,19 @@ long sibling_pid(const std::string& entry, const std::string& prefix) {
 
 bool process_alive(long pid) { return ::kill(pid_t(pid), 0) == 0 || errno == EPERM; }
 
+// Removes a tree (symbolic links as links), first making its folders writable where a plain
+// remove fails (a read-only folder of the old export). Errors are ignored: a leftover is removed
+// by the next run.
+void remove_tree(const std::string& path) {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    if (!ec) return;
+    ::chmod(path.c_str(), S_IRWXU);
+    for (fs::recursive_directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), S_IRWXU);
+    fs::remove_all(path, ec);
+}
+
 // Staging folders (and, when the output exists, two-rename leftovers) that crashed or killed runs
 // left beside `parent/name`: removed when their process is gone. Another live run's are kept.
 void remove_dead_siblings(const fs::path& parent, const std::string& name, bool old_too) {
@@ -152,7 +165,7 @@ void remove_dead_siblings(const fs::path& parent, const std::string& name, bool 
         if (!pid || pid == long(::getpid()) || process_alive(pid)) continue;
         if (it->is_directory(ec) && !it->is_symlink(ec)) dead.push_back(it->path());
     }
-    for (const auto& d : dead) fs::remove_all(d, ec);
+    for (const auto& d : dead) remove_tree(d.string());
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -163,9 +176,10 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // it: files and symbolic links as hard links (a copy where linking fails: another owner under
 // protected_hardlinks, a link count at its limit), folders made and filled recursively with their
 // modes. An entry the new output has wins; `drop` names entries not to carry (stale weights);
-// `X.partial` beside a new `X` is an older run's debris. `rel`: the path under both roots.
+// `X.partial` beside a new `X` is an older run's debris. `rel`: the path under both roots. A
+// folder on another device (a mount point) is refused: the old tree is deleted after the swap.
 void carry_over(const fs::path& from, const fs::path& to, const std::string& rel,
-                const std::function<bool(const std::string&)>& drop) {
+                const std::function<bool(const std::string&)>& drop, dev_t dev) {
     std::error_code ec;
     fs::directory_iterator it(from, ec);
     if (ec) throw Error(from.string(), "", "cannot list the folder being replaced: " + ec.message());
@@ -175,14 +189,16 @@ void carry_over(const fs::path& from, const fs::path& to, const std::string& rel
         struct stat ss {}, ds {};
         if (::lstat(src.c_str(), &ss) != 0) continue;  // removed meanwhile
         if (::lstat(dst.c_str(), &ds) == 0) {
-            if (S_ISDIR(ss.st_mode) && S_ISDIR(ds.st_mode)) carry_over(src, dst, r, drop);
+            if (S_ISDIR(ss.st_mode) && S_ISDIR(ds.st_mode)) carry_over(src, dst, r, drop, dev);
             continue;
         }
         if (drop && drop(r)) continue;
         if (ends_with(fname, ".partial") && ::lstat((to / fname.substr(0, fname.size() - 8)).c_str(), &ds) == 0) continue;
         if (S_ISDIR(ss.st_mode)) {
+            if (ss.st_dev != dev)
+                throw Error(src.string(), "", "is a mount point inside the output folder; the folder was not replaced (unmount it or choose another output folder)");
             if (::mkdir(dst.c_str(), S_IRWXU) != 0) throw Error(dst.string(), "", "cannot create folder: " + errno_text());
-            carry_over(src, dst, r, drop);
+            carry_over(src, dst, r, drop, dev);
             ::chmod(dst.c_str(), ss.st_mode & 07777);
             fsync_dir(dst.string());
             continue;
@@ -258,7 +274,7 @@ void StagedOutput::swap_in() {
         return;
     }
     if (!S_ISDIR(st.st_mode)) throw Error(out_, "", "is no longer a folder; nothing was replaced");
-    carry_over(target, dir_, "", swap_.drop_old);
+    carry_over(target, dir_, "", swap_.drop_old, st.st_dev);
     ::chmod(dir_.c_str(), st.st_mode & 07777);
     fsync_dir(dir_);
     commit_step("carried");
@@ -284,17 +300,16 @@ void StagedOutput::swap_in() {
     }
     fsync_dir(parent);
     commit_step("swapped");
+    remove_tree(leftover_);
     std::error_code ec;
-    fs::remove_all(leftover_, ec);
-    if (!ec) leftover_.clear();
+    if (!fs::exists(fs::symlink_status(leftover_, ec))) leftover_.clear();
     remove_dead_siblings(parent, name, true);
 }
 
 StagedOutput::~StagedOutput() {
     if (!target_.empty()) {  // whole folder: the staging folder, or after the swap the old tree
-        std::error_code ec;
-        if (!done_) fs::remove_all(dir_, ec);
-        else if (!leftover_.empty()) fs::remove_all(leftover_, ec);
+        if (!done_) remove_tree(dir_);
+        else if (!leftover_.empty()) remove_tree(leftover_);
         return;
     }
     if (done_) return;
