@@ -240,7 +240,8 @@ private slots:
         tick.setInterval(1);
         connect(&tick, &QTimer::timeout, [&] { ++ticks; });
         tick.start();
-        Heartbeat hb;   // the longest GUI stall, applying the answer included (PlanDocument resolves it again)
+        Heartbeat hb;   // the longest GUI stall, applying the answer included
+        const int resolves = doc->resolveCount();   // the GUI thread's resolve_plan calls
         QElapsedTimer t;
         t.start();
         QVERIFY(w->loadPlan(big_path));
@@ -258,6 +259,15 @@ private slots:
         QVERIFY(!doc->isModified());
         QVERIFY(!w->isLoadingPlan());
         QVERIFY(w->log()->plainText().contains("loaded plan " + big_path));
+        // Applied with the worker's resolution: the GUI thread resolved nothing, nor does it on
+        // undo and redo (each side of the edit keeps its resolution).
+        QCOMPARE(doc->resolveCount(), resolves);
+        const int targets = int(doc->resolved().weights.size());
+        doc->undoStack()->undo();
+        doc->undoStack()->redo();
+        QCOMPARE(int(doc->plan().rules.size()), kRules);
+        QCOMPARE(int(doc->resolved().weights.size()), targets);
+        QCOMPARE(doc->resolveCount(), resolves);
 
         // Cancel while it loads: the plan on screen stays, and the late answer is ignored.
         doc->undoStack()->undo();

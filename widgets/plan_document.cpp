@@ -5,18 +5,30 @@
 
 #include <QUndoCommand>
 
+#include <memory>
+
 namespace studio {
 
+// Each side keeps its resolution once known (the document's before the edit; the after side's
+// from replacePlan's caller or the first redo), so undo and redo never resolve again: resolving a
+// big plan on a big model takes long enough to stall the window.
 class PlanEditCommand : public QUndoCommand {
 public:
-    PlanEditCommand(PlanDocument* doc, loftq::Plan before, loftq::Plan after, const QString& text)
-        : QUndoCommand(text), doc_(doc), before_(std::move(before)), after_(std::move(after)) {}
-    void undo() override { doc_->setPlanNoUndo(before_); }
-    void redo() override { doc_->setPlanNoUndo(after_); }
+    PlanEditCommand(PlanDocument* doc, loftq::Plan after, const QString& text,
+                    std::shared_ptr<const loftq::ResolvedPlan> after_resolved = nullptr)
+        : QUndoCommand(text), doc_(doc), before_(doc->plan_), after_(std::move(after)),
+          before_resolved_(std::make_shared<const loftq::ResolvedPlan>(doc->resolved_)),
+          after_resolved_(std::move(after_resolved)) {}
+    void undo() override { doc_->setPlanNoUndo(before_, before_resolved_.get()); }
+    void redo() override {
+        doc_->setPlanNoUndo(after_, after_resolved_.get());
+        if (!after_resolved_) after_resolved_ = std::make_shared<const loftq::ResolvedPlan>(doc_->resolved_);
+    }
 
 private:
     PlanDocument* doc_;
     loftq::Plan before_, after_;
+    std::shared_ptr<const loftq::ResolvedPlan> before_resolved_, after_resolved_;
 };
 
 PlanDocument::PlanDocument(QObject* parent) : QObject(parent) {}
@@ -72,23 +84,27 @@ void PlanDocument::editCells(const QList<QPoint>& cells, const loftq::SettingsPa
         any = true;
     }
     if (!any) return;
-    undo_.push(new PlanEditCommand(this, plan_, std::move(next), what));
+    undo_.push(new PlanEditCommand(this, std::move(next), what));
 }
 
 void PlanDocument::setRules(const std::vector<loftq::PlanRule>& rules, const QString& what) {
     loftq::Plan next = plan_;
     next.rules = rules;
-    undo_.push(new PlanEditCommand(this, plan_, std::move(next), what));
+    undo_.push(new PlanEditCommand(this, std::move(next), what));
 }
 
 void PlanDocument::setDefaults(const loftq::WeightSettings& s, const QString& what) {
     loftq::Plan next = plan_;
     next.defaults = s;
-    undo_.push(new PlanEditCommand(this, plan_, std::move(next), what));
+    undo_.push(new PlanEditCommand(this, std::move(next), what));
 }
 
 void PlanDocument::replacePlan(const loftq::Plan& p, const QString& what) {
-    undo_.push(new PlanEditCommand(this, plan_, p, what));
+    undo_.push(new PlanEditCommand(this, p, what));
+}
+
+void PlanDocument::replacePlan(const loftq::Plan& p, loftq::ResolvedPlan resolved, const QString& what) {
+    undo_.push(new PlanEditCommand(this, p, what, std::make_shared<const loftq::ResolvedPlan>(std::move(resolved))));
 }
 
 void PlanDocument::setBudgetBytes(uint64_t bytes) {
@@ -97,9 +113,9 @@ void PlanDocument::setBudgetBytes(uint64_t bytes) {
     emit budgetChanged();
 }
 
-void PlanDocument::setPlanNoUndo(const loftq::Plan& p) {
+void PlanDocument::setPlanNoUndo(const loftq::Plan& p, const loftq::ResolvedPlan* resolved) {
     plan_ = p;
-    resolve();
+    resolve(resolved);
     emit planChanged();
 }
 
@@ -127,8 +143,13 @@ void PlanDocument::rebuildGrid() {
     }
 }
 
-void PlanDocument::resolve() {
-    resolved_ = loftq::resolve_plan(plan_, tensors_);
+void PlanDocument::resolve(const loftq::ResolvedPlan* known) {
+    if (known) {
+        resolved_ = *known;
+    } else {
+        resolved_ = loftq::resolve_plan(plan_, tensors_);
+        ++resolve_count_;
+    }
     size_ = loftq::plan_size(resolved_, tensors_);
     weight_of_tensor_.assign(tensors_.size(), -1);
     for (size_t w = 0; w < resolved_.weights.size(); ++w) weight_of_tensor_[size_t(resolved_.weights[w].tensor)] = int(w);

@@ -58,6 +58,12 @@ public:
     void setRules(const std::vector<loftq::PlanRule>& rules, const QString& what);
     void setDefaults(const loftq::WeightSettings& s, const QString& what);
     void replacePlan(const loftq::Plan& p, const QString& what);   // e.g. File > Load Plan
+    // The same with the plan already resolved on this model's tensors (off the GUI thread: a big
+    // plan on a big model takes long to resolve), so that applying it does not resolve again.
+    void replacePlan(const loftq::Plan& p, loftq::ResolvedPlan resolved, const QString& what);
+    // How many times the document has run resolve_plan (tests: undo, redo and a pre-resolved
+    // replacePlan must not).
+    int resolveCount() const { return resolve_count_; }
 
     // Optional memory budget in bytes (0 = none); an app setting, not part of the plan file.
     void setBudgetBytes(uint64_t bytes);
@@ -73,14 +79,16 @@ signals:
 
 private:
     friend class PlanEditCommand;
-    void setPlanNoUndo(const loftq::Plan& p);   // used by the undo commands
+    // Used by the undo commands; `resolved`: the plan's resolution when known (else resolved here).
+    void setPlanNoUndo(const loftq::Plan& p, const loftq::ResolvedPlan* resolved = nullptr);
     void rebuildGrid();
-    void resolve();
+    void resolve(const loftq::ResolvedPlan* known = nullptr);
 
     QString path_;
     std::vector<loftq::TensorMeta> tensors_;
     loftq::Plan plan_;
     loftq::ResolvedPlan resolved_;
+    int resolve_count_ = 0;
     loftq::PlanSize size_;
     std::vector<int> weight_of_tensor_;        // tensor index -> resolved weight index or -1
     int layers_ = 0;

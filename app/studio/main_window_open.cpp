@@ -187,7 +187,7 @@ void MainWindow::onPlanLoaded(const LoadedPlan& r) {
         emit planLoaded(false);
         return;
     }
-    doc_->replacePlan(r.plan, tr("Load plan %1").arg(QFileInfo(r.path).fileName()));
+    doc_->replacePlan(r.plan, r.resolved, tr("Load plan %1").arg(QFileInfo(r.path).fileName()));
     doc_->markSaved();
     planPath_ = r.path;
     statusLabel_->setText(tr("Loaded plan %1: %2 targets").arg(QFileInfo(r.path).fileName()).arg(r.targets));

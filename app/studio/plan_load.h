@@ -14,6 +14,7 @@ namespace studio {
 struct LoadedPlan {
     QString path;           // as asked for
     loftq::Plan plan;       // the file's plan, valid for the tensors it was resolved against
+    loftq::ResolvedPlan resolved;   // plan resolved on those tensors (applied as is: no second resolve)
     size_t targets = 0;     // weights the plan quantizes on that model
     QString error;          // set instead of the above when the file is missing, malformed or
                             // does not resolve on the model (a bad regex, a conflicting rule)
