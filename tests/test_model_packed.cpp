@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -22,7 +23,7 @@
 #include "train/trainer.h"
 #include "io/synthetic_model.h"
 #include "model/llama_cpu.h"
-#include "test_support.h"
+#include "expect_error.h"
 #include "quant/quantizer.h"
 #include "test_support.h"
 
@@ -354,6 +355,43 @@ private slots:
         }
         qInfo("%s: base %llu bytes with keep_packed (%s), %llu without", qPrintable(init), (unsigned long long)cb->base_bytes(),
               packs ? "packed" : "fp32", (unsigned long long)ca->base_bytes());
+    }
+
+    // Loading an export (fine-tune, eval, the app's Fine-tune tab) checks its files against the
+    // manifest's checksums first: one flipped bit in the backbone (a packed code, or the lowest
+    // mantissa bit of an fp32 weight, which no format check can see) is refused naming the file;
+    // verify = false loads it as it is.
+    void changedExportIsRefusedOnLoad() {
+        const std::string root = test::make_temp_dir("model-packed-verify");
+        for (ExportFormat f : {ExportFormat::Hf, ExportFormat::Packed}) {
+            QuantizeOptions q;
+            q.model = dir_;
+            q.plan.defaults.quant = QuantKind::NF4;
+            q.plan.defaults.rank = 2;
+            q.plan.defaults.iters = 1;
+            q.threads = 2;
+            q.format = f;
+            q.out_dir = root + (f == ExportFormat::Hf ? "/hf" : "/packed");
+            run_quantize(q, {}, CancelToken{});
+            LoadOptions lo;
+            lo.model = q.out_dir;
+            lo.init = InitKind::Export;
+            lo.threads = 2;
+            QVERIFY(load_llama(lo));
+            const std::string weights = q.out_dir + "/model.safetensors";
+            {   // 8 bytes before the end: the first byte of an fp32 value (or a code byte)
+                std::fstream io(weights, std::ios::in | std::ios::out | std::ios::binary);
+                io.seekg(-8, std::ios::end);
+                char c = 0;
+                io.read(&c, 1);
+                c ^= 0x01;
+                io.seekp(-8, std::ios::end);
+                io.write(&c, 1);
+            }
+            EXPECT_ERROR(load_llama(lo), weights, "changed");
+            lo.verify = false;
+            QVERIFY(load_llama(lo));
+        }
     }
 
     void wrongSizesAreRefused() {

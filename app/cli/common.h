@@ -77,6 +77,7 @@ void add_eval(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
 void add_unpack(CLI::App& app);
+void add_verify(CLI::App& app);
 
 // Routes the first Ctrl-C (SIGINT) or SIGTERM (sent by `timeout`, systemd, docker) to `token`
 // while it lives, so that the run cancels cleanly and leaves nothing half-written; a second signal

@@ -36,7 +36,10 @@ struct InitFlags {
     double lora_alpha = 0;
     uint64_t seed = 0;
     std::string plan;
+    bool no_verify = false;
     void add_to(CLI::App* sub, const char* default_text) {
+        sub->add_flag("--no-verify", no_verify,
+                      "Load an export without checking its files against the checksums in its manifest");
         sub->add_option("--plan", plan,
                         "A plan file (loftq plan init/auto, the workbench's Save Plan): --init loftq or qlora with its "
                         "per-weight quantizers, ranks and steps (default init then loftq)");
@@ -63,6 +66,7 @@ struct InitFlags {
         lo.iters = iters;
         lo.lora_alpha = lora_alpha;
         lo.seed = seed;
+        lo.verify = !no_verify;
         if (!plan.empty()) {
             if (!init) lo.init = InitKind::Loftq;
             if (lo.init != InitKind::Loftq && lo.init != InitKind::Qlora)

@@ -9,10 +9,6 @@
 #include "cli/common.h"
 #include "core/error.h"
 
-namespace loftq::cli {
-void add_verify(CLI::App& app);  // cli/verify.cpp
-}
-
 int main(int argc, char** argv) {
     CLI::App app{"loftq: LoftQ quantization of LLM checkpoints (LoRA-fine-tuning-aware quantization)", "loftq"};
     app.require_subcommand(1);

@@ -110,6 +110,10 @@ struct LoadOptions {
     // plan's lora_alpha and seed replace lora_alpha and seed. A projection the plan does not
     // target ("keep") stays at W with no adapter. Only the seven projections may be targets.
     std::shared_ptr<const Plan> plan;
+    // Export: check the export's files against the sizes and checksums its manifest records
+    // (export/verify.h) before reading them; a changed or missing file is refused, naming it.
+    // Exports without checksums (older ones, or no manifest) load unchecked.
+    bool verify = true;
 };
 
 // Throws loftq::Error naming the file/tensor (missing tensors, shapes that disagree with the
