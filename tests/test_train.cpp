@@ -11,6 +11,8 @@
 // test_cuda_train.
 #include <QtTest>
 
+#include <csignal>
+
 #include <sys/resource.h>
 
 #include <tuple>
@@ -911,6 +913,33 @@ private slots:
         QVERIFY2(err.contains("model.safetensors") && err.contains("model.embed_tokens.weight") &&
                      err.contains("out of memory allocating") && err.contains("1.07 GB (fp32, 131072 x 2048)"),
                  qPrintable(err));
+        QVERIFY(!fs::exists(out.toStdString()));
+    }
+
+    // SIGTERM (timeout, systemd, docker) stops a fine-tune as Ctrl-C does, with its own exit code
+    // (128 + 15), as `quantize` exits; before a checkpoint nothing of the run stays.
+    void cliFinetuneSigtermExits143() {
+        if (cli_path().isEmpty()) QSKIP("the loftq binary was not found (set LOFTQ_CLI)");
+        const QString out = QString::fromStdString(test::make_temp_dir("train-sigterm")) + "/out";
+        QProcess p;
+        p.start(cli_path(), {"finetune", QString::fromStdString(synth.model), "--data", QString::fromStdString(synth.data),
+                             "--out", out, "--steps", "100000", "--batch", "1", "--seq", "16", "--rank", "2", "--iters", "1",
+                             "--eval-every", "0", "--threads", "1"});
+        QVERIFY(p.waitForStarted());
+        QString err;
+        QElapsedTimer t;
+        t.start();
+        while (!err.contains("loss") && t.elapsed() < 120000) {   // the first step's line
+            p.waitForReadyRead(100);
+            err += QString::fromUtf8(p.readAllStandardError());
+        }
+        QVERIFY2(err.contains("loss"), qPrintable(err));
+        ::kill(pid_t(p.processId()), SIGTERM);
+        QVERIFY(p.waitForFinished(60000));
+        err += QString::fromUtf8(p.readAllStandardError());
+        QCOMPARE(p.exitStatus(), QProcess::NormalExit);
+        QVERIFY2(p.exitCode() == 143, qPrintable(err));
+        QVERIFY2(err.contains("cancelled (SIGTERM)"), qPrintable(err));
         QVERIFY(!fs::exists(out.toStdString()));
     }
 

@@ -161,9 +161,11 @@ void run_finetune_cmd(FinetuneArgs& a) {
         } catch (const Cancelled&) {
             printer.finish();
             // The engine has said what stayed in the output folder (a checkpoint for --resume, or nothing).
-            std::fprintf(stderr, "\nloftq: cancelled; where %s/checkpoint was kept, rerun with --resume to continue\n",
-                         opt.out_dir.c_str());
-            throw CLI::RuntimeError(130);  // exit code 130 without cli_main's "no output was left" line
+            // Exit code 128 + the signal (130 Ctrl-C, 143 SIGTERM), without main's "no output was left" line.
+            const int sig = cancel_signal() ? cancel_signal() : SIGINT;
+            std::fprintf(stderr, "\nloftq: cancelled%s; where %s/checkpoint was kept, rerun with --resume to continue\n",
+                         sig == SIGTERM ? " (SIGTERM)" : "", opt.out_dir.c_str());
+            throw CLI::RuntimeError(128 + sig);
         } catch (...) {
             printer.finish();
             throw;
