@@ -852,7 +852,7 @@ private slots:
     // process's address space limited to 1280 MiB (setrlimit in the child), ends with exit code 1
     // and one line naming the file, the tensor and the size; no crash, no output folder.
     void outOfMemoryNamesTheTensor() {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(LOFTQ_ASAN)
         QSKIP("an address-space limit and AddressSanitizer's shadow memory do not mix");
 #endif
         if (cli_path().isEmpty()) QSKIP("the loftq binary was not found (set LOFTQ_CLI)");

@@ -1,6 +1,16 @@
 // test_support.h: small helpers shared by the Qt Test executables: where ../shared is, temporary
 // folders, deterministic random data and matrices with controlled spectra.
 #pragma once
+
+// LOFTQ_ASAN: defined in an AddressSanitizer build (GCC's macro, or clang's feature test), for the
+// tests whose figures ASan changes (peak memory, address-space limits): they skip there.
+#if defined(__SANITIZE_ADDRESS__)
+#define LOFTQ_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOFTQ_ASAN 1
+#endif
+#endif
 #include <cstdint>
 #include <cstring>
 #include <string>
