@@ -100,7 +100,14 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path)
                                   "model's repository");
     }
     auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    auto st = sp->LoadFromSerializedProto(bytes);
+    sentencepiece::util::Status st;
+    try {
+        st = sp->LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {
+        // The library's own exceptions escape for some malformed models (its double-array trie
+        // throws on an empty piece, found by fuzz/ tok_spm): a message naming the file all the same.
+        throw Error(path, "", std::string("cannot load SentencePiece model: ") + e.what());
+    }
     if (!st.ok()) throw Error(path, "", "cannot load SentencePiece model: " + st.ToString());
     if (sp->GetPieceSize() <= 0) throw Error(path, "", "SentencePiece model has no pieces");
     return std::make_unique<SentencePieceTokenizer>(std::move(sp), path);
