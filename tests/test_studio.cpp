@@ -859,6 +859,7 @@ private slots:
             QCOMPARE(hm->valueAt(e.plan.layer, col), e.final_error);
         }
         QVERIFY(!w->runAll());
+        QVERIFY(!w->log()->plainText().contains("differ from the export's manifest"));
         // The Fine-tune tab starts from the export as stored, named after it; the quantizer,
         // rank and T fields (which an export start ignores) are disabled.
         FinetunePanel* ft = w->finetune();
@@ -868,6 +869,23 @@ private slots:
             QWidget* f = ft->findChild<QWidget*>(name);
             QVERIFY2(f && !f->isEnabled(), name);
         }
+        // One flipped code bit: the export still opens (to look at it), and the log warns, naming
+        // the changed file (the opening reads it against the manifest's checksums off the GUI thread).
+        const std::string weights = q.out_dir + "/model.safetensors";
+        {
+            std::fstream io(weights, std::ios::in | std::ios::out | std::ios::binary);
+            io.seekg(-8, std::ios::end);
+            char c = 0;
+            io.read(&c, 1);
+            c ^= 0x01;
+            io.seekp(-8, std::ios::end);
+            io.write(&c, 1);
+        }
+        w->openModel(QString::fromStdString(q.out_dir));
+        QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
+        QVERIFY(w->openedExport());
+        const QString log = w->log()->plainText();
+        QVERIFY2(log.contains("differ from the export's manifest") && log.contains("model.safetensors: changed"), qPrintable(log.right(600)));
     }
 
     // `loftq-studio --demo` (File > Open Demo Model): the shipped stories260K, found beside the

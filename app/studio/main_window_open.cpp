@@ -90,6 +90,7 @@ void MainWindow::onOpened(const OpenedModel& m) {
                                          .arg(doc_->resolved().weights.size())
                                    : tr("%1: %2 tensors, %3 quantization targets").arg(m.title).arg(m.tensors.size()).arg(doc_->resolved().weights.size()));
     log_->append(LogPanel::Level::Info, tr("opened %1 (%2 layers x %3 modules on the grid)").arg(m.path).arg(doc_->layers()).arg(doc_->columns().size()));
+    if (!m.checksum_problem.isEmpty()) log_->append(LogPanel::Level::Warning, m.checksum_problem);
     updateTitle();
     updateActions();
     emit openFinished(true);

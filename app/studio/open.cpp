@@ -1,6 +1,8 @@
 // open.cpp: see studio/open.h.
 #include "studio/open.h"
 
+#include "export/verify.h"
+
 #include <QCoreApplication>
 #include <QDir>
 #include <QFile>
@@ -15,6 +17,7 @@
 #include "io/synthetic_model.h"
 #include "train/demo_data.h"
 #include "export/summary.h"
+#include "export/verify.h"
 #include "loftq/job.h"
 
 // Where the shipped demo model lies: relative to the program's folder (the build copies it there,
@@ -86,6 +89,21 @@ OpenedModel open_model(const QString& path) {
     add("Parameters", QString("%1 (%2)").arg(count_text(params)).arg(params));
     add("Tensors", QString::number(ck->tensors().size()));
     add("Size on disk", QString("%1 in %2 file(s)").arg(bytes_text(ck->size_on_disk())).arg(ck->files().size()));
+    // An export's files against its manifest (every byte read once: this runs off the GUI thread).
+    if (ck->kind() == loftq::CheckpointKind::HFFolder && QFileInfo(QDir(m.path).filePath("loftq_metrics.json")).isFile()) {
+        const loftq::VerifyReport v = loftq::verify_export(ck->dir());
+        if (v.ok()) {
+            add("Checksums", QString("%1 files match the export's manifest").arg(v.files_checked));
+        } else if (v.status == loftq::VerifyReport::Status::Failed) {
+            QStringList what;
+            for (const auto& p : v.problems) what << QString::fromStdString(p.file + ": " + p.what);
+            m.checksum_problem = QString("%1: files differ from the export's manifest (fine-tuning it is refused; "
+                                         "loftq verify lists them): %2").arg(m.path, what.join("; "));
+            add("Checksums", QString("CHANGED: %1").arg(what.join("; ")));
+        } else {
+            add("Checksums", QString::fromStdString(v.cannot_verify_reason()));
+        }
+    }
     return m;
 }
 

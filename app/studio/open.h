@@ -26,6 +26,10 @@ struct OpenedModel {
     bool packed = false;
     loftq::Plan plan;
     std::shared_ptr<const loftq::QuantizeResult> recorded;
+    // An export (hf or packed) whose files no longer match the sizes and checksums its manifest
+    // recorded: one line naming them. It still opens (to look at it); loading it to fine-tune or
+    // evaluate refuses it. Empty when it matches, or there is nothing to check.
+    QString checksum_problem;
 };
 
 // Throws loftq::Error naming the file on any problem. Safe to call from any thread.
