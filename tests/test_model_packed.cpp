@@ -379,15 +379,7 @@ private slots:
             lo.threads = 2;
             QVERIFY(load_llama(lo));
             const std::string weights = q.out_dir + "/model.safetensors";
-            {   // 8 bytes before the end: the first byte of an fp32 value (or a code byte)
-                std::fstream io(weights, std::ios::in | std::ios::out | std::ios::binary);
-                io.seekg(-8, std::ios::end);
-                char c = 0;
-                io.read(&c, 1);
-                c ^= 0x01;
-                io.seekp(-8, std::ios::end);
-                io.write(&c, 1);
-            }
+            test::flip_bits(weights, -8, 0x01);   // the first byte of an fp32 value (or a code byte)
             EXPECT_ERROR(load_llama(lo), weights, "changed");
             lo.verify = false;
             QVERIFY(load_llama(lo));

@@ -872,15 +872,7 @@ private slots:
         // One flipped code bit: the export still opens (to look at it), and the log warns, naming
         // the changed file (the opening reads it against the manifest's checksums off the GUI thread).
         const std::string weights = q.out_dir + "/model.safetensors";
-        {
-            std::fstream io(weights, std::ios::in | std::ios::out | std::ios::binary);
-            io.seekg(-8, std::ios::end);
-            char c = 0;
-            io.read(&c, 1);
-            c ^= 0x01;
-            io.seekp(-8, std::ios::end);
-            io.write(&c, 1);
-        }
+        loftq::test::flip_bits(weights, -8, 0x01);   // the first byte of an fp32 value (or a code byte)
         w->openModel(QString::fromStdString(q.out_dir));
         QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
         QVERIFY(w->openedExport());

@@ -1,6 +1,8 @@
 // test_support.cpp: see test_support.h.
 #include "test_support.h"
 
+#include <QtGlobal>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -71,6 +73,19 @@ std::string read_file(const std::string& path) {
 std::vector<uint8_t> file_bytes(const std::string& path) {
     const std::string s = read_file(path);
     return {s.begin(), s.end()};
+}
+
+void flip_bits(const std::string& path, int64_t offset, uint8_t mask) {
+    std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+    if (!io) qFatal("flip_bits: cannot open %s", path.c_str());
+    const auto where = offset < 0 ? std::ios::end : std::ios::beg;
+    io.seekg(offset, where);
+    char c = 0;
+    io.read(&c, 1);
+    c = char(uint8_t(c) ^ mask);
+    io.seekp(offset, where);
+    io.write(&c, 1);
+    if (!io) qFatal("flip_bits: cannot rewrite a byte of %s", path.c_str());
 }
 
 void write_file(const std::string& path, const std::string& bytes) {

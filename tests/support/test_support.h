@@ -32,6 +32,10 @@ std::string make_temp_dir(const std::string& tag);
 std::string read_file(const std::string& path);
 std::vector<uint8_t> file_bytes(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
+// XORs `mask` into the byte at `offset` of the file (a negative offset counts from its end), in
+// place: a flipped bit that no format check can see (tests of checksums). Fails the test's
+// process with a message when the file cannot be opened.
+void flip_bits(const std::string& path, int64_t offset, uint8_t mask);
 
 // n i.i.d. N(0, sigma^2) floats from `seed`.
 std::vector<float> gaussian(size_t n, uint64_t seed, double sigma = 1.0);
