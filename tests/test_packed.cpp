@@ -625,6 +625,21 @@ private slots:
         v = verify_export(evil);
         QCOMPARE(int(v.status), int(VerifyReport::Status::Failed));
         QCOMPARE(QString::fromStdString(v.problems[0].file), QString("loftq_metrics.json"));
+        // The manifest goes through the checked JSON reader: a second "outputs" key (which one would
+        // win?) is a damaged manifest, as is nesting deeper than the reader's limit.
+        const std::string dup = base + "/dup";
+        copy_tree(good, dup);
+        std::string text = read_text_file(dup + "/loftq_metrics.json");
+        text.insert(text.rfind('}'), ", \"outputs\": {}");
+        test::write_file(dup + "/loftq_metrics.json", text);
+        v = verify_export(dup);
+        QCOMPARE(int(v.status), int(VerifyReport::Status::Failed));
+        QCOMPARE(QString::fromStdString(v.problems[0].file), QString("loftq_metrics.json"));
+        QVERIFY2(v.problems[0].what.find("outputs") != std::string::npos, v.problems[0].what.c_str());
+        test::write_file(dup + "/loftq_metrics.json", "{\"outputs\": " + std::string(100000, '[') + std::string(100000, ']') + "}");
+        v = verify_export(dup);
+        QCOMPARE(int(v.status), int(VerifyReport::Status::Failed));
+        QCOMPARE(QString::fromStdString(v.problems[0].file), QString("loftq_metrics.json"));
     }
 };
 

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/json_read.h"
 
 namespace fs = std::filesystem;
 
@@ -57,12 +58,9 @@ VerifyReport verify_export(const std::string& dir) {
     };
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(read_text_file(r.manifest));
-    } catch (const nlohmann::json::exception& e) {
-        fail(kManifest, std::string("not valid JSON (damaged?): ") + e.what());
-        return r;
+        j = read_json_file(r.manifest, "export manifest");   // the checked parser: depth limit, no duplicate keys
     } catch (const Error& e) {
-        fail(kManifest, "cannot be read: " + e.detail);
+        fail(kManifest, "cannot be read (damaged?): " + e.detail);
         return r;
     }
     if (!j.is_object() || !j.contains("outputs")) {

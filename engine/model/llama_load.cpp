@@ -656,7 +656,9 @@ std::unique_ptr<LlamaModel> load_llama(const LoadOptions& opt) {
     try {
         return load_impl(opt, opt.keep_packed);
     } catch (const NotOnGrid&) {
-        return load_impl(opt, false);  // the export's Q is not on its quantizer's grid: fp32 sites
+        LoadOptions again = opt;
+        again.verify = false;          // the first attempt read the export against its checksums
+        return load_impl(again, false);  // the export's Q is not on its quantizer's grid: fp32 sites
     }
 }
 
