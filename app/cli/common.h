@@ -78,6 +78,8 @@ void add_convert(CLI::App& app);
 void add_experiment(CLI::App& app);
 void add_unpack(CLI::App& app);
 void add_verify(CLI::App& app);
+void add_generate(CLI::App& app);
+void add_export_gguf(CLI::App& app);
 
 // Routes the first Ctrl-C (SIGINT) or SIGTERM (sent by `timeout`, systemd, docker) to `token`
 // while it lives, so that the run cancels cleanly and leaves nothing half-written; a second signal

@@ -72,6 +72,23 @@ public:
     virtual int lora_rank(int layer, LoraSite s) const = 0;
     virtual float lora_scale(int layer, LoraSite s) const = 0;
     virtual void set_threads(int n) = 0;
+
+    // ---- Inference (generation) with a KV cache: the cache holds the keys and values of the
+    // tokens decoded so far, positions [0, cached()). decode() runs `n` new tokens at positions
+    // cached() .. cached() + n - 1 (a prompt's prefill: n = its length; then one token per step)
+    // and returns the logits of the last one (vocab floats, valid until the next call).
+    // Throws loftq::Error when the context (context_limit()) would overflow. Training calls do
+    // not touch the cache. This default keeps the token history and re-runs forward() over all
+    // of it (no cache: each step costs the whole sequence; logits() changes too), the reference
+    // the cached implementation is tested against; LlamaCpu overrides it with a real cache
+    // (llama_decode.cpp). The CUDA model uses this default.
+    virtual const float* decode(const int* tokens, int n);
+    virtual void reset_cache() { history_.clear(); }
+    virtual int cached() const { return int(history_.size()); }
+    int context_limit() const;   // config().max_seq, or 2048 when the config does not say
+
+protected:
+    std::vector<int> history_;   // the default decode()'s tokens
 };
 
 // How the frozen base and the adapters start.

@@ -235,18 +235,21 @@ void LlamaCpu::ensure_backward_scratch() {
     for (size_t i = 0; i < std::size(sizes); ++i) { *dst[i] = p; p += sizes[i]; }
 }
 
+void LlamaCpu::ensure_rope(int T) {
+    if (rope_T_ >= T) return;
+    rope_cos_.resize(size_t(T) * inv_freq_.size());
+    rope_sin_.resize(size_t(T) * inv_freq_.size());
+    ops::rope_table(rope_cos_.data(), rope_sin_.data(), T, inv_freq_);
+    rope_T_ = T;
+}
+
 float LlamaCpu::forward(const int* tokens, const int* targets, int B, int T) {
     if (B <= 0 || T <= 0) throw Error("forward: batch " + std::to_string(B) + " x length " + std::to_string(T) + " is empty");
     ensure_activations(B, T);
     const int64_t N = int64_t(B) * T, C = cfg_.dim, KV = cfg_.kv_dim(), F = cfg_.hidden, V = cfg_.vocab;
     const int L = cfg_.n_layers, H = cfg_.n_heads, KVH = cfg_.n_kv_heads, d = cfg_.head_dim();
     const int th = threads_;
-    if (rope_T_ < T) {
-        rope_cos_.resize(size_t(T) * inv_freq_.size());
-        rope_sin_.resize(size_t(T) * inv_freq_.size());
-        ops::rope_table(rope_cos_.data(), rope_sin_.data(), T, inv_freq_);
-        rope_T_ = T;
-    }
+    ensure_rope(T);
     has_targets_ = false;
     scored_ = 0;
 

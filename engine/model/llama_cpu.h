@@ -14,8 +14,9 @@
 //     normalized inputs and silu(g) * u are recomputed in backward (cheap) instead of kept.
 //   backward scratch (allocated by the first backward): a handful of N x C / N x F / N x KV
 //     gradients, N x r_max, and a chunk of dlogits (rows x V, the LM head is done in row chunks).
-// Leaves out: loading (llama_load.cpp), the optimizer (train/), a KV cache (generation
-// re-runs the growing sequence), GPU.
+//   decode (generation, llama_decode.cpp): a KV cache of 2 x L x positions x KV, grown as used,
+//     and one step's buffers (n new tokens: n x C / n x F each, the logits of the last, V).
+// Leaves out: loading (llama_load.cpp), the optimizer (train/), GPU.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -86,6 +87,12 @@ public:
     int lora_rank(int layer, LoraSite s) const override { return slot(layer, s).rank; }
     float lora_scale(int layer, LoraSite s) const override { return slot(layer, s).scale; }
     void set_threads(int n) override;
+    // Generation with a KV cache (llama_decode.cpp): keys (after RoPE) and values of every
+    // layer, grown as positions are used (up to context_limit()).
+    const float* decode(const int* tokens, int n) override;
+    void reset_cache() override { pos_ = 0; }
+    int cached() const override { return pos_; }
+    uint64_t cache_bytes() const { return uint64_t(kcache_.size() + vcache_.size()) * 4; }
 
     // The loader's and tests' view.
     float* embed() { return embed_; }
@@ -115,6 +122,8 @@ private:
     float* xa(int l, LoraSite s) const;  // N x rank slice of the activation block
     void ensure_activations(int B, int T);
     void ensure_backward_scratch();
+    void ensure_rope(int T);
+    void ensure_decode(int n, int positions);
 
     LlamaConfig cfg_;
     int threads_ = 1;
@@ -153,6 +162,14 @@ private:
     std::vector<int> targets_;
     bool has_targets_ = false;
     int64_t scored_ = 0;
+
+    // decode: KV cache, L x cache_cap_ x KV each (layer-major), and one step's buffers (n rows)
+    std::vector<float> kcache_, vcache_;
+    int cache_cap_ = 0, pos_ = 0;
+    struct DecodeBuffers {
+        int rows = 0;
+        std::vector<float> x, xn, rstd, q, k, v, y, tmp, g, u, h, xa, logits;   // n x (C, C, 1, C, KV, KV, C, C, F, F, F, r_max); V
+    } dec_;
 
     // backward scratch
     std::unique_ptr<float[]> grad_;

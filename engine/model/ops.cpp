@@ -201,6 +201,40 @@ void attention_forward(float* y, float* att, const float* q, const float* k, con
     });
 }
 
+void attention_decode(float* y, const float* q, const float* kc, const float* vc, int n, int pos, int H, int KVH,
+                      int d, int threads) {
+    const int G = H / KVH;
+    const int64_t C = int64_t(H) * d, KC = int64_t(KVH) * d;
+    const float scale = 1.f / std::sqrt(float(d));
+    parallel_for(int64_t(n) * H, threads, 1, [&](int64_t a0, int64_t a1) {
+        std::vector<float> s(size_t(pos + n));
+        for (int64_t task = a0; task < a1; ++task) {
+            const int64_t t = task / H, h = task % H, kh = h / G;
+            const int64_t last = pos + t;   // absolute position of this query
+            const float* qr = q + t * C + h * d;
+            // the same sums as attention_forward: over features i (outer), per key j
+            for (int64_t j = 0; j <= last; ++j) s[size_t(j)] = 0.f;
+            for (int i = 0; i < d; ++i) {
+                const float qi = qr[i];
+                for (int64_t j = 0; j <= last; ++j) s[size_t(j)] += qi * kc[j * KC + kh * d + i];
+            }
+            float mx = -std::numeric_limits<float>::infinity();
+            for (int64_t j = 0; j <= last; ++j) { s[size_t(j)] *= scale; mx = std::max(mx, s[size_t(j)]); }
+            double sum = 0;
+            for (int64_t j = 0; j <= last; ++j) { s[size_t(j)] = std::exp(s[size_t(j)] - mx); sum += s[size_t(j)]; }
+            const float inv = float(1.0 / sum);
+            for (int64_t j = 0; j <= last; ++j) s[size_t(j)] *= inv;
+            float* yr = y + t * C + h * d;
+            for (int i = 0; i < d; ++i) yr[i] = 0.f;
+            for (int64_t j = 0; j <= last; ++j) {
+                const float p = s[size_t(j)];
+                const float* vr = vc + j * KC + kh * d;
+                for (int i = 0; i < d; ++i) yr[i] += p * vr[i];
+            }
+        }
+    });
+}
+
 // Per head: dP = dY V^T, dS = P o (dP - rowsum(P o dP)), dQ = scale dS K, dK = scale dS^T Q,
 // dV = P^T dY (summed over the group's query heads).
 void attention_backward(float* dq, float* dk, float* dv, const float* dy, const float* att, const float* q,

@@ -56,6 +56,13 @@ void attention_forward(float* y, float* att, const float* q, const float* k, con
 void attention_backward(float* dq, float* dk, float* dv, const float* dy, const float* att, const float* q,
                         const float* k, const float* v, int B, int T, int H, int KVH, int d, int threads);
 
+// ---- the same attention for generation, over a KV cache: q (n x H*d) holds n new tokens at
+// positions pos .. pos + n - 1; kc, vc (pos + n x KVH*d) the keys (after RoPE) and values of
+// every position so far, the new ones included. y (n x H*d). Token i attends to positions
+// 0 .. pos + i, with forward's arithmetic in the same order (results equal forward's rows).
+void attention_decode(float* y, const float* q, const float* kc, const float* vc, int n, int pos, int H, int KVH,
+                      int d, int threads);
+
 // ---- SwiGLU: h (n) = silu(g) * u, silu(g) = g * sigmoid(g); g, u, h of the same size n.
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n, int threads);
 // dg, du overwritten.
