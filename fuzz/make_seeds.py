@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make_seeds.py CORPUS: the hand-made seeds of fuzz/make_seeds.sh (standard library only):
 a tiny llama2.c checkpoint (shared and untied classifier), sentencepiece models (unigram, BPE with
-byte fallback) as serialized ModelProto, a byte-level BPE tokenizer.json, and fine-tuning data."""
+byte fallback) as serialized ModelProto, a byte-level BPE tokenizer.json, fine-tuning data, and GGUF
+files (valid and broken)."""
 import json, os, random, struct, sys
 
 c = sys.argv[1]
@@ -98,3 +99,67 @@ data("text", 0x20, "Once upon a time there was a cat.\n\nThe cat sat on the mat.
 data("jsonl-text", 0x21, '{"text": "Lily went to the park."}\n{"text": "Tom saw a big dog."}\n')
 data("jsonl-qa", 0xED, '{"question": "What is 2+3?", "answer": "2+3=5\\n#### 5"}\n{"question": "Tom has 4 apples.", "answer": "#### 4"}\n')
 data("jsonl-instruct", 0xEF, '{"instruction": "Say hi", "input": "", "output": "Hi!"}\n{"instruction": "Add", "input": "1 2", "output": "3"}\n')
+
+# GGUF (llama.cpp's format: little-endian, version 3; io/gguf.h): small valid files (every metadata
+# value type, every readable tensor type plus an unreadable Q4_K, a 64-byte alignment) and broken
+# ones (truncated, wrong magic, version 1, an unknown ggml type, a misaligned offset, a NaN).
+def gstr(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+def gkv(key, vtype, payload):
+    return gstr(key) + struct.pack("<I", vtype) + payload
+def garr(etype, items):
+    return struct.pack("<IQ", etype, len(items)) + b"".join(items)
+def gguf_bytes(kvs, tensors, align=32, version=3):
+    """tensors: (name, ne (fastest first), ggml type, data bytes); each at an aligned offset."""
+    head = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs)) + b"".join(kvs)
+    off, blobs = 0, b""
+    for name, ne, gtype, data in tensors:
+        head += gstr(name) + struct.pack("<I%dQIQ" % len(ne), len(ne), *ne, gtype, off)
+        blobs += data + b"\0" * (-len(data) % align)
+        off += len(data) + (-len(data) % align)
+    return head + b"\0" * (-len(head) % align) + blobs
+def f32s(xs):
+    return struct.pack("<%df" % len(xs), *xs)
+def f16s(xs):
+    return struct.pack("<%de" % len(xs), *xs)
+def bf16s(xs):  # truncation is enough for seeds
+    return b"".join(struct.pack("<f", x)[2:] for x in xs)
+def q8_0s(xs):  # ggml's rule: d = max|x| / 127 as fp16, q = round(x / d)
+    out = b""
+    for b in range(0, len(xs), 32):
+        blk = xs[b:b + 32]
+        d = max(abs(x) for x in blk) / 127
+        out += struct.pack("<e", d) + bytes((round(x / d) if d else 0) & 0xFF for x in blk)
+    return out
+vals = [rnd.uniform(-2, 2) for _ in range(64)]
+all_kvs = [gkv("general.architecture", 8, gstr("llama")), gkv("t.u8", 0, struct.pack("<B", 7)),
+           gkv("t.i8", 1, struct.pack("<b", -7)), gkv("t.u16", 2, struct.pack("<H", 700)),
+           gkv("t.i16", 3, struct.pack("<h", -700)), gkv("t.u32", 4, struct.pack("<I", 70000)),
+           gkv("t.i32", 5, struct.pack("<i", -70000)), gkv("t.f32", 6, struct.pack("<f", 0.5)),
+           gkv("t.bool", 7, b"\x01"), gkv("t.u64", 10, struct.pack("<Q", 1 << 40)),
+           gkv("t.i64", 11, struct.pack("<q", -(1 << 40))), gkv("t.f64", 12, struct.pack("<d", 1e-5)),
+           gkv("tokenizer.ggml.tokens", 9, garr(8, [gstr("<s>"), gstr("</s>"), gstr("a")])),
+           gkv("tokenizer.ggml.scores", 9, garr(6, [struct.pack("<f", x) for x in (0.0, -1.0, -2.0)])),
+           gkv("t.nested", 9, garr(9, [garr(5, [struct.pack("<i", 1)]), garr(8, [gstr("x")])]))]
+all_tensors = [("token_embd.weight", [8, 4], 0, f32s(vals[:32])), ("blk.0.attn_norm.weight", [8], 1, f16s(vals[:8])),
+               ("blk.0.ffn_up.weight", [4, 4], 30, bf16s(vals[:16])), ("blk.0.attn_q.weight", [32, 2], 8, q8_0s(vals)),
+               ("blk.0.ffn_down.weight", [256], 12, bytes(rnd.randrange(256) for _ in range(144)))]
+good = gguf_bytes(all_kvs, all_tensors)
+def gguf_seed(name, data):
+    with open(f"{c}/gguf/{name}", "wb") as f:
+        f.write(data)
+gguf_seed("all-types.gguf", good)
+gguf_seed("align64-v2.gguf", gguf_bytes([gkv("general.alignment", 4, struct.pack("<I", 64))],
+                                        [("output.weight", [8, 2], 0, f32s(vals[:16])), ("q", [32], 8, q8_0s(vals[:32]))],
+                                        align=64, version=2))
+gguf_seed("metadata-only.gguf", gguf_bytes(all_kvs, []))
+gguf_seed("broken-truncated.gguf", good[:len(good) * 2 // 3])
+gguf_seed("broken-magic.gguf", b"GGJT" + good[4:])
+gguf_seed("broken-version1.gguf", good[:4] + struct.pack("<I", 1) + good[8:])
+gguf_seed("broken-unknown-type.gguf", gguf_bytes([], [("w", [4], 77, b"\0" * 16)]))
+gguf_seed("broken-nan.gguf", gguf_bytes([], [("w", [4], 0, f32s([1.0, float("nan"), 2.0, 3.0]))]))
+mis = bytearray(gguf_bytes([], [("a", [4], 0, f32s([1, 2, 3, 4])), ("b", [4], 0, f32s([5, 6, 7, 8]))]))
+off_at = mis.index(b"b", 24) + 1 + 4 + 8 + 4  # "b", n_dims, ne[0], type, then b's offset
+mis[off_at:off_at + 8] = struct.pack("<Q", 16)
+gguf_seed("broken-misaligned.gguf", bytes(mis))

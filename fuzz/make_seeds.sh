@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 c=corpus
-mkdir -p $c/{safetensors,shard_index,config,llama2c,packed,plan,tok_llama2c,tok_spm,tok_hf,dataset,export_json}
+mkdir -p $c/{safetensors,shard_index,config,llama2c,packed,plan,tok_llama2c,tok_spm,tok_hf,dataset,export_json,gguf}
 tiny=(--layers 1 --hidden 16 --intermediate 32 --heads 2 --kv-heads 1 --vocab 32)
 
 "$loftq" make-demo "${tiny[@]}" "$tmp/bf16" >/dev/null

@@ -21,6 +21,7 @@ int tok_spm(const uint8_t* data, size_t size);        // sentencepiece tokenizer
 int tok_hf(const uint8_t* data, size_t size);         // Hugging Face tokenizer.json
 int dataset(const uint8_t* data, size_t size);        // fine-tuning data: JSONL or text (first byte picks)
 int export_json(const uint8_t* data, size_t size);    // an HF LoftQ export's adapter config or metrics (first byte picks)
+int gguf(const uint8_t* data, size_t size);           // a .gguf file: metadata through every getter, every readable tensor read
 
 struct NamedTarget {
     const char* name;   // also the corpus folder: fuzz/corpus/<name>/
@@ -30,7 +31,7 @@ inline constexpr NamedTarget kTargets[] = {
     {"safetensors", safetensors}, {"shard_index", shard_index}, {"config", config},
     {"llama2c", llama2c},         {"packed", packed},           {"plan", plan},
     {"tok_llama2c", tok_llama2c}, {"tok_spm", tok_spm},         {"tok_hf", tok_hf},
-    {"dataset", dataset},         {"export_json", export_json},
+    {"dataset", dataset},         {"export_json", export_json}, {"gguf", gguf},
 };
 
 }  // namespace loftq::fuzz

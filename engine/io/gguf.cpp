@@ -287,8 +287,9 @@ struct GgufParser {
         const uint64_t avail = f.data_offset_ <= size ? size - f.data_offset_ : 0;
         for (auto& t : f.tensors_) {
             if (t.offset > avail || t.nbytes > avail - t.offset)
-                fail("data [" + n2s(t.offset) + ", " + n2s(t.offset) + " + " + n2s(t.nbytes) + ") of the data section at byte " +
-                         n2s(f.data_offset_) + " is outside the file (" + n2s(size) + " bytes): truncated?", t.name);
+                fail("data [" + n2s(t.offset) + ", " + (t.offset > UINT64_MAX - t.nbytes ? "2^64+" : n2s(t.offset + t.nbytes)) +
+                         ") of the data section at byte " + n2s(f.data_offset_) + " is outside the file (" + n2s(size) +
+                         " bytes): truncated?", t.name);
             t.data = base + f.data_offset_ + t.offset;
         }
         // No two tensors share bytes.
@@ -337,7 +338,7 @@ const GgufTensor* GgufFile::find_tensor(const std::string& name) const {
 std::string GgufFile::get_string(const std::string& key, const std::string& fallback) const {
     const GgufValue* v = find(key);
     if (!v) return fallback;
-    if (v->type != GgufType::String) throw Error(path_, "", "metadata '" + key + "' is a " + v->type_text() + ", expected a STRING");
+    if (v->type != GgufType::String) throw Error(path_, "", "metadata '" + key + "' has type " + v->type_text() + ", expected a STRING");
     return v->str;
 }
 
@@ -349,7 +350,7 @@ int64_t GgufFile::get_int(const std::string& key, int64_t fallback) const {
             if (v->u > uint64_t(INT64_MAX)) throw Error(path_, "", "metadata '" + key + "' = " + n2s(v->u) + " does not fit in int64");
             return int64_t(v->u);
         case GgufType::I8: case GgufType::I16: case GgufType::I32: case GgufType::I64: return v->i;
-        default: throw Error(path_, "", "metadata '" + key + "' is a " + v->type_text() + ", expected an integer");
+        default: throw Error(path_, "", "metadata '" + key + "' has type " + v->type_text() + ", expected an integer");
     }
 }
 
@@ -357,14 +358,14 @@ double GgufFile::get_float(const std::string& key, double fallback) const {
     const GgufValue* v = find(key);
     if (!v) return fallback;
     if (v->type == GgufType::String || v->type == GgufType::Array || v->type == GgufType::Bool)
-        throw Error(path_, "", "metadata '" + key + "' is a " + v->type_text() + ", expected a number");
+        throw Error(path_, "", "metadata '" + key + "' has type " + v->type_text() + ", expected a number");
     return v->f;
 }
 
 bool GgufFile::get_bool(const std::string& key, bool fallback) const {
     const GgufValue* v = find(key);
     if (!v) return fallback;
-    if (v->type != GgufType::Bool) throw Error(path_, "", "metadata '" + key + "' is a " + v->type_text() + ", expected a BOOL");
+    if (v->type != GgufType::Bool) throw Error(path_, "", "metadata '" + key + "' has type " + v->type_text() + ", expected a BOOL");
     return v->u != 0;
 }
 
