@@ -26,6 +26,7 @@ const char* kind_name(CheckpointKind k) {
         case CheckpointKind::HFFolder: return "huggingface-folder";
         case CheckpointKind::SafetensorsFile: return "safetensors-file";
         case CheckpointKind::Llama2c: return "llama2c";
+        case CheckpointKind::Gguf: return "gguf";
     }
     return "?";
 }

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
     loftq::cli::add_unpack(app);
     loftq::cli::add_verify(app);
     loftq::cli::add_generate(app);
+    loftq::cli::add_export_gguf(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

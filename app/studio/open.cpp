@@ -53,6 +53,7 @@ const char* kind_text(loftq::CheckpointKind k) {
     case loftq::CheckpointKind::HFFolder: return "Hugging Face folder";
     case loftq::CheckpointKind::SafetensorsFile: return "single .safetensors";
     case loftq::CheckpointKind::Llama2c: return "llama2.c .bin";
+    case loftq::CheckpointKind::Gguf: return "GGUF (llama.cpp)";
     }
     return "?";
 }

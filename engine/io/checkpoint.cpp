@@ -21,8 +21,11 @@
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/mapped_file.h"
+#include "io/gguf.h"
+#include "io/gguf_names.h"
 #include "io/json_read.h"
 #include "io/safetensors.h"
+#include "quant/ggml_types.h"
 
 namespace fs = std::filesystem;
 
@@ -121,6 +124,7 @@ struct CheckpointLoader {
     static void open_safetensors_files(Checkpoint& c, const std::vector<std::string>& files);
     static void open_sharded(Checkpoint& c, const std::string& index_path);
     static void open_llama2c(Checkpoint& c, const std::string& bin_path);
+    static void open_gguf(Checkpoint& c, const std::string& path);
     static void build_index(Checkpoint& c);
     static void read_config_beside(Checkpoint& c) {
         std::string cfg = (fs::path(c.dir_) / "config.json").string();
@@ -315,6 +319,54 @@ void CheckpointLoader::open_llama2c(Checkpoint& c, const std::string& path) {
     cfg.raw = nullptr;  // there is no config.json; hf_config_json() derives one
 }
 
+// The first four bytes are "GGUF" (a .gguf under another name).
+bool starts_with_gguf_magic(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    char m[4] = {};
+    return f.read(m, 4) && std::memcmp(m, "GGUF", 4) == 0;
+}
+
+void CheckpointLoader::open_gguf(Checkpoint& c, const std::string& path) {
+    c.kind_ = CheckpointKind::Gguf;
+    c.files_.push_back(path);
+    c.gguf_ = GgufFile::open(path);
+    const GgufFile& g = *c.gguf_;
+    c.config_ = gguf_model_config(g);
+    const bool interleaved = gguf_arch_interleaves_rope(c.config_.model_type);
+    const auto& ts = g.tensors();
+    for (size_t i = 0; i < ts.size(); ++i) {
+        const GgufTensor& t = ts[i];
+        TensorEntry e;
+        const std::string hf = gguf_to_hf_name(t.name);
+        e.name = hf.empty() ? t.name : hf;   // an unknown name stays as stored (the loader names it)
+        e.shape = t.shape();
+        e.file = 0;
+        e.data = t.data;
+        e.gguf_index = int(i);
+        switch (GgmlType(t.type)) {   // presented dtype: the stored one, or F32 for Q8_0 (exact)
+            case GgmlType::F32: e.dtype = DType::F32; break;
+            case GgmlType::F16: e.dtype = DType::F16; break;
+            case GgmlType::BF16: e.dtype = DType::BF16; break;
+            case GgmlType::Q8_0: e.dtype = DType::F32; break;
+            default: e.dtype = DType::Unknown; break;
+        }
+        e.dtype_str = e.dtype == DType::Unknown ? ggml_type_name(t.type) : dtype_name(e.dtype);
+        e.nbytes = e.dtype == DType::Unknown ? t.nbytes : e.numel() * dtype_size(e.dtype);
+        if (interleaved && e.shape.size() == 2) {
+            const int heads = e.name.ends_with("self_attn.q_proj.weight") ? c.config_.n_heads
+                              : e.name.ends_with("self_attn.k_proj.weight") ? c.config_.n_kv_heads : 0;
+            if (heads > 0) {
+                const int64_t hd = c.config_.hidden / c.config_.n_heads;
+                if (e.shape[0] != int64_t(heads) * hd)
+                    throw Error(path, t.name, "has " + std::to_string(e.shape[0]) + " rows, expected " + std::to_string(heads) +
+                                                  " heads x " + std::to_string(hd));
+                e.rope_permute_heads = heads;
+            }
+        }
+        c.tensors_.push_back(std::move(e));
+    }
+}
+
 void CheckpointLoader::build_index(Checkpoint& c) {
     c.index_.clear();
     c.index_.reserve(c.tensors_.size());
@@ -358,12 +410,13 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path_in) {
             CheckpointLoader::read_config_beside(*c);
             CheckpointLoader::open_safetensors_files(*c, {single.string()});
         } else {
-            std::vector<std::string> st_files, bin_files;
+            std::vector<std::string> st_files, bin_files, gguf_files;
             for (const auto& de : fs::directory_iterator(p, ec)) {
                 if (!de.is_regular_file(ec)) continue;
                 const std::string name = de.path().filename().string();
                 if (name.ends_with(".safetensors")) st_files.push_back(de.path().string());
                 else if (name.ends_with(".bin") && !name.starts_with("tok")) bin_files.push_back(de.path().string());
+                else if (name.ends_with(".gguf")) gguf_files.push_back(de.path().string());
             }
             std::sort(st_files.begin(), st_files.end());
             std::sort(bin_files.begin(), bin_files.end());
@@ -385,9 +438,13 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path_in) {
                 throw Error(ps, "", "several .bin files (" + fs::path(bin_files[0]).filename().string() + ", " +
                                         fs::path(bin_files[1]).filename().string() +
                                         ", ...); open the llama2.c checkpoint file directly");
+            } else if (gguf_files.size() == 1) {
+                CheckpointLoader::open_gguf(*c, gguf_files[0]);
+            } else if (gguf_files.size() > 1) {
+                throw Error(ps, "", std::to_string(gguf_files.size()) + " .gguf files; open one file directly");
             } else {
                 throw Error(ps, "", "no model found: expected model.safetensors (with config.json), "
-                                    "model.safetensors.index.json with shards, or a llama2.c .bin");
+                                    "model.safetensors.index.json with shards, a llama2.c .bin or a .gguf");
             }
         }
     } else {
@@ -401,6 +458,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path_in) {
             c->kind_ = CheckpointKind::HFFolder;
             CheckpointLoader::read_config_beside(*c);
             CheckpointLoader::open_sharded(*c, ps);
+        } else if (name.ends_with(".gguf") || starts_with_gguf_magic(ps)) {
+            CheckpointLoader::open_gguf(*c, ps);
         } else if (name.starts_with("pytorch_model") && name.ends_with(".bin")) {
             throw Error(ps, "", "PyTorch pickle checkpoints are not supported; convert the model to safetensors first");
         } else {
@@ -413,6 +472,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& path_in) {
 
 uint64_t Checkpoint::size_on_disk() const {
     if (kind_ == CheckpointKind::Llama2c) return map_size_;
+    if (kind_ == CheckpointKind::Gguf) return gguf_->file_size();
     uint64_t s = 0;
     for (const auto& f : st_) s += f->file_size();
     return s;
@@ -451,26 +511,28 @@ std::vector<std::string> Checkpoint::aux_files() const {
     return out;
 }
 
-namespace {
-// Source row of HF output row `r` for a q/k weight permuted within `heads` heads: output row
-// (h, half, i) = h*hd + half*hd/2 + i comes from input row (h, i, half) = h*hd + 2i + half.
-inline int64_t rope_source_row(int64_t r, int64_t hd) {
-    int64_t h = r / hd, w = r % hd, half = w / (hd / 2), i = w % (hd / 2);
-    return h * hd + 2 * i + half;
-}
-}  // namespace
-
 void Checkpoint::read_f32(const TensorEntry& t, float* out, bool check_finite) const {
     const std::string& file = files_[size_t(t.file)];
-    if (!dtype_is_float_convertible(t.dtype))
-        throw Error(file, t.name, "dtype " + t.dtype_str + " cannot be read as fp32");
     const size_t n = size_t(t.numel());
-    if (t.rope_permute_heads > 0) {
+    if (kind_ == CheckpointKind::Gguf) {   // the GGUF reader converts (and names an unreadable type)
+        const GgufTensor& g = gguf_->tensors()[size_t(t.gguf_index)];
+        if (t.rope_permute_heads > 0) {
+            const std::vector<float> src = gguf_->read_f32(g, false);
+            const int64_t rows = t.shape.at(0), cols = t.shape.size() > 1 ? t.shape[1] : 1;
+            const int64_t hd = rows / t.rope_permute_heads;
+            for (int64_t r = 0; r < rows; ++r)
+                std::memcpy(out + r * cols, src.data() + rope_interleaved_row(r, hd) * cols, size_t(cols) * 4);
+        } else {
+            gguf_->read_f32(g, out, false);
+        }
+    } else if (!dtype_is_float_convertible(t.dtype)) {
+        throw Error(file, t.name, "dtype " + t.dtype_str + " cannot be read as fp32");
+    } else if (t.rope_permute_heads > 0) {
         const int64_t rows = t.shape.at(0), cols = t.shape.size() > 1 ? t.shape[1] : 1;
         const int64_t hd = rows / t.rope_permute_heads;
         const size_t esz = dtype_size(t.dtype);
         for (int64_t r = 0; r < rows; ++r)
-            to_f32(t.dtype, t.data + size_t(rope_source_row(r, hd) * cols) * esz, out + size_t(r * cols), size_t(cols));
+            to_f32(t.dtype, t.data + size_t(rope_interleaved_row(r, hd) * cols) * esz, out + size_t(r * cols), size_t(cols));
     } else {
         to_f32(t.dtype, t.data, out, n);
     }
@@ -500,6 +562,7 @@ std::vector<float> Checkpoint::read_f32(const TensorEntry& t, bool check_finite)
 }
 
 void Checkpoint::release(const TensorEntry& t) const {
+    if (kind_ == CheckpointKind::Gguf) return gguf_->release(gguf_->tensors()[size_t(t.gguf_index)]);
     // Drop the mapped pages of this tensor: a read-only private file mapping re-reads them from
     // the file if touched again, so this only trims resident memory (neighbours sharing an edge
     // page lose nothing but a page fault).
@@ -512,12 +575,16 @@ void Checkpoint::release(const TensorEntry& t) const {
 
 std::vector<uint8_t> Checkpoint::read_bytes(const TensorEntry& t) const {
     std::vector<uint8_t> out(size_t(t.nbytes));
+    if (kind_ == CheckpointKind::Gguf && GgmlType(gguf_->tensors()[size_t(t.gguf_index)].type) == GgmlType::Q8_0) {
+        read_f32(t, reinterpret_cast<float*>(out.data()), false);   // presented as F32
+        return out;
+    }
     if (t.rope_permute_heads > 0) {
         const int64_t rows = t.shape.at(0);
         const int64_t hd = rows / t.rope_permute_heads;
         const size_t row_bytes = size_t(t.nbytes / uint64_t(rows));
         for (int64_t r = 0; r < rows; ++r)
-            std::memcpy(out.data() + size_t(r) * row_bytes, t.data + size_t(rope_source_row(r, hd)) * row_bytes, row_bytes);
+            std::memcpy(out.data() + size_t(r) * row_bytes, t.data + size_t(rope_interleaved_row(r, hd)) * row_bytes, row_bytes);
     } else if (t.nbytes) {
         std::memcpy(out.data(), t.data, size_t(t.nbytes));
     }
@@ -525,11 +592,12 @@ std::vector<uint8_t> Checkpoint::read_bytes(const TensorEntry& t) const {
 }
 
 nlohmann::json Checkpoint::hf_config_json() const {
-    if (!config_.raw.is_null() || kind_ != CheckpointKind::Llama2c) return config_.raw;
+    if (!config_.raw.is_null() || (kind_ != CheckpointKind::Llama2c && kind_ != CheckpointKind::Gguf)) return config_.raw;
     const ModelConfig& c = config_;
     nlohmann::json j;
-    j["architectures"] = {"LlamaForCausalLM"};
-    j["model_type"] = "llama";
+    const bool qwen2 = c.model_type == "qwen2";
+    j["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+    j["model_type"] = qwen2 ? "qwen2" : "llama";
     j["hidden_size"] = c.hidden;
     j["intermediate_size"] = c.intermediate;
     j["num_hidden_layers"] = c.n_layers;
@@ -537,13 +605,13 @@ nlohmann::json Checkpoint::hf_config_json() const {
     j["num_key_value_heads"] = c.n_kv_heads;
     j["vocab_size"] = c.vocab;
     j["max_position_embeddings"] = c.max_position;
-    j["rms_norm_eps"] = 1e-5;
-    j["rope_theta"] = 10000.0;
+    j["rms_norm_eps"] = c.rms_norm_eps;
+    j["rope_theta"] = c.rope_theta;
     j["tie_word_embeddings"] = c.tie_word_embeddings;
     j["hidden_act"] = "silu";
-    j["torch_dtype"] = "float32";
-    j["bos_token_id"] = 1;
-    j["eos_token_id"] = 2;
+    j["torch_dtype"] = c.torch_dtype.empty() ? "float32" : c.torch_dtype;
+    j["bos_token_id"] = gguf_ ? gguf_->get_int("tokenizer.ggml.bos_token_id", 1) : 1;
+    j["eos_token_id"] = gguf_ ? gguf_->get_int("tokenizer.ggml.eos_token_id", 2) : 2;
     return j;
 }
 

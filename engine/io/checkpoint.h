@@ -7,7 +7,11 @@
 //     tensors are presented under Hugging Face LLaMA names and layout. llama2.c rotates
 //     interleaved pairs (2i, 2i+1) in RoPE, HF rotates halves (i, i + d/2): q_proj and k_proj rows
 //     are permuted within each head (HF's convert_llama_weights permute) so that the presented
-//     weights compute the same model in HF's convention.
+//     weights compute the same model in HF's convention;
+//   - a .gguf file (llama.cpp's format, io/gguf.h): llama.* metadata as the config, tensors
+//     under HF names (io/gguf_names.h), q/k rows permuted as for llama2.c (the LLAMA architecture
+//     stores Meta's interleaved order); F32/F16/BF16 tensors present as themselves, Q8_0 ones as
+//     F32 (exact), other quantized types are listed but refuse to be read, naming the type.
 // Tensors are read on demand, converted to fp32 (F32/F16/BF16), one at a time.
 #pragma once
 #include <cstdint>
@@ -23,6 +27,7 @@
 namespace loftq {
 
 class SafetensorsFile;
+class GgufFile;
 
 // Architecture facts from config.json (or derived from a llama2.c header). 0 = unknown.
 struct ModelConfig {
@@ -35,7 +40,7 @@ struct ModelConfig {
     nlohmann::json raw;         // the whole config.json (null when there was none)
 };
 
-enum class CheckpointKind : uint8_t { HFFolder, SafetensorsFile, Llama2c };
+enum class CheckpointKind : uint8_t { HFFolder, SafetensorsFile, Llama2c, Gguf };
 
 struct TensorEntry {
     std::string name;               // HF name, e.g. "model.layers.0.self_attn.q_proj.weight"
@@ -45,7 +50,8 @@ struct TensorEntry {
     int file = 0;                   // index into Checkpoint::files()
     const uint8_t* data = nullptr;  // mapped bytes in the source layout
     uint64_t nbytes = 0;
-    int rope_permute_heads = 0;     // llama2.c q/k: permute rows within this many heads on read
+    int rope_permute_heads = 0;     // llama2.c / GGUF q/k: permute rows within this many heads on read
+    int gguf_index = -1;            // GGUF: the tensor's index in GgufFile::tensors()
     uint64_t numel() const { uint64_t n = 1; for (auto d : shape) n *= uint64_t(d); return n; }
     bool is_matrix() const { return shape.size() == 2; }
 };
@@ -82,7 +88,7 @@ public:
     // memory stays bounded by the weights in flight, not the model size.
     void release(const TensorEntry& t) const;
     // A config.json for an HF export of this checkpoint: the source's, or one derived from the
-    // llama2.c header (LlamaForCausalLM).
+    // llama2.c header or the GGUF metadata (LlamaForCausalLM / Qwen2ForCausalLM).
     nlohmann::json hf_config_json() const;
 
 private:
@@ -91,6 +97,7 @@ private:
     std::string path_, dir_;
     std::vector<std::string> files_;
     std::vector<std::unique_ptr<SafetensorsFile>> st_;  // safetensors forms
+    std::unique_ptr<GgufFile> gguf_;                    // the GGUF form
     void* map_ = nullptr;                               // llama2.c mapping
     uint64_t map_size_ = 0;
     ModelConfig config_;

@@ -342,7 +342,7 @@ namespace {
 // pack_export: with keep_packed on an HF export, try packed sites (NotOnGrid when impossible).
 std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) {
     auto ck = Checkpoint::open(opt.model);
-    if (opt.init == InitKind::Export && opt.verify && ck->kind() != CheckpointKind::Llama2c)
+    if (opt.init == InitKind::Export && opt.verify && ck->kind() != CheckpointKind::Llama2c && ck->kind() != CheckpointKind::Gguf)
         require_verified(verify_export(ck->dir()));   // flipped bytes are refused before any is read
     const LlamaConfig cfg = checked_config(*ck);
     const bool packed = is_packed_checkpoint(*ck);

@@ -4,7 +4,8 @@
 // tokenizer.bin / tok*.bin, or any file that parses completely as one -> llama2.c. Anything
 // else (a folder, model.safetensors, config.json, a llama2.c checkpoint like stories260K.bin)
 // is a model whose folder is searched for tokenizer.json, tokenizer.model, tokenizer.bin and
-// tok*.bin, in that order (a llama2.c checkpoint's tok<vocab>.bin before all). A found file that
+// tok*.bin, and a lone .gguf's own tokenizer, in that order (a llama2.c checkpoint's
+// tok<vocab>.bin before all). A file starting "GGUF" (or named *.gguf) is read for its tokenizer. A found file that
 // fails to load is skipped when a later candidate loads (a SentencePiece-style tokenizer.json
 // beside tokenizer.model); otherwise its error is thrown.
 // Leaves out: downloading, vocab.json + merges.txt folders without tokenizer.json.
@@ -63,6 +64,7 @@ int llama2c_checkpoint_vocab(const std::string& path) {
 std::unique_ptr<Tokenizer> load_by_name(const fs::path& p) {
     if (p.extension() == ".json") return load_hf_bpe_tokenizer(p.string());
     if (p.extension() == ".model") return load_sentencepiece_tokenizer(p.string());
+    if (p.extension() == ".gguf") return load_gguf_tokenizer(p.string());
     return load_llama2c_tokenizer(p.string());
 }
 
@@ -78,6 +80,10 @@ std::unique_ptr<Tokenizer> search_beside(const fs::path& dir, const std::string&
     }
     std::sort(toks.begin(), toks.end());
     cands.insert(cands.end(), toks.begin(), toks.end());
+    std::vector<fs::path> ggufs;   // a lone .gguf: the tokenizer inside it, last
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.path().extension() == ".gguf" && e.is_regular_file(ec)) ggufs.push_back(e.path());
+    if (ggufs.size() == 1) cands.push_back(ggufs[0]);
     if (!origin.empty() && fs::is_regular_file(origin, ec)) {
         if (int v = llama2c_checkpoint_vocab(origin)) {   // llama2.c: tok<vocab>.bin belongs to it, first
             const std::string want = "tok" + std::to_string(v) + ".bin";
@@ -85,7 +91,7 @@ std::unique_ptr<Tokenizer> search_beside(const fs::path& dir, const std::string&
         }
     }
     if (cands.empty())
-        throw Error(origin, "", "no tokenizer found: looked for tokenizer.json, tokenizer.model, tokenizer.bin, tok*.bin in " +
+        throw Error(origin, "", "no tokenizer found: looked for tokenizer.json, tokenizer.model, tokenizer.bin, tok*.bin, a .gguf in " +
                                     dir.string() + note + "; pass the tokenizer file explicitly");
     std::optional<Error> first_error;
     for (const auto& c : cands) {
@@ -118,6 +124,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
         if (starts_json_object(head) && json_is_tokenizer(path)) return load_hf_bpe_tokenizer(path);
         return search_beside(dir, path, "");   // config.json and the like
     }
+    if (p.extension() == ".gguf" || head.compare(0, 4, "GGUF") == 0) return load_gguf_tokenizer(path);
     if (name == "tokenizer.model" || p.extension() == ".model") return load_sentencepiece_tokenizer(path);
     if (name == "tokenizer.bin" || is_tok_bin_name(name)) return load_llama2c_tokenizer(path);
     // Any other file: a llama2.c tokenizer under another name, or a model to look beside.

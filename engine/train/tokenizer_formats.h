@@ -17,6 +17,22 @@ namespace loftq {
 // llama2.c tokenizer.bin / tok<N>.bin. Throws loftq::Error naming the file (and the token index
 // when the file is truncated or a token is malformed).
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path);
+// The "llama" tokenizer embedded in a .gguf (tokenizer.ggml.*): a llama2.c-style encoder over its
+// pieces ("\xE2\x96\x81" read as a space) and scores. Throws loftq::Error naming the file and key
+// (no tokenizer, another kind such as "gpt2", arrays of different lengths, bad special ids).
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
+// The llama2.c encoder over given pieces (spaces as ' ') and scores, with these special ids.
+struct ScoredPieceSpecials {
+    int unk = 0, bos = 1, eos = 2;
+    bool add_space_prefix = true;
+    std::string kind = "llama2c";
+    std::vector<int32_t> types;   // GGUF token types when known (else derived: unk, bos/eos control, byte pieces)
+};
+std::unique_ptr<Tokenizer> make_scored_piece_tokenizer(std::vector<std::string> pieces, std::vector<float> scores,
+                                                       ScoredPieceSpecials sp);
+// "\xE2\x96\x81" <-> " " in a piece.
+std::string spm_to_spaces(const std::string& piece);
+std::string spaces_to_spm(const std::string& piece);
 // SentencePiece ModelProto (tokenizer.model). Throws loftq::Error naming the file.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
 // Hugging Face tokenizer.json with a byte-level BPE model; reads tokenizer_config.json beside it

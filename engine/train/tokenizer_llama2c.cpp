@@ -8,8 +8,10 @@
 // scores <= -1e10 never merge) until none does; [EOS]. Decode: a piece's leading space is dropped
 // at the start and after BOS; "<0xNN>" pieces are raw bytes; BOS/EOS are empty.
 // Leaves out: sampling, and run.c's vocab_size from the model header (the file is read to EOF).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string_view>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -19,18 +21,23 @@
 namespace loftq {
 namespace {
 
-constexpr int kBos = 1, kEos = 2;
-
 class Llama2cTokenizer final : public Tokenizer {
 public:
-    Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores)
-        : pieces_(std::move(pieces)), scores_(std::move(scores)) {
+    Llama2cTokenizer(std::vector<std::string> pieces, std::vector<float> scores, ScoredPieceSpecials sp)
+        : pieces_(std::move(pieces)), scores_(std::move(scores)), sp_(std::move(sp)) {
+        const int V = int(pieces_.size());
+        bos_ = sp_.bos >= 0 && sp_.bos < V ? sp_.bos : -1;
+        eos_ = sp_.eos >= 0 && sp_.eos < V ? sp_.eos : -1;
         index_.reserve(pieces_.size() * 2);
         bytes_.assign(pieces_.size(), -1);
         for (size_t i = 0; i < pieces_.size(); ++i) {
             index_.emplace(pieces_[i], int(i));   // first id wins on a duplicate string
             bytes_[i] = byte_piece_value(pieces_[i]);
         }
+        // Byte fallback: the "<0xNN>" piece's id; llama2.c's rule (byte + 3) when there is none.
+        for (int b = 0; b < 256; ++b) byte_id_[b] = b + 3 < V ? b + 3 : std::max(sp_.unk, 0);
+        for (int i = V - 1; i >= 0; --i)
+            if (bytes_[size_t(i)] >= 0) byte_id_[bytes_[size_t(i)]] = i;
         space_id_ = lookup(" ");
         // Every possible merge, precomputed: (a, b) merges into t exactly when the text of a
         // followed by that of b is t's text, i.e. a and b are a prefix and suffix of t. Lookups
@@ -52,10 +59,10 @@ public:
     std::vector<int> encode(const std::string& text, bool bos, bool eos) const override {
         std::vector<int> out;
         out.reserve(text.size() + 3);
-        if (bos && vocab_size() > kBos) out.push_back(kBos);
+        if (bos && bos_ >= 0) out.push_back(bos_);
         std::vector<int> sym;
         sym.reserve(text.size() + 1);
-        if (!text.empty() && space_id_ >= 0) sym.push_back(space_id_);
+        if (!text.empty() && space_id_ >= 0 && sp_.add_space_prefix) sym.push_back(space_id_);
         // run.c: a code point is a lead byte plus up to 3 continuation bytes (so at most 4 bytes).
         const size_t n = text.size();
         size_t i = 0;
@@ -66,10 +73,7 @@ public:
             if (id >= 0) {
                 sym.push_back(id);
             } else {
-                for (size_t k = i; k < j; ++k) {
-                    int b = int(uint8_t(text[k])) + 3;
-                    sym.push_back(b < vocab_size() ? b : 0);
-                }
+                for (size_t k = i; k < j; ++k) sym.push_back(byte_id_[uint8_t(text[k])]);
             }
             i = j;
         }
@@ -83,13 +87,13 @@ public:
             return c;
         });
         out.insert(out.end(), sym.begin(), sym.end());
-        if (eos && vocab_size() > kEos) out.push_back(kEos);
+        if (eos && eos_ >= 0) out.push_back(eos_);
         return out;
     }
 
     std::string decode(const std::vector<int>& ids) const override {
         std::string out;
-        int prev = kBos;   // the first piece drops its dummy-prefix space, as after BOS
+        int prev = bos_;   // the first piece drops its dummy-prefix space, as after BOS
         for (int id : ids) {
             out += piece(prev, id);
             prev = id;
@@ -98,17 +102,36 @@ public:
     }
 
     std::string piece(int prev, int id) const override {
-        if (id < 0 || id >= vocab_size() || id == kBos || id == kEos) return {};
+        if (id < 0 || id >= vocab_size() || id == bos_ || id == eos_) return {};
         if (bytes_[size_t(id)] >= 0) return std::string(1, char(bytes_[size_t(id)]));
         const std::string& p = pieces_[size_t(id)];
-        if (prev == kBos && !p.empty() && p[0] == ' ') return p.substr(1);
+        if (prev == bos_ && sp_.add_space_prefix && !p.empty() && p[0] == ' ') return p.substr(1);
         return p;
     }
 
     int vocab_size() const override { return int(pieces_.size()); }
-    int bos_id() const override { return vocab_size() > kBos ? kBos : -1; }
-    int eos_id() const override { return vocab_size() > kEos ? kEos : -1; }
-    std::string kind() const override { return "llama2c"; }
+    int bos_id() const override { return bos_; }
+    int eos_id() const override { return eos_; }
+    std::string kind() const override { return sp_.kind; }
+
+    std::optional<ScoredVocab> scored_vocab() const override {
+        ScoredVocab v;
+        v.scores = scores_;
+        v.unk = sp_.unk >= 0 && sp_.unk < vocab_size() ? sp_.unk : -1;
+        v.bos = bos_;
+        v.eos = eos_;
+        v.add_space_prefix = sp_.add_space_prefix;
+        for (size_t i = 0; i < pieces_.size(); ++i) {
+            v.pieces.push_back(spaces_to_spm(pieces_[i]));
+            int32_t t = 1;
+            if (i < sp_.types.size()) t = sp_.types[i];
+            else if (int(i) == v.unk) t = 2;
+            else if (int(i) == bos_ || int(i) == eos_) t = 3;
+            else if (bytes_[i] >= 0) t = 6;
+            v.types.push_back(t);
+        }
+        return v;
+    }
 
 private:
     static uint64_t pair_key(int a, int b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
@@ -124,6 +147,9 @@ private:
     std::vector<int> canon_;                       // id -> first id with the same text
     std::unordered_map<uint64_t, int> pairs_;      // (a, b) -> merged id
     int space_id_ = -1;
+    ScoredPieceSpecials sp_;
+    int bos_ = 1, eos_ = 2;     // the special ids (-1: none)
+    int byte_id_[256] = {};     // byte -> its fallback token
 };
 
 int32_t read_i32(const std::string& b, size_t off) {
@@ -169,7 +195,24 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path) {
     if (pieces.size() < 3)
         throw Error(path, "", "only " + std::to_string(pieces.size()) + " tokens; a llama2.c tokenizer has "
                                   "<unk>, <s>, </s> and more" + hint);
-    return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores));
+    return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), ScoredPieceSpecials{});
 }
+
+std::unique_ptr<Tokenizer> make_scored_piece_tokenizer(std::vector<std::string> pieces, std::vector<float> scores,
+                                                       ScoredPieceSpecials sp) {
+    return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), std::move(sp));
+}
+
+namespace {
+std::string replace_all(const std::string& s, std::string_view from, std::string_view to) {
+    std::string out;
+    size_t i = 0;
+    for (size_t j; (j = s.find(from, i)) != std::string::npos; i = j + from.size()) out.append(s, i, j - i).append(to);
+    return out.append(s, i);
+}
+}  // namespace
+
+std::string spm_to_spaces(const std::string& piece) { return replace_all(piece, "\xE2\x96\x81", " "); }
+std::string spaces_to_spm(const std::string& piece) { return replace_all(piece, " ", "\xE2\x96\x81"); }
 
 }  // namespace loftq

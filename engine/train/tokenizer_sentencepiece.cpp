@@ -80,6 +80,20 @@ public:
     int eos_id() const override { return eos_; }
     std::string kind() const override { return "sentencepiece"; }
 
+    std::optional<ScoredVocab> scored_vocab() const override {
+        ScoredVocab v;
+        const int n = vocab_size();
+        for (int i = 0; i < n; ++i) {
+            v.pieces.push_back(sp_->IdToPiece(i));
+            v.scores.push_back(sp_->GetScore(i));
+            v.types.push_back(sp_->IsUnknown(i) ? 2 : sp_->IsControl(i) ? 3 : sp_->IsUnused(i) ? 5 : sp_->IsByte(i) ? 6 : 1);
+        }
+        v.unk = sp_->unk_id() >= 0 && sp_->unk_id() < n ? sp_->unk_id() : -1;
+        v.bos = bos_;
+        v.eos = eos_;
+        return v;
+    }
+
 private:
     std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
     std::string path_;
