@@ -36,6 +36,7 @@ std::string shared_dir() {
     return "";
 }
 
+std::string source_dir() { return LOFTQ_SOURCE_DIR; }
 std::string shipped_stories260k() { return std::string(LOFTQ_SOURCE_DIR) + "/resources/models/stories260K/stories260K.bin"; }
 
 namespace {

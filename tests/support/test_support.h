@@ -25,6 +25,8 @@ std::string shared_dir();
 // The real pretrained stories260K shipped in the repository (resources/models/stories260K: the
 // llama2.c .bin and its tok512.bin), available everywhere, unlike ../shared.
 std::string shipped_stories260k();
+// The checkout's root (for files the tests read from the tree, e.g. tests/llamacpp/).
+std::string source_dir();
 // A fresh empty temporary folder, removed at process exit.
 std::string make_temp_dir(const std::string& tag);
 // A file's bytes ("" when it cannot be read: tests compare, they do not diagnose), and a file
