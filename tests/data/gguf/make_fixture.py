@@ -8,6 +8,9 @@ compares LoftQ Studio's reader with that file; it skips while the fixture is abs
 Run (needs network access to PyPI):
     python3 -m venv /tmp/ggufpy && /tmp/ggufpy/bin/pip install gguf numpy
     /tmp/ggufpy/bin/python tests/data/gguf/make_fixture.py
+or, without PyPI, with the gguf-py folder of the llama.cpp source that node-llama-cpp ships
+(tests/llamacpp/README.md says how to unpack it) and Debian's python3-numpy:
+    PYTHONPATH=/tmp/llsrc/gguf-py python3 tests/data/gguf/make_fixture.py
 The gguf-py version used is written into the expected file's first line. Deterministic (fixed seed).
 Expected-file lines (whitespace-separated; strings hold no spaces):
     kv KEY str|int|float|bool VALUE      kv KEY strs N S1 .. SN
@@ -25,7 +28,18 @@ path = os.path.join(here, "gguf_py_tiny.gguf")
 rng = np.random.default_rng(15)
 
 w = gguf.GGUFWriter(path, arch="llama")  # writes general.architecture = "llama"
-lines = [f"# gguf-py {importlib.metadata.version('gguf')}, numpy {np.__version__}",
+def gguf_version():
+    try:
+        return importlib.metadata.version("gguf")
+    except importlib.metadata.PackageNotFoundError:  # gguf-py from a llama.cpp source tree
+        toml = os.path.join(os.path.dirname(os.path.dirname(gguf.__file__)), "pyproject.toml")
+        for line in open(toml, encoding="utf-8"):
+            if line.startswith("version"):
+                return line.split("=")[1].strip().strip('"') + " (llama.cpp source tree)"
+        return "unknown"
+
+
+lines = [f"# gguf-py {gguf_version()}, numpy {np.__version__}",
          "kv general.architecture str llama"]
 w.add_uint32("llama.block_count", 1); lines.append("kv llama.block_count int 1")
 w.add_int32("t.i32", -5); lines.append("kv t.i32 int -5")
