@@ -402,6 +402,7 @@ bool FinetunePanel::openRun(const QString& dir) {
     }
     curves_->replotNow();
     emit message(tr("opened run %1 (%2 metrics lines)").arg(dir).arg(recs.size()), false);
+    emit runReady(curves_->runName(run), dir);
     return true;
 }
 
@@ -502,6 +503,7 @@ void FinetunePanel::onEnded(bool ok, const QString& why) {
                              .arg(lastOut_));
         progress_->setValue(1000);
         emit message(status_->text(), false);
+        emit runReady(curves_->runName(currentRun_), lastOut_);
     } else {
         status_->setText(why);
         emit message(tr("fine-tune: %1").arg(why), why.startsWith(tr("stopped")) ? false : true);

@@ -55,6 +55,9 @@ public:
 
 signals:
     void runFinished(bool ok);
+    // A run with results: one that finished (its adapter written) or one opened with Open Run;
+    // `dir` is its output folder (the Try it tab generates from it).
+    void runReady(const QString& name, const QString& dir);
     void message(const QString& text, bool error);
 
 private:

@@ -1,7 +1,8 @@
-// main.cpp: `loftq-studio [MODEL] [--demo] [--plan FILE] [--run] [--screenshot FILE.png]
-// [--size WxH] [--threads N]`. With --screenshot the window is rendered (offscreen works) after
-// the model opens, the plan loads and, with --run, a full run ends; then the program exits
-// (status 0 on success). Everything else is the interactive desktop app.
+// main.cpp: `loftq-studio [MODEL] [--demo] [--plan FILE] [--run] [--finetune N] [--try-it PROMPT]
+// [--screenshot FILE.png] [--size WxH] [--threads N]`. With --screenshot the window is rendered
+// (offscreen works) after the model opens, the plan loads, with --run a full run ends, with
+// --finetune the two fine-tunes end and with --try-it the Try it tab has generated; then the
+// program exits (status 0 on success). Everything else is the interactive desktop app.
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QDir>
@@ -9,6 +10,7 @@
 #include <QEventLoop>
 #include <QFileInfo>
 #include <QIcon>
+#include <QLabel>
 #include <QTabWidget>
 #include <QTimer>
 #include <cstdio>
@@ -23,6 +25,7 @@
 #include "rules_panel.h"
 #include "studio/finetune.h"
 #include "studio/mixed.h"
+#include "studio/try_it.h"
 #include "training_curves.h"
 
 namespace {
@@ -75,7 +78,8 @@ int main(int argc, char** argv) {
     QCommandLineOption threads("threads", "Engine threads (0 = all cores).", "n", "0");
     QCommandLineOption rule("show-rule", "With --screenshot: show the Rules dock with rule N selected (its cells outlined).", "n");
     QCommandLineOption finetune("finetune", "With --screenshot: fine-tune the open model N steps (LoftQ, then QLoRA, same settings) on the Fine-tune tab before rendering.", "n");
-    p.addOptions({demo, plan, run, shot, size, threads, rule, finetune});
+    QCommandLineOption tryIt("try-it", "With --screenshot: generate from PROMPT on the Try it tab before rendering: column A the open model, column B the first --finetune run (if any).", "prompt");
+    p.addOptions({demo, plan, run, shot, size, threads, rule, finetune, tryIt});
     QCommandLineOption front("front", "With --front-png: a front written by `loftq plan auto ... --front FILE.json`.", "file");
     QCommandLineOption frontPng("front-png", "Render the Pareto chart of --front to this PNG (--size, default 1000x620) and exit; MODEL is not needed.", "file");
     p.addOptions({front, frontPng});
@@ -140,6 +144,7 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
+    QString firstRun;
     if (p.isSet(finetune) && opened) {
         studio::FinetunePanel* ft = w.finetune();
         w.centralTabs()->setCurrentWidget(ft);
@@ -158,8 +163,21 @@ int main(int argc, char** argv) {
                 std::fprintf(stderr, "loftq-studio: the fine-tune did not finish\n");
                 return 1;
             }
+            if (firstRun.isEmpty()) firstRun = ft->lastOutDir();   // the LoftQ run, for --try-it's column B
         }
         ft->curves()->replotNow();
+    }
+    if (p.isSet(tryIt) && opened) {
+        studio::TryItPanel* t = w.tryIt();
+        w.centralTabs()->setCurrentWidget(t);
+        t->setPrompt(p.value(tryIt));
+        t->selectSource(studio::TryItPanel::A, studio::TryItSourceKind::Model, w.document()->modelPath());
+        if (firstRun.isEmpty() || !t->selectSource(studio::TryItPanel::B, studio::TryItSourceKind::Run, firstRun)) t->selectNone();
+        if (!t->generate() || !wait_for(t, &studio::TryItPanel::finished, 600000)) {
+            std::fprintf(stderr, "loftq-studio: Try it did not generate: A: %s; B: %s\n", qPrintable(t->status(0)->text()),
+                         qPrintable(t->status(1)->text()));
+            return 1;
+        }
     }
     if (p.isSet(rule)) {
         if (auto* d = w.findChild<QDockWidget*>("RulesDock")) d->raise();

@@ -44,6 +44,7 @@
 #include "rules_panel.h"
 #include "run_results.h"
 #include "studio/finetune.h"
+#include "studio/try_it.h"
 #include "studio/job.h"
 #include "studio/help.h"
 #include "studio/mixed.h"
@@ -112,11 +113,13 @@ MainWindow::~MainWindow() = default;
 void MainWindow::setInteractive(bool on) {
     interactive_ = on;
     mixed_->setInteractive(on);
+    tryIt_->setInteractive(on);
 }
 
 void MainWindow::setThreads(int n) {
     threads_ = n;
     mixed_->setThreads(n);
+    tryIt_->setThreads(n);
 }
 
 void MainWindow::showOutputErrors(bool on) {
@@ -161,6 +164,14 @@ void MainWindow::buildWidgets() {
     centralTabs_->setObjectName("CentralTabs");
     centralTabs_->addTab(central, tr("Plan"));
     centralTabs_->addTab(finetune_, tr("Fine-tune"));
+    // Try it: text from the model, the last export and every fine-tune run, side by side.
+    tryIt_ = new TryItPanel(this);
+    tryIt_->setObjectName("TryItPanel");
+    connect(tryIt_, &TryItPanel::message, this, [this](const QString& text, bool error) {
+        log_->append(error ? LogPanel::Level::Error : LogPanel::Level::Info, text);
+    });
+    connect(finetune_, &FinetunePanel::runReady, tryIt_, &TryItPanel::addRun);
+    centralTabs_->addTab(tryIt_, tr("Try it"));
     setCentralWidget(centralTabs_);
     connect(grid_, &PlanGridView::cellSelectionChanged, this, [this] { syncChartToSelection(); updateActions(); });
 
@@ -277,7 +288,7 @@ void MainWindow::buildDocks() {
             if (shown) *front = d;
         });
     connect(centralTabs_, &QTabWidget::currentChanged, this, [this, front, saved](int index) {
-        const bool plan = centralTabs_->widget(index) != finetune_;
+        const bool plan = centralTabs_->widget(index) != finetune_ && centralTabs_->widget(index) != tryIt_;
         if (!plan == (*saved != nullptr)) return;   // no change of perspective
         if (!plan) {
             for (auto& [d, open] : planDocks_) open = d->toggleViewAction()->isChecked();

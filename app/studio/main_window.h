@@ -5,7 +5,9 @@
 //                           read and resolved on a QtConcurrent task, studio/plan_load.h)
 //   studio/main_window_run.cpp     run all / run selected / cancel, engine events -> RunResults
 //   studio/main_window_export.cpp  the export dialog's job, plots written into the same commit
-//   (the Fine-tune tab is its own widget, studio/finetune.h; the Mixed precision dock too,
+//   (the Fine-tune tab is its own widget, studio/finetune.h, and so is the Try it tab,
+//   studio/try_it.h, which generates from the model, the last export and the fine-tune runs;
+//   the Mixed precision dock too,
 //   studio/mixed.h, whose calibration file also gives runs their output errors)
 // The window owns the document (plan), the run results and the job adapter; widgets are thin
 // views over those. Nothing here computes numerics; long work goes to StudioJob or a
@@ -49,6 +51,7 @@ class PlanGridView;
 class RulesPanel;
 class RunResults;
 class StudioJob;
+class TryItPanel;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -96,6 +99,7 @@ public:
     RulesPanel* rulesPanel() const { return rules_; }
     LogPanel* log() const { return log_; }
     FinetunePanel* finetune() const { return finetune_; }
+    TryItPanel* tryIt() const { return tryIt_; }   // the Try it tab (studio/try_it.h)
     MixedPanel* mixedPanel() const { return mixed_; }
     // View > Output Errors: the plots show output errors (enabled once the run has them, i.e.
     // a calibration file was set in the Mixed precision panel).
@@ -181,6 +185,7 @@ private:
     QTabWidget* resultTabs_ = nullptr;
     QTabWidget* centralTabs_ = nullptr;
     FinetunePanel* finetune_ = nullptr;
+    TryItPanel* tryIt_ = nullptr;
     MixedPanel* mixed_ = nullptr;
     QAction* actOutputErrors_ = nullptr;
     QCheckBox* outputErrorsBox_ = nullptr;   // the same toggle, in the Results dock's tab corner

@@ -17,6 +17,7 @@
 #include "plan_document.h"
 #include "run_results.h"
 #include "studio/finetune.h"
+#include "studio/try_it.h"
 #include "studio/job.h"
 
 namespace studio {
@@ -84,6 +85,8 @@ void MainWindow::onOpened(const OpenedModel& m) {
     results_->setPlan(doc_->resolved());
     overview_->setFacts(m.facts);
     finetune_->setModelPath(m.path);
+    tryIt_->setModelPath(m.path);
+    if (m.packed) tryIt_->setExportPath(m.path);
     addRecent(m.path);
     statusLabel_->setText(m.packed ? tr("%1: packed LoftQ export, %2 quantized weights (read-only: fine-tune it in the Fine-tune tab, or loftq unpack)")
                                          .arg(m.title)

@@ -19,6 +19,7 @@
 #include "run_results.h"
 #include "studio/job.h"
 #include "studio/mixed.h"
+#include "studio/try_it.h"
 
 namespace studio {
 
@@ -132,6 +133,7 @@ void MainWindow::onJobFinished() {
                           .arg(sum_base / n, 0, 'g', 5);
     if (exporting_) {
         last_export_dir_ = exportingDir_;
+        tryIt_->setExportPath(last_export_dir_);   // the Try it tab offers the new export
         summary = tr("Exported to %1: ").arg(exportingDir_) + summary;
     }
     log_->append(LogPanel::Level::Info, summary);
