@@ -20,6 +20,8 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/gguf.h"
+#include "export/quantize.h"
+#include "loftq/job.h"
 #include "model/llama.h"
 #include "model/llama_cpu.h"
 #include "quant/ggml_types.h"
@@ -184,6 +186,34 @@ private slots:
         o.out = dir_ + "/backbone.gguf";
         o.backbone_only = true;
         QCOMPARE(export_gguf(o).merged_sites, 0);
+    }
+
+    void loftqFromAGgufSource() {
+        // A GGUF is a LoftQ source like any checkpoint: the export carries its tokenizer (as
+        // tokenizer.bin) and generates what the GGUF's LoftQ start generates.
+        fs::create_directories(dir_ + "/src");
+        const std::string g = dir_ + "/src/model.gguf";
+        export_to(src_, g, GgufWeightType::F16);
+        QuantizeOptions q;
+        q.model = g;
+        q.out_dir = dir_ + "/loftq-from-gguf";
+        q.plan = Plan{};
+        q.plan.defaults.quant = QuantKind::NF4;
+        q.plan.defaults.rank = 8;
+        q.threads = 2;
+        run_quantize(q, {}, CancelToken{});
+        QVERIFY(fs::is_regular_file(q.out_dir + "/tokenizer.bin"));
+        QCOMPARE(load_tokenizer(q.out_dir)->encode("Once upon a time", true, false), load_tokenizer(g)->encode("Once upon a time", true, false));
+        GeneratorSource a;
+        a.model = q.out_dir;
+        a.threads = 2;
+        Generator ga = load_generator(a);
+        QVERIFY(ga.description.find("LoftQ export") != std::string::npos);
+        GenerateOptions o;
+        o.max_tokens = 20;
+        const std::string text = generate(*ga.model, *ga.tok, "Once upon a time", o).text;
+        qInfo("LoftQ NF4 r8 of the GGUF: \"Once upon a time%s\"", text.c_str());
+        QVERIFY(text.size() > 20);
     }
 
     void refusals() {

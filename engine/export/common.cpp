@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/gguf_names.h"
 #include "io/peft_adapter.h"
 #include "export/metrics.h"
 #include "export/verify.h"
@@ -136,6 +137,10 @@ void stage_export_files(StagedOutput& staged, const Checkpoint& ck, const Quanti
     if (amend_config) amend_config(config);
     staged.write("config.json", config.dump(2) + "\n");
     for (const auto& f : ck.aux_files()) staged.copy_from(fs::path(f).filename().string(), f);
+    if (ck.gguf() && ck.aux_files().empty()) {   // a GGUF's embedded tokenizer, in a form the loaders read
+        const std::string tok = gguf_llama2c_tokenizer(*ck.gguf());
+        if (!tok.empty()) staged.write("tokenizer.bin", tok);
+    }
 
     std::vector<AdapterModule> mods;
     bool any_conv1d = false;

@@ -71,6 +71,7 @@ public:
     const ModelConfig& config() const { return config_; }
     bool has_config_json() const { return !config_.raw.is_null(); }
     const std::vector<TensorEntry>& tensors() const { return tensors_; }  // stable order
+    const GgufFile* gguf() const { return gguf_.get(); }                  // the GGUF form, else null
     const TensorEntry* find(const std::string& name) const;
     // Tokenizer and generation files beside the model (tokenizer.json, tokenizer.model,
     // tokenizer_config.json, special_tokens_map.json, generation_config.json, vocab/merges,

@@ -1,6 +1,7 @@
 // gguf_names.cpp: see gguf_names.h.
 #include "io/gguf_names.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 
@@ -66,6 +67,37 @@ std::string hf_to_gguf_name(const std::string& h) {
     for (const auto& n : kLayer)
         if (rest == n.hf) return "blk." + std::to_string(layer) + "." + n.gguf;
     return {};
+}
+
+std::string gguf_llama2c_tokenizer(const GgufFile& f) {
+    const GgufValue* toks = f.find("tokenizer.ggml.tokens");
+    const GgufValue* scores = f.find("tokenizer.ggml.scores");
+    if (f.get_string("tokenizer.ggml.model", "") != "llama" || !toks || toks->strs.empty()) return {};
+    if (f.get_int("tokenizer.ggml.unknown_token_id", 0) != 0 || f.get_int("tokenizer.ggml.bos_token_id", 1) != 1 ||
+        f.get_int("tokenizer.ggml.eos_token_id", 2) != 2 || !f.get_bool("tokenizer.ggml.add_space_prefix", true))
+        return {};
+    const size_t n = toks->strs.size();
+    std::vector<std::string> pieces(n);
+    uint32_t max_len = 1;
+    for (size_t i = 0; i < n; ++i) {
+        const std::string& s = toks->strs[i];
+        for (size_t k = 0; k < s.size(); ++k) {   // U+2581 -> ' '
+            if (s.compare(k, 3, "\xE2\x96\x81") == 0) { pieces[i] += ' '; k += 2; }
+            else pieces[i] += s[k];
+        }
+        max_len = std::max<uint32_t>(max_len, uint32_t(pieces[i].size()));
+    }
+    std::string out;
+    auto put = [&](const void* p, size_t k) { out.append(static_cast<const char*>(p), k); };
+    put(&max_len, 4);
+    for (size_t i = 0; i < n; ++i) {
+        const float sc = scores && scores->nums.size() == n ? float(scores->nums[i]) : 0.f;
+        const int32_t len = int32_t(pieces[i].size());
+        put(&sc, 4);
+        put(&len, 4);
+        put(pieces[i].data(), pieces[i].size());
+    }
+    return out;
 }
 
 bool gguf_arch_interleaves_rope(const std::string& arch) { return arch == "llama"; }

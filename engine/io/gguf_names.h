@@ -37,6 +37,12 @@ inline int64_t rope_half_row(int64_t r, int64_t hd) {
 // general.architecture values whose q/k rows are stored interleaved (llama.cpp LLAMA_ROPE_TYPE_NORM).
 bool gguf_arch_interleaves_rope(const std::string& arch);
 
+// The GGUF's "llama" tokenizer as a llama2.c tokenizer.bin (int32 max_token_length, then per token
+// float32 score, int32 length, bytes; U+2581 written as ' '), so that an export made from a GGUF
+// carries a tokenizer beside it. "" when the file has none of that kind, or its special ids are
+// not llama2.c's (unk 0, bos 1, eos 2), which that format cannot say.
+std::string gguf_llama2c_tokenizer(const GgufFile& f);
+
 // The architecture facts from `<arch>.*` keys (and the token table's size); throws loftq::Error
 // naming the file and key for an unsupported architecture, missing sizes, partial rotary
 // (rope.dimension_count != head size) or RoPE scaling we do not reproduce.
