@@ -167,6 +167,9 @@ void MainWindow::buildWidgets() {
     // Try it: text from the model, the last export and every fine-tune run, side by side.
     tryIt_ = new TryItPanel(this);
     tryIt_->setObjectName("TryItPanel");
+    // Its columns must not raise the tabs' minimum width above the Plan tab's: that would take room
+    // from the docks (and change what View > Reset Layout restores). It shrinks inside instead.
+    tryIt_->setMinimumSize(1, 1);
     connect(tryIt_, &TryItPanel::message, this, [this](const QString& text, bool error) {
         log_->append(error ? LogPanel::Level::Error : LogPanel::Level::Info, text);
     });
