@@ -43,6 +43,7 @@
 #include "export/summary.h"
 #include "export/footprint.h"
 #include "export/quantize.h"
+#include "train/gguf_export.h"
 #include "studio/main_window.h"
 #include "plan_document.h"
 #include "plan_edit_bar.h"
@@ -925,6 +926,24 @@ private slots:
         QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
         QCOMPARE(doc->modelPath(), path);
         QCOMPARE(QFileInfo(corpus).lastModified(), made);
+    }
+
+    // A .gguf opens like any checkpoint (issue 15): the plan grid, the overview, the same targets.
+    void opensAGguf() {
+        const std::string dir = loftq::test::make_temp_dir("studio-gguf");
+        loftq::GgufExportOptions o;
+        o.source.model = loftq::test::shipped_stories260k();
+        o.out = dir + "/stories260K-f16.gguf";
+        loftq::export_gguf(o);
+        w->openModel(QString::fromStdString(o.out));
+        QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
+        QCOMPARE(w->document()->modelPath(), QString::fromStdString(o.out));
+        QCOMPARE(w->document()->layers(), 5);
+        QCOMPARE(int(w->document()->resolved().weights.size()), 35);
+        QMap<QString, QString> facts;
+        for (const auto& [k, v] : open_model(QString::fromStdString(o.out)).facts) facts[k] = v;
+        QCOMPARE(facts["Format"], QString("GGUF (llama.cpp)"));
+        QCOMPARE(facts["Vocabulary"], QString("512"));
     }
 
     // The first look at the demo as it comes: Run LoftQ with the default plan, then fine-tune from

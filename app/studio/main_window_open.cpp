@@ -103,7 +103,7 @@ void MainWindow::openDialog() {
     QSettings s;
     QFileDialog dlg(this, tr("Open model: a folder, .safetensors or llama2.c .bin"), s.value("paths/last_open").toString());
     dlg.setFileMode(QFileDialog::ExistingFile);
-    dlg.setNameFilters({tr("Checkpoints (*.safetensors *.bin config.json)"), tr("All files (*)")});
+    dlg.setNameFilters({tr("Checkpoints (*.safetensors *.bin *.gguf config.json)"), tr("All files (*)")});
     dlg.setOption(QFileDialog::DontUseNativeDialog, false);
     if (dlg.exec() != QDialog::Accepted || dlg.selectedFiles().isEmpty()) return;
     QString path = dlg.selectedFiles().first();
