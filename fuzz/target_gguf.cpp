@@ -16,7 +16,9 @@ int gguf(const uint8_t* data, size_t size) {
     const std::string path = write_scratch("gguf/model.gguf", data, size);
     std::unique_ptr<GgufFile> f;
     if (!expect_clean(path, [&] { f = GgufFile::open(path); })) return 0;
-    for (const auto& [key, v] : f->metadata()) {
+    for (const auto& kv : f->metadata()) {
+        const std::string& key = kv.first;   // not a structured binding: clang 14 cannot capture those
+        const GgufValue& v = kv.second;
         if (f->find(key) != &v) fail("find('" + key + "') does not return its own entry");
         (void)v.type_text();
         expect_clean(path, [&] { (void)f->get_string(key); });
