@@ -392,6 +392,24 @@ private slots:
         QCOMPARE(n, 3);
     }
 
+    void loadingCanBeCancelled() {
+        // A cancel is polled between tensors and between the weights of an in-memory LoftQ start.
+        CancelToken cancel;
+        cancel.cancel();
+        GeneratorSource src;
+        src.model = synth_.model;
+        src.threads = 2;
+        QVERIFY_THROWS_EXCEPTION(Cancelled, load_generator(src, {}, &cancel));
+        LoadOptions lo;
+        lo.model = synth_.model;
+        lo.init = InitKind::Loftq;
+        lo.threads = 2;
+        lo.cancel = &cancel;
+        QVERIFY_THROWS_EXCEPTION(Cancelled, load_llama(lo));
+        lo.cancel = nullptr;
+        QVERIFY(load_llama(lo) != nullptr);
+    }
+
     void loadGeneratorErrors() {
         GeneratorSource src;
         EXPECT_ERROR(load_generator(src), "no model");

@@ -11,6 +11,8 @@
 
 #include <QApplication>
 #include <QComboBox>
+#include <QFileInfo>
+#include <QPointer>
 #include <QElapsedTimer>
 #include <QLabel>
 #include <QPlainTextEdit>
@@ -22,10 +24,12 @@
 #include "core/fsutil.h"
 #include "plan_document.h"
 #include "studio/finetune.h"
+#include "studio/gguf_export_dialog.h"
 #include "studio/main_window.h"
 #include "studio/open.h"
 #include "studio/try_it.h"
 #include "train/generate.h"
+#include "train/gguf_export.h"
 #include "gui_wait.h"
 #include "layout_check.h"
 #include "test_support.h"
@@ -169,6 +173,69 @@ private slots:
         QCOMPARE(t->tokenEvents(TryItPanel::B), int(ref.ids.size()));
         QVERIFY(t->status(TryItPanel::B)->text().contains("tokens/s"));
         QVERIFY(t->status(TryItPanel::A)->text().contains("tokens/s"));
+    }
+
+    // File > Export GGUF for llama.cpp (issue 15): the dialog offers the Studio's models (the open
+    // one, the fine-tune run), and writes byte for byte the file the engine's export_gguf writes
+    // for the same source (the run: its LoRA merged); an existing file is refused without
+    // Replace; a cancel leaves no file; the job never blocks the GUI.
+    void exportsGgufFromTheStudio() {
+        QVERIFY(!runDir.isEmpty());
+        const std::string dir = loftq::test::make_temp_dir("try-it-gguf");
+        GgufExportDialog* dlg = w->openGgufExport();
+        QVERIFY(dlg);
+        QPointer<GgufExportDialog> alive(dlg);
+        int run = -1;
+        const auto choices = t->sourceChoices();
+        for (int i = 0; i < choices.size(); ++i)
+            if (choices[i].source.kind == TryItSourceKind::Run && choices[i].source.path == runDir.toStdString()) run = i;
+        QVERIFY2(run >= 0, "the run is not offered");
+        QCOMPARE(dlg->sourceCount(), choices.size());
+
+        struct Case { int source; loftq::GgufWeightType type; std::string file; loftq::GeneratorSource ref; };
+        loftq::GeneratorSource orig, fine;
+        orig.model = w->document()->modelPath().toStdString();
+        fine.adapter = runDir.toStdString();
+        const Case cases[] = {{0, loftq::GgufWeightType::Q8_0, dir + "/model.gguf", orig},
+                              {run, loftq::GgufWeightType::F16, dir + "/run.gguf", fine}};
+        for (const Case& c : cases) {
+            dlg->setSourceIndex(c.source);
+            dlg->setOutput(QString::fromStdString(c.file));
+            dlg->setType(c.type);
+            QSignalSpy done(dlg, &GgufExportDialog::finished);
+            Heartbeat hb;
+            QVERIFY(dlg->startExport());
+            QVERIFY(done.wait(120000));
+            QVERIFY2(done.takeFirst().at(0).toBool(), qPrintable(dlg->statusText()));
+            QVERIFY2(hb.worst < 500, qPrintable(QString("GUI stalled %1 ms").arg(hb.worst)));
+            QVERIFY(dlg->statusText().startsWith("Wrote "));
+            loftq::GgufExportOptions eo;
+            eo.source = c.ref;
+            eo.source.threads = 2;
+            eo.out = dir + "/reference.gguf";
+            eo.type = c.type;
+            loftq::export_gguf(eo);
+            QCOMPARE(loftq::test::read_file(c.file), loftq::test::read_file(eo.out));
+        }
+        QVERIFY(dlg->statusText().contains("35 LoRA merged"));
+        // an existing file needs Replace
+        QVERIFY(!dlg->startExport());
+        QVERIFY(dlg->statusText().contains("exists"));
+        // a cancel right after the start: nothing is written (or, if the export won the race, all of it)
+        dlg->setReplace(true);
+        const QString cancelled = QString::fromStdString(dir + "/cancelled.gguf");
+        dlg->setOutput(cancelled);
+        QSignalSpy done(dlg, &GgufExportDialog::finished);
+        QVERIFY(dlg->startExport());
+        dlg->cancel();
+        QVERIFY(done.wait(30000));
+        const bool ok = done.takeFirst().at(0).toBool();
+        qInfo("GGUF export cancelled right after its start: %s", qPrintable(dlg->statusText()));
+        QCOMPARE(QFileInfo::exists(cancelled), ok);
+        if (!ok) QVERIFY(dlg->statusText().startsWith("Cancelled"));
+        QVERIFY(!QFileInfo::exists(cancelled + ".partial"));
+        dlg->close();   // deletes itself
+        QTRY_VERIFY(alive.isNull());
     }
 
     // Bad sources: one sentence in their own column's status, the other column unharmed, and the

@@ -45,6 +45,7 @@
 #include "run_results.h"
 #include "studio/finetune.h"
 #include "studio/try_it.h"
+#include "studio/gguf_export_dialog.h"
 #include "studio/job.h"
 #include "studio/help.h"
 #include "studio/mixed.h"
@@ -352,6 +353,7 @@ void MainWindow::buildMenus() {
     actSavePlanAs_ = add(file, tr("Save Plan &As…"), &MainWindow::savePlanDialog, QKeySequence::SaveAs);
     file->addSeparator();
     actExport_ = add(file, tr("&Export…"), &MainWindow::exportDialog, QKeySequence(tr("Ctrl+E")));
+    add(file, tr("Export &GGUF for llama.cpp…"), [this] { openGgufExport(); });
     file->addSeparator();
     add(file, tr("&Quit"), &QWidget::close, QKeySequence::Quit);
 

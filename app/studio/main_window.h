@@ -52,6 +52,7 @@ class RulesPanel;
 class RunResults;
 class StudioJob;
 class TryItPanel;
+class GgufExportDialog;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -100,6 +101,9 @@ public:
     LogPanel* log() const { return log_; }
     FinetunePanel* finetune() const { return finetune_; }
     TryItPanel* tryIt() const { return tryIt_; }   // the Try it tab (studio/try_it.h)
+    // File > Export GGUF for llama.cpp: opens the dialog (studio/gguf_export_dialog.h) over the
+    // models the Studio knows and returns it (it deletes itself when closed).
+    GgufExportDialog* openGgufExport();
     MixedPanel* mixedPanel() const { return mixed_; }
     // View > Output Errors: the plots show output errors (enabled once the run has them, i.e.
     // a calibration file was set in the Mixed precision panel).

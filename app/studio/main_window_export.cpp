@@ -1,13 +1,17 @@
-// main_window_export.cpp: File > Export (studio/export_dialog.h) and its background job. The engine writes the
+// main_window_export.cpp: File > Export (studio/export_dialog.h) and its background job, and
+// File > Export GGUF for llama.cpp (studio/gguf_export_dialog.h, which runs its own job). The engine writes the
 // HF LoftQ layout (backbone + loftq_init adapter + metrics JSON/CSV) atomically; the plots are
 // rendered on the GUI thread when the job asks for them (StudioJob::setExtraFiles) and land in
 // the same commit under plots/, so the folder is complete or untouched.
 #include <QDir>
 #include <QFile>
+#include <QFileInfo>
 #include <QTemporaryDir>
 
 #include "error_chart.h"
 #include "studio/export_dialog.h"
+#include "studio/gguf_export_dialog.h"
+#include "studio/try_it.h"
 #include "error_heatmap.h"
 #include "improvement_chart.h"
 #include "log_panel.h"
@@ -50,6 +54,21 @@ std::vector<std::pair<std::string, std::string>> MainWindow::renderPlots(const l
     }
     if (shown.isEmpty()) chart_->setWeights(shown);
     return files;
+}
+
+GgufExportDialog* MainWindow::openGgufExport() {
+    auto* dlg = new GgufExportDialog(tryIt_->sourceChoices(), threads_, this);
+    dlg->setAttribute(Qt::WA_DeleteOnClose);
+    connect(dlg, &GgufExportDialog::message, this, [this](const QString& text, bool error) {
+        log_->append(error ? LogPanel::Level::Error : LogPanel::Level::Info, text);
+    });
+    if (doc_->hasModel()) {   // a name beside the model to start from (never the model itself)
+        const QFileInfo m(doc_->modelPath());
+        const QString base = m.isDir() ? m.absoluteFilePath() : m.dir().filePath(m.completeBaseName());
+        dlg->setOutput(base + (m.suffix() == "gguf" ? "-export.gguf" : ".gguf"));
+    }
+    dlg->show();
+    return dlg;
 }
 
 void MainWindow::exportDialog() {

@@ -175,6 +175,12 @@ QWidget* TryItPanel::buildColumn(int column) {
 
 // ---- Sources
 
+QList<TryItPanel::SourceChoice> TryItPanel::sourceChoices() const {
+    QList<SourceChoice> out;
+    for (const Source& s : sources_) out.push_back({s.label, TryItSource{s.kind, s.path.toStdString()}});
+    return out;
+}
+
 void TryItPanel::setModelPath(const QString& path) {
     if (running()) cancel();   // the model it generates with is no longer the Studio's
     modelPath_ = path;

@@ -50,6 +50,14 @@ public:
     void setThreads(int n);
     void setInteractive(bool on) { interactive_ = on; }   // the folder dialog only when interactive
 
+    // Every source offered (the Studio's model first), for other dialogs that work on the same
+    // models (File > Export GGUF).
+    struct SourceChoice {
+        QString label;
+        TryItSource source;
+    };
+    QList<SourceChoice> sourceChoices() const;
+
     // A column's source: the choices are the combo box's items (B's first is "(none)").
     QComboBox* sourceBox(int column) const { return cols_[column].source; }
     // Selects the source of that kind and path; false when it is not offered.

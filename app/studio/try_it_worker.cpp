@@ -65,11 +65,11 @@ int run_try_it(const std::vector<TryItColumnWork>& columns, const std::string& p
             GeneratorSlot& slot = *c.slot;
             if (!slot.gen) {
                 if (cb.loading) cb.loading(c.column);
-                auto g = std::make_unique<loftq::Generator>(loftq::load_generator(generator_source(c.source, threads)));
+                auto g = std::make_unique<loftq::Generator>(loftq::load_generator(generator_source(c.source, threads), {}, &cancel));
                 slot.gen = std::move(g);
                 ++slot.loads;
             }
-            cancel.throw_if_cancelled();   // a load has no cancel of its own: stop right after it
+            cancel.throw_if_cancelled();
             if (cb.generating) cb.generating(c.column, slot.gen->description + " on " + slot.gen->where);
             const loftq::GenerateResult r = loftq::generate(*slot.gen->model, *slot.gen->tok, prompt, opt, [&](const loftq::GeneratedToken& t) {
                 if (cb.token) cb.token(c.column, t);

@@ -61,8 +61,8 @@ loftq::GeneratorSource generator_source(const TryItSource& s, int threads);
 
 // Runs the columns one after the other with the same prompt and options. A column that fails
 // (no model, a bad folder, a model that does not load) reports failed() with the error's first
-// line and the next column still runs; a cancel throws loftq::Cancelled (checked after a load
-// and before every token). Returns how many columns failed.
+// line and the next column still runs; a cancel throws loftq::Cancelled (checked between the tensors
+// and weights of a load, and before every token). Returns how many columns failed.
 int run_try_it(const std::vector<TryItColumnWork>& columns, const std::string& prompt, const loftq::GenerateOptions& opt,
                int threads, const TryItCallbacks& cb, const loftq::CancelToken& cancel);
 

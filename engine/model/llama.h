@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cancel.h"
 #include "core/name_table.h"
 #include "io/checkpoint.h"
 #include "loftq/plan.h"
@@ -131,6 +132,10 @@ struct LoadOptions {
     // (export/verify.h) before reading them; a changed or missing file is refused, naming it.
     // Exports without checksums (older ones, or no manifest) load unchecked.
     bool verify = true;
+    // Polled before each tensor is read and each in-memory decomposition starts (may be null): a
+    // cancel throws loftq::Cancelled (a GUI closing while a LoftQ start is built in memory).
+    // Not part of a run's recorded options.
+    const CancelToken* cancel = nullptr;
 };
 
 // Throws loftq::Error naming the file/tensor (missing tensors, shapes that disagree with the

@@ -446,6 +446,7 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
     // Reads one tensor into dst after checking presence and shape; read_f32 rejects NaN/Inf
     // naming the tensor.
     auto load = [&](const std::string& name, float* dst, const std::vector<int64_t>& shape) {
+        if (opt.cancel) opt.cancel->throw_if_cancelled();
         const TensorEntry* t = ck->find(name);
         if (!t) throw Error(ck->path(), name, "missing from the checkpoint");
         if (t->shape != shape)
@@ -586,7 +587,7 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
             const int inner = std::max(1, threads / workers);
             SingleThreadedBlas single_blas;  // LAPACK steps single-threaded: identical results for any thread count (linalg/blas.h)
             std::vector<std::vector<float>> own(static_cast<size_t>(workers));  // packed sites: each worker's fp32 copy of W
-            run_tasks(size_t(K), workers, nullptr, [&](int worker, size_t task) {
+            run_tasks(size_t(K), workers, opt.cancel, [&](int worker, size_t task) {
                 const int i = int(task);
                 const int l = i / kLoraSites;
                 const LoraSite s = LoraSite(i % kLoraSites);
@@ -633,6 +634,7 @@ std::unique_ptr<LlamaModel> load_impl(const LoadOptions& opt, bool pack_export) 
                     rethrow_naming_size(opt.model, name, {lora_site_out(cfg, s), lora_site_in(cfg, s)});
                 }
             });
+            if (opt.cancel) opt.cancel->throw_if_cancelled();   // run_tasks stops quietly on a cancel
             break;
         }
     }

@@ -112,7 +112,8 @@ bool is_run_folder(const std::string& p) {
 }
 }  // namespace
 
-Generator load_generator(const GeneratorSource& src, const std::function<void(const std::string&)>& say) {
+Generator load_generator(const GeneratorSource& src, const std::function<void(const std::string&)>& say,
+                         const CancelToken* cancel) {
     std::string model = src.model, adapter = src.adapter;
     if (adapter.empty() && is_run_folder(model)) {   // a fine-tune's output folder named as the model
         adapter = model;
@@ -146,6 +147,7 @@ Generator load_generator(const GeneratorSource& src, const std::function<void(co
     }
     lo.threads = src.threads;
     lo.verify = true;
+    lo.cancel = cancel;
 
     Generator g;
     g.tok = load_tokenizer(src.tokenizer.empty() ? lo.model : src.tokenizer);

@@ -88,6 +88,8 @@ struct Generator {
 };
 // Throws loftq::Error naming the file (no model, an adapter whose shapes do not fit, no
 // tokenizer). `say` (may be empty) gets the loader's progress lines.
-Generator load_generator(const GeneratorSource& src, const std::function<void(const std::string&)>& say = {});
+// `cancel` (may be null) is polled while the model loads: a cancel throws Cancelled.
+Generator load_generator(const GeneratorSource& src, const std::function<void(const std::string&)>& say = {},
+                         const CancelToken* cancel = nullptr);
 
 }  // namespace loftq

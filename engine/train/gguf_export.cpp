@@ -53,7 +53,7 @@ GgufExportResult export_gguf(const GgufExportOptions& opt, const std::function<v
         if (!in.empty() && same_file(in, opt.out)) throw Error(opt.out, "", "is the source; refusing to write over an input");
     GeneratorSource src = opt.source;
     src.device = ComputeDevice::Cpu;
-    Generator g = load_generator(src, say);
+    Generator g = load_generator(src, say, cancel);
     auto* m = dynamic_cast<LlamaCpu*>(g.model.get());
     if (!m) throw Error("export-gguf: the model is not on the CPU");
     const LlamaConfig& c = m->config();
