@@ -29,6 +29,7 @@
 #include "train/generate.h"
 #include "train/gguf_export.h"
 #include "train/tokenizer.h"
+#include "train/trainer.h"
 #include "expect_error.h"
 #include "test_support.h"
 
@@ -214,6 +215,30 @@ private slots:
         const std::string text = generate(*ga.model, *ga.tok, "Once upon a time", o).text;
         qInfo("LoftQ NF4 r8 of the GGUF: \"Once upon a time%s\"", text.c_str());
         QVERIFY(text.size() > 20);
+
+        // and fine-tuning straight from the GGUF: its own tokenizer, a LoftQ start made in memory
+        const std::string data = dir_ + "/stories.txt";
+        std::string corpus;
+        for (int i = 0; i < 40; ++i) corpus += "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.\n";
+        loftq::test::write_file(data, corpus);
+        TrainOptions to;
+        to.load.model = g;
+        to.load.init = InitKind::Loftq;
+        to.load.quant = "nf4";
+        to.load.rank = 4;
+        to.load.iters = 1;
+        to.data = data;
+        to.out_dir = dir_ + "/run-from-gguf";
+        to.steps = 4;
+        to.batch = 2;
+        to.seq = 32;
+        to.eval_every = 4;
+        to.sample_tokens = 0;
+        to.threads = 2;
+        const TrainResult tr = run_finetune(to, {}, CancelToken{});
+        QCOMPARE(tr.steps_done, 4);
+        QVERIFY(std::isfinite(tr.final_eval_loss));
+        QVERIFY(fs::is_regular_file(to.out_dir + "/adapter/adapter_model.safetensors"));
     }
 
     void refusals() {
