@@ -944,6 +944,8 @@ private slots:
         for (const auto& [k, v] : open_model(QString::fromStdString(o.out)).facts) facts[k] = v;
         QCOMPARE(facts["Format"], QString("GGUF (llama.cpp)"));
         QCOMPARE(facts["Vocabulary"], QString("512"));
+        w->openDemo();   // the tests after this one work on the shipped demo
+        QVERIFY(wait_for(w.get(), &MainWindow::openFinished, 60000));
     }
 
     // The first look at the demo as it comes: Run LoftQ with the default plan, then fine-tune from

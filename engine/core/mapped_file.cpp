@@ -44,4 +44,12 @@ void unmap(Mapping& m) {
     m = {};
 }
 
+void release_pages(const void* p, uint64_t n) {
+    if (!p || n == 0) return;
+    static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+    const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
+    ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
 }  // namespace loftq

@@ -16,5 +16,9 @@ struct Mapping {
 // Throws loftq::Error: cannot open / not a regular file / smaller than min_size / cannot map.
 Mapping map_readonly(const std::string& path, uint64_t min_size, const std::string& what);
 void unmap(Mapping& m);
+// Drops the resident pages of [p, p + n) of a read-only mapping (madvise DONTNEED): they are
+// re-read from the file if touched again, so this only trims memory. Readers call it after
+// converting a tensor, so that memory stays bounded by the weights in flight.
+void release_pages(const void* p, uint64_t n);
 
 }  // namespace loftq

@@ -563,14 +563,7 @@ std::vector<float> Checkpoint::read_f32(const TensorEntry& t, bool check_finite)
 
 void Checkpoint::release(const TensorEntry& t) const {
     if (kind_ == CheckpointKind::Gguf) return gguf_->release(gguf_->tensors()[size_t(t.gguf_index)]);
-    // Drop the mapped pages of this tensor: a read-only private file mapping re-reads them from
-    // the file if touched again, so this only trims resident memory (neighbours sharing an edge
-    // page lose nothing but a page fault).
-    if (!t.data || t.nbytes == 0) return;
-    static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-    uintptr_t b = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
-    uintptr_t e = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes + page - 1) & ~(page - 1);
-    ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    release_pages(t.data, t.nbytes);   // neighbours sharing an edge page lose nothing but a page fault
 }
 
 std::vector<uint8_t> Checkpoint::read_bytes(const TensorEntry& t) const {

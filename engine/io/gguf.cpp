@@ -404,12 +404,7 @@ std::vector<float> GgufFile::read_f32(const GgufTensor& t, bool check_finite) co
 }
 
 void GgufFile::release(const GgufTensor& t) const {
-    // A hint: pages of a read-only file mapping are dropped and re-read on the next touch.
-    if (!t.data || t.nbytes == 0) return;
-    static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-    uintptr_t b = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
-    uintptr_t e = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes + page - 1) & ~(page - 1);
-    ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    release_pages(t.data, t.nbytes);
 }
 
 }  // namespace loftq

@@ -69,6 +69,18 @@ std::string hf_to_gguf_name(const std::string& h) {
     return {};
 }
 
+namespace {
+std::string replace_all(const std::string& s, std::string_view from, std::string_view to) {
+    std::string out;
+    size_t i = 0;
+    for (size_t j; (j = s.find(from, i)) != std::string::npos; i = j + from.size()) out.append(s, i, j - i).append(to);
+    return out.append(s, i);
+}
+}  // namespace
+
+std::string spm_to_spaces(const std::string& piece) { return replace_all(piece, "\xE2\x96\x81", " "); }
+std::string spaces_to_spm(const std::string& piece) { return replace_all(piece, " ", "\xE2\x96\x81"); }
+
 std::string gguf_llama2c_tokenizer(const GgufFile& f) {
     const GgufValue* toks = f.find("tokenizer.ggml.tokens");
     const GgufValue* scores = f.find("tokenizer.ggml.scores");
@@ -80,11 +92,7 @@ std::string gguf_llama2c_tokenizer(const GgufFile& f) {
     std::vector<std::string> pieces(n);
     uint32_t max_len = 1;
     for (size_t i = 0; i < n; ++i) {
-        const std::string& s = toks->strs[i];
-        for (size_t k = 0; k < s.size(); ++k) {   // U+2581 -> ' '
-            if (s.compare(k, 3, "\xE2\x96\x81") == 0) { pieces[i] += ' '; k += 2; }
-            else pieces[i] += s[k];
-        }
+        pieces[i] = spm_to_spaces(toks->strs[i]);
         max_len = std::max<uint32_t>(max_len, uint32_t(pieces[i].size()));
     }
     std::string out;

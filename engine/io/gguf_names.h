@@ -37,6 +37,11 @@ inline int64_t rope_half_row(int64_t r, int64_t hd) {
 // general.architecture values whose q/k rows are stored interleaved (llama.cpp LLAMA_ROPE_TYPE_NORM).
 bool gguf_arch_interleaves_rope(const std::string& arch);
 
+// SentencePiece's space, U+2581 ("\xE2\x96\x81"), as GGUF's "llama" pieces store it <-> ' ' as
+// llama2.c's pieces store it.
+std::string spm_to_spaces(const std::string& piece);
+std::string spaces_to_spm(const std::string& piece);
+
 // The GGUF's "llama" tokenizer as a llama2.c tokenizer.bin (int32 max_token_length, then per token
 // float32 score, int32 length, bytes; U+2581 written as ' '), so that an export made from a GGUF
 // carries a tokenizer beside it. "" when the file has none of that kind, or its special ids are

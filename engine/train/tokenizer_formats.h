@@ -30,9 +30,6 @@ struct ScoredPieceSpecials {
 };
 std::unique_ptr<Tokenizer> make_scored_piece_tokenizer(std::vector<std::string> pieces, std::vector<float> scores,
                                                        ScoredPieceSpecials sp);
-// "\xE2\x96\x81" <-> " " in a piece.
-std::string spm_to_spaces(const std::string& piece);
-std::string spaces_to_spm(const std::string& piece);
 // SentencePiece ModelProto (tokenizer.model). Throws loftq::Error naming the file.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
 // Hugging Face tokenizer.json with a byte-level BPE model; reads tokenizer_config.json beside it

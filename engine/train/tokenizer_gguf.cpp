@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/gguf_names.h"
 #include "train/tokenizer_formats.h"
 
 namespace loftq {

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "io/gguf_names.h"
 #include "train/tokenizer_formats.h"
 
 namespace loftq {
@@ -202,17 +203,5 @@ std::unique_ptr<Tokenizer> make_scored_piece_tokenizer(std::vector<std::string> 
                                                        ScoredPieceSpecials sp) {
     return std::make_unique<Llama2cTokenizer>(std::move(pieces), std::move(scores), std::move(sp));
 }
-
-namespace {
-std::string replace_all(const std::string& s, std::string_view from, std::string_view to) {
-    std::string out;
-    size_t i = 0;
-    for (size_t j; (j = s.find(from, i)) != std::string::npos; i = j + from.size()) out.append(s, i, j - i).append(to);
-    return out.append(s, i);
-}
-}  // namespace
-
-std::string spm_to_spaces(const std::string& piece) { return replace_all(piece, "\xE2\x96\x81", " "); }
-std::string spaces_to_spm(const std::string& piece) { return replace_all(piece, " ", "\xE2\x96\x81"); }
 
 }  // namespace loftq

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/fsutil.h"
+#include "io/gguf_names.h"
 #include "train/tokenizer_formats.h"
 
 namespace loftq {
@@ -61,16 +62,7 @@ public:
             return b >= 0 ? std::string(1, char(b)) : std::string();
         }
         if (sp_->IsUnknown(id)) return " \xE2\x81\x87 ";   // " ⁇ ", what SentencePiece decodes <unk> to
-        std::string s;   // U+2581 (the escaped space) -> ' '
-        s.reserve(p.size());
-        for (size_t i = 0; i < p.size(); ++i) {
-            if (p.compare(i, 3, "\xE2\x96\x81") == 0) {
-                s += ' ';
-                i += 2;
-            } else {
-                s += p[i];
-            }
-        }
+        std::string s = spm_to_spaces(p);   // U+2581 (the escaped space) -> ' '
         if (prev == bos_ && bos_ >= 0 && !s.empty() && s[0] == ' ') s.erase(0, 1);
         return s;
     }
