@@ -17,6 +17,7 @@
 #include <QtTest>
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -415,6 +416,14 @@ private slots:
         EXPECT_ERROR(load_generator(src), "no model");
         src.model = "/nonexistent/model.bin";
         QVERIFY_THROWS_EXCEPTION(Error, load_generator(src));
+        // a fine-tune folder that stopped before writing its adapter: said in one sentence
+        const std::string stopped = loftq::test::make_temp_dir("generate-stopped");
+        std::filesystem::create_directories(stopped + "/checkpoint");
+        src.model = stopped;
+        EXPECT_ERROR(load_generator(src), "the run has no adapter");
+        src.model.clear();
+        src.adapter = stopped;
+        EXPECT_ERROR(load_generator(src), "the run has no adapter");
     }
 };
 

@@ -1,24 +1,13 @@
 // try_it_worker.cpp: see studio/try_it_worker.h.
 #include "studio/try_it_worker.h"
 
-#include <filesystem>
 #include <new>
 
 #include "core/error.h"
 
 namespace studio {
 
-namespace fs = std::filesystem;
-
 namespace {
-bool is_file(const fs::path& p) {
-    std::error_code ec;
-    return fs::is_regular_file(p, ec);
-}
-bool is_dir(const fs::path& p) {
-    std::error_code ec;
-    return fs::is_directory(p, ec);
-}
 // The first line of an error message (the status line holds one sentence).
 std::string first_line(std::string s) {
     if (const auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
@@ -27,32 +16,11 @@ std::string first_line(std::string s) {
 }  // namespace
 
 loftq::GeneratorSource generator_source(const TryItSource& s, int threads) {
+    if (s.path.empty()) throw loftq::Error("no model is open: open one (File > Open, or Open Demo Model) first");
     loftq::GeneratorSource src;
     src.device = loftq::ComputeDevice::Cpu;
     src.threads = threads;
-    if (s.path.empty()) throw loftq::Error("no model is open: open one (File > Open, or Open Demo Model) first");
-    const fs::path p(s.path);
-    switch (s.kind) {
-    case TryItSourceKind::Model:
-        src.model = s.path;
-        break;
-    case TryItSourceKind::Run:
-        if (!is_file(p / "adapter" / "adapter_config.json"))
-            throw loftq::Error(s.path, "", "the run has no adapter (a stopped or failed run keeps only its checkpoint): "
-                                           "run it to the end, or pick another");
-        src.adapter = s.path;
-        break;
-    case TryItSourceKind::Folder:
-        if (is_file(p / "adapter_config.json") || is_file(p / "adapter" / "adapter_config.json")) {
-            src.adapter = s.path;   // an adapter folder, or a run folder holding one
-        } else if (is_dir(p / "checkpoint") && !is_file(p / "config.json")) {
-            throw loftq::Error(s.path, "", "the run has no adapter (a stopped or failed run keeps only its checkpoint): "
-                                           "run it to the end, or pick another");
-        } else {
-            src.model = s.path;     // an export or a checkpoint folder
-        }
-        break;
-    }
+    src.model = s.path;   // load_generator tells a checkpoint, an export, a run and an adapter folder apart
     return src;
 }
 

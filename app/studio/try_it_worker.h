@@ -54,9 +54,9 @@ struct TryItCallbacks {
     std::function<void(int column, const std::string& error)> failed;
 };
 
-// The generator source for a panel source. A run (or a browsed run folder) without
-// adapter/adapter_config.json is refused in one sentence (a stopped run keeps only its
-// checkpoint). Throws loftq::Error. threads: 0 = all cores.
+// The generator source for a panel source: its folder, which load_generator resolves (a
+// checkpoint, an export, a run or adapter folder; a stopped run without its adapter is refused
+// there in one sentence). Throws loftq::Error when no model is open. threads: 0 = all cores.
 loftq::GeneratorSource generator_source(const TryItSource& s, int threads);
 
 // Runs the columns one after the other with the same prompt and options. A column that fails

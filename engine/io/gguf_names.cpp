@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/gguf.h"
+#include "quant/ggml_types.h"
 
 namespace loftq {
 
@@ -158,7 +159,8 @@ ModelConfig gguf_model_config(const GgufFile& f) {
     c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
     // the type most weights are stored in, as config.json's torch_dtype says it
     const GgufTensor* e = f.find_tensor("token_embd.weight");
-    c.torch_dtype = e && e->type == 1 ? "float16" : e && e->type == 30 ? "bfloat16" : "float32";
+    const GgmlType et = e ? GgmlType(e->type) : GgmlType::F32;
+    c.torch_dtype = et == GgmlType::F16 ? "float16" : et == GgmlType::BF16 ? "bfloat16" : "float32";
     c.raw = nullptr;   // no config.json: Checkpoint::hf_config_json derives one
     return c;
 }

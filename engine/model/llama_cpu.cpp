@@ -151,21 +151,23 @@ uint64_t LlamaCpu::base_bytes() const {
     return b + code_scratch_.size();
 }
 
+const float* LlamaCpu::site_weight_f32(int l, LoraSite s) const {
+    auto* self = const_cast<LlamaCpu*>(this);
+    if (!packed_sites_) return self->site_weight(l, s);
+    // Each site kind has its own scratch: q, k and v (or gate and up) can be live at once.
+    const PackedSite& p = packed_[size_t(l) * kLoraSites + size_t(s)];
+    const QuantFormat& f = quant_format(p.kind);
+    const size_t n = size_t(lora_site_out(cfg_, s) * lora_site_in(cfg_, s));
+    float* out = site_scratch_[size_t(s)].data();
+    unpack_codes(p.codes.data(), n, f.bits, code_scratch_.data());
+    dequantize(f, code_scratch_.data(), p.scales.data(), n, p.block, out, threads_);
+    return out;
+}
+
 ops::LoraLinear LlamaCpu::linear(int l, LoraSite s) const {
     const LoraSlot& sl = slot(l, s);
     auto* self = const_cast<LlamaCpu*>(this);
-    const float* W = self->site_weight(l, s);
-    if (packed_sites_) {
-        // Each site kind has its own scratch: q, k and v (or gate and up) can be live at once.
-        const PackedSite& p = packed_[size_t(l) * kLoraSites + size_t(s)];
-        const QuantFormat& f = quant_format(p.kind);
-        const size_t n = size_t(sl.out * sl.in);
-        float* out = site_scratch_[size_t(s)].data();
-        unpack_codes(p.codes.data(), n, f.bits, code_scratch_.data());
-        dequantize(f, code_scratch_.data(), p.scales.data(), n, p.block, out, threads_);
-        W = out;
-    }
-    return {W, self->site_bias(l, s), sl.A, sl.B, sl.in, sl.out, sl.rank, sl.scale};
+    return {site_weight_f32(l, s), self->site_bias(l, s), sl.A, sl.B, sl.in, sl.out, sl.rank, sl.scale};
 }
 
 float* LlamaCpu::xa(int l, LoraSite s) const {

@@ -100,6 +100,9 @@ public:
     float* lm_head() { return lm_head_; }            // == embed() when tied
     LlamaLayerWeights& layer(int l) { return layers_[size_t(l)]; }
     float* site_weight(int l, LoraSite s);           // the frozen base W of a site (out x in); null when packed
+    // The frozen base W of a site as fp32 (out x in): site_weight(), or a packed site dequantized
+    // into its site kind's scratch (valid until that kind is dequantized again).
+    const float* site_weight_f32(int l, LoraSite s) const;
     bool packed_sites() const { return packed_sites_; }
     void set_packed_site(int l, LoraSite s, PackedSite p);   // checks sizes; throws loftq::Error
     const PackedSite& packed_site(int l, LoraSite s) const { return packed_[size_t(l) * kLoraSites + size_t(s)]; }  // packed only
@@ -168,7 +171,7 @@ private:
     int cache_cap_ = 0, pos_ = 0;
     struct DecodeBuffers {
         int rows = 0;
-        std::vector<float> x, xn, rstd, q, k, v, y, tmp, g, u, h, xa, logits;   // n x (C, C, 1, C, KV, KV, C, C, F, F, F, r_max); V
+        std::vector<float> x, xn, rstd, q, y, tmp, g, u, h, xa, logits;   // n x (C, C, 1, C, C, C, F, F, F, r_max); V (k, v go to the cache)
     } dec_;
 
     // backward scratch

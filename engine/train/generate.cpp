@@ -106,16 +106,31 @@ std::string generate_text(LlamaModel& model, const Tokenizer& tok, const std::st
 // ---- loading
 
 namespace {
-bool is_run_folder(const std::string& p) {
+bool is_file(const fs::path& p) {
     std::error_code ec;
-    return !p.empty() && fs::is_regular_file(fs::path(p) / "adapter" / "adapter_config.json", ec);
+    return fs::is_regular_file(p, ec);
+}
+bool is_run_folder(const std::string& p) { return !p.empty() && is_file(fs::path(p) / "adapter" / "adapter_config.json"); }
+// An adapter folder (not an export's root, which has config.json beside its loftq_init/).
+bool is_adapter_folder(const std::string& p) {
+    return !p.empty() && is_file(fs::path(p) / "adapter_config.json") && !is_file(fs::path(p) / "config.json");
+}
+// A fine-tune's output folder that holds no adapter (a stopped run keeps only its checkpoint).
+void refuse_stopped_run(const std::string& p) {
+    std::error_code ec;
+    const fs::path d(p);
+    if (p.empty() || is_file(d / "config.json") || is_run_folder(p)) return;
+    if (fs::is_directory(d / "checkpoint", ec) || is_file(d / "metrics.jsonl"))
+        throw Error(p, "", "the run has no adapter (a stopped or failed run keeps only its checkpoint): run it to the end, or pick another");
 }
 }  // namespace
 
 Generator load_generator(const GeneratorSource& src, const std::function<void(const std::string&)>& say,
                          const CancelToken* cancel) {
     std::string model = src.model, adapter = src.adapter;
-    if (adapter.empty() && is_run_folder(model)) {   // a fine-tune's output folder named as the model
+    refuse_stopped_run(adapter.empty() ? model : adapter);
+    // A fine-tune's output folder or an adapter folder named as the model: that adapter.
+    if (adapter.empty() && (is_run_folder(model) || is_adapter_folder(model))) {
         adapter = model;
         model.clear();
     }

@@ -69,8 +69,8 @@ std::string generate_text(LlamaModel& model, const Tokenizer& tok, const std::st
 
 // ---- What to generate with.
 // model: a checkpoint (HF folder, .safetensors, llama2.c .bin, .gguf) or a LoftQ export (its
-//   backbone with its LoftQ initialization, loftq_init/), or a fine-tune run's output folder
-//   (then as adapter: OUT/adapter);
+//   backbone with its LoftQ initialization, loftq_init/), or a fine-tune run's output folder or
+//   an adapter folder (then taken as the adapter; a run that stopped without one is refused);
 // adapter: a PEFT adapter folder (a fine-tune's OUT/adapter) or a run folder holding one. Its
 //   loftq_base.json says how the run built its frozen base (the export, or the LoftQ / QLoRA
 //   initialization made in memory): that base is rebuilt, on `model` when given, else on the

@@ -10,7 +10,6 @@
 #include "linalg/blas.h"
 #include "model/llama_cpu.h"
 #include "quant/ggml_types.h"
-#include "quant/quantizer.h"
 
 namespace fs = std::filesystem;
 
@@ -22,20 +21,6 @@ namespace {
 uint32_t file_type(GgufWeightType t) { return t == GgufWeightType::F32 ? 0 : t == GgufWeightType::F16 ? 1 : 7; }
 uint32_t ggml_type(GgufWeightType t) {
     return uint32_t(t == GgufWeightType::F32 ? GgmlType::F32 : t == GgufWeightType::F16 ? GgmlType::F16 : GgmlType::Q8_0);
-}
-
-// The frozen base of a site as fp32 (out x in): the stored fp32 weight, or a packed one dequantized.
-void site_base(LlamaCpu& m, int l, LoraSite s, float* out) {
-    const int64_t n = lora_site_out(m.config(), s) * lora_site_in(m.config(), s);
-    if (const float* w = m.site_weight(l, s)) {
-        std::copy_n(w, n, out);
-        return;
-    }
-    const PackedSite& p = m.packed_site(l, s);
-    const QuantFormat& f = quant_format(p.kind);
-    std::vector<uint8_t> codes(static_cast<size_t>(n));
-    unpack_codes(p.codes.data(), size_t(n), f.bits, codes.data());
-    dequantize(f, codes.data(), p.scales.data(), size_t(n), p.block, out, m.threads());
 }
 
 bool same_file(const std::string& a, const std::string& b) {
@@ -136,8 +121,8 @@ GgufExportResult export_gguf(const GgufExportOptions& opt, const std::function<v
             const int heads = s == LoraSite::Q ? c.n_heads : s == LoraSite::K ? c.n_kv_heads : 0;
             const std::string gname = hf_to_gguf_name(lora_module_path(l, s) + ".weight");
             w.add_tensor(gname, {out, in}, matrix_type(in), [m, l, s, out, in, merge, heads, &sl](float* dst) {
-                std::vector<float> wm(static_cast<size_t>(out * in));
-                site_base(*m, l, s, wm.data());
+                const float* base = m->site_weight_f32(l, s);   // fp32, or a packed site dequantized
+                std::vector<float> wm(base, base + out * in);
                 // W' = W + scale * B (out x r) A (r x in)
                 if (merge) gemm(false, false, out, in, sl.rank, sl.scale, sl.B, sl.rank, sl.A, in, 1.f, wm.data(), in);
                 if (heads == 0) {
@@ -150,7 +135,7 @@ GgufExportResult export_gguf(const GgufExportOptions& opt, const std::function<v
             });
         }
     }
-    res.tensors = 2 + (c.tied_embeddings ? 0 : 1) + c.n_layers * (2 + kLoraSites);
+    res.tensors = int(w.tensor_count());
     if (say) say("writing " + std::to_string(res.tensors) + " tensors to " + opt.out);
     w.write(opt.out, {}, cancel);
     std::error_code ec;

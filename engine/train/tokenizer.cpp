@@ -73,17 +73,16 @@ std::unique_ptr<Tokenizer> search_beside(const fs::path& dir, const std::string&
     std::error_code ec;
     for (const char* n : {"tokenizer.json", "tokenizer.model", "tokenizer.bin"})
         if (fs::is_regular_file(dir / n, ec)) cands.push_back(dir / n);
-    std::vector<fs::path> toks;
+    std::vector<fs::path> toks, ggufs;
     for (const auto& e : fs::directory_iterator(dir, ec)) {
         const std::string n = e.path().filename().string();
-        if (n != "tokenizer.bin" && is_tok_bin_name(n) && e.is_regular_file(ec)) toks.push_back(e.path());
+        if (!e.is_regular_file(ec)) continue;
+        if (n != "tokenizer.bin" && is_tok_bin_name(n)) toks.push_back(e.path());
+        else if (e.path().extension() == ".gguf") ggufs.push_back(e.path());
     }
     std::sort(toks.begin(), toks.end());
     cands.insert(cands.end(), toks.begin(), toks.end());
-    std::vector<fs::path> ggufs;   // a lone .gguf: the tokenizer inside it, last
-    for (const auto& e : fs::directory_iterator(dir, ec))
-        if (e.path().extension() == ".gguf" && e.is_regular_file(ec)) ggufs.push_back(e.path());
-    if (ggufs.size() == 1) cands.push_back(ggufs[0]);
+    if (ggufs.size() == 1) cands.push_back(ggufs[0]);   // a lone .gguf: the tokenizer inside it, last
     if (!origin.empty() && fs::is_regular_file(origin, ec)) {
         if (int v = llama2c_checkpoint_vocab(origin)) {   // llama2.c: tok<vocab>.bin belongs to it, first
             const std::string want = "tok" + std::to_string(v) + ".bin";
