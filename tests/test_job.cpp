@@ -636,7 +636,7 @@ private slots:
             lay.push_back({n, DType::F32, "", shape, cnt * 4});
             if (shape.size() == 2) {
                 Matrix w = test::structured_matrix(shape[0], shape[1], seed);
-                vals[n] = w.buf;
+                vals[n].assign(w.buf.begin(), w.buf.end());
             } else {
                 vals[n] = std::vector<float>(cnt, 1.f);
             }

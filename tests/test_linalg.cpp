@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "linalg/blas.h"
+#include "linalg/low_rank_update.h"
 #include "linalg/svd.h"
 #include "test_support.h"
 
@@ -130,6 +131,10 @@ private slots:
     void randomized_thread_count_independent();
 
     void rank_clamped();
+    void matrix_storage();
+    void low_rank_update_data();
+    void low_rank_update();
+    void thin_products_same_bits_avx2_avx512();
     void rank_zero();
     void tall_and_wide_data();
     void tall_and_wide();
@@ -433,6 +438,97 @@ void TestLinalg::randomized_thread_count_independent() {
     double e1 = residual(X.data(), one), e2 = residual(X.data(), two);
     QVERIFY(std::fabs(e1 - e2) <= 1e-5 * e1);
     for (int c = 0; c < r; ++c) QVERIFY(std::fabs(one.S[size_t(c)] - two.S[size_t(c)]) <= 1e-5 * one.S[size_t(c)]);
+}
+
+// ---- W - B A, the LoftQ residual update (linalg/low_rank_update.h) -------------------------------
+
+// Matrix storage (core/big_alloc.h): Matrix(r, c) is zero-filled and Matrix(r, c, x) filled;
+// blocks of 4 MiB and more are 2 MiB-aligned (for huge pages); reshape_uninit keeps the storage
+// when the size does not grow (what lets a worker reuse its buffers).
+void TestLinalg::matrix_storage() {
+    Matrix z(37, 41);
+    for (float v : z.buf) QCOMPARE(v, 0.f);
+    Matrix f(5, 3, 2.5f);
+    for (float v : f.buf) QCOMPARE(v, 2.5f);
+    Matrix big = Matrix::uninit(1024, 1024);  // 4 MiB
+    QCOMPARE(reinterpret_cast<uintptr_t>(big.data()) % (uintptr_t(2) << 20), uintptr_t(0));
+    const float* before = big.data();
+    big.reshape_uninit(512, 1000);
+    QCOMPARE(big.data(), before);
+    QCOMPARE(big.rows, int64_t(512));
+    QCOMPARE(big.size(), size_t(512000));
+    Matrix copy = big;  // copies use the same allocator and compare by value
+    QVERIFY(copy.buf == big.buf);
+}
+
+void TestLinalg::low_rank_update_data() {
+    QTest::addColumn<int>("m");
+    QTest::addColumn<int>("n");
+    QTest::addColumn<int>("r");
+    QTest::newRow("1x1 r0") << 1 << 1 << 0;
+    QTest::newRow("5x7 r3 (all tail)") << 5 << 7 << 3;
+    QTest::newRow("33x48 r1") << 33 << 48 << 1;
+    QTest::newRow("70x130 r17") << 70 << 130 << 17;
+    QTest::newRow("257x1100 r64 (2 column blocks, tail)") << 257 << 1100 << 64;
+    QTest::newRow("96x2064 r16") << 96 << 2064 << 16;
+}
+
+// The fast kernels (AVX-512, AVX2 + FMA, portable; 1-3 threads) give the reference's bits for
+// out and the error; the reference is checked against float64: each element within the bound of
+// an r-term fma chain, (r + 1) 2^-24 (|W| + sum |B A|), and the error sum within 1e-12 relative
+// of sum (out - Q)^2 in float64.
+void TestLinalg::low_rank_update() {
+    QFETCH(int, m);
+    QFETCH(int, n);
+    QFETCH(int, r);
+    const Matrix W = random_matrix(m, n, 11), B = random_matrix(m, r, 12), A = random_matrix(r, n, 13);
+    const Matrix Q = random_matrix(m, n, 14);
+    Matrix ref = Matrix::uninit(m, n);
+    const double e_ref = sub_low_rank_ref(W.data(), B.data(), A.data(), m, n, r, ref.data(), Q.data());
+    double worst = 0, e64 = 0;
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            double x = W.at(i, j), mag = std::fabs(x);
+            for (int64_t k = 0; k < r; ++k) {
+                x -= double(B.at(i, k)) * double(A.at(k, j));
+                mag += std::fabs(double(B.at(i, k)) * double(A.at(k, j)));
+            }
+            worst = std::max(worst, std::fabs(double(ref.at(i, j)) - x) / ((r + 1) * std::ldexp(1.0, -24) * mag));
+            const double d = double(ref.at(i, j)) - double(Q.at(i, j));
+            e64 += d * d;
+        }
+    QVERIFY2(worst <= 1.0, qPrintable(QString("reference off float64 by %1 of its bound").arg(worst)));
+    QVERIFY(std::fabs(e_ref - e64) <= 1e-12 * e64);
+    for (const char* isa : {"avx512", "avx2", "portable"}) {
+        qputenv("LOFTQ_LINALG_ISA", isa);
+        for (int threads : {1, 2, 3}) {
+            Matrix out(m, n, -7.f);
+            const double e = sub_low_rank(W.data(), B.data(), A.data(), m, n, r, out.data(), Q.data(), threads);
+            const QString what = QString("%1, %2 threads").arg(isa).arg(threads);
+            QVERIFY2(same_bits(out, ref), qPrintable(what));
+            QVERIFY2(std::memcmp(&e, &e_ref, sizeof e) == 0, qPrintable(what + ": error sum"));
+            QCOMPARE(sub_low_rank(W.data(), B.data(), A.data(), m, n, r, out.data(), nullptr, threads), 0.0);
+            QVERIFY2(same_bits(out, ref), qPrintable(what + " without Q"));
+        }
+    }
+    qunsetenv("LOFTQ_LINALG_ISA");
+}
+
+// The randomized SVD's thin products run the same FMA chains on AVX2 as on AVX-512 (svd.cpp), so
+// the factors are bit-identical; the portable fallback (OpenBLAS gemm) agrees to rounding.
+void TestLinalg::thin_products_same_bits_avx2_avx512() {
+    const int m = 300, n = 517, r = 24;
+    Matrix X = random_matrix(m, n, 21);
+    set_blas_threads(1);
+    qputenv("LOFTQ_LINALG_ISA", "avx512");
+    const LowRank a = low_rank_randomized(X.data(), m, n, r, 10, 2, 3);
+    qputenv("LOFTQ_LINALG_ISA", "avx2");
+    const LowRank b = low_rank_randomized(X.data(), m, n, r, 10, 2, 3);
+    qputenv("LOFTQ_LINALG_ISA", "portable");
+    const LowRank c = low_rank_randomized(X.data(), m, n, r, 10, 2, 3);
+    qunsetenv("LOFTQ_LINALG_ISA");
+    QVERIFY(same_bits(a, b));
+    for (int j = 0; j < r; ++j) QVERIFY(std::fabs(a.S[size_t(j)] - c.S[size_t(j)]) <= 1e-4 * a.S[0]);
 }
 
 // ---- shapes and edge cases ------------------------------------------------------------------------

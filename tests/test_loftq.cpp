@@ -10,6 +10,7 @@
 #include "linalg/blas.h"
 #include "loftq/budget.h"
 #include "loftq/decompose.h"
+#include "loftq/input_stats.h"
 #include "reference_f64.h"
 #include "test_support.h"
 
@@ -164,6 +165,61 @@ private slots:
         QVERIFY(a.lr.A.buf == c.lr.A.buf && a.lr.B.buf == c.lr.B.buf);
         QCOMPARE(a.final_error, b.final_error);
         QVERIFY(a.codes == b.codes && a.scales == b.scales);
+    }
+
+    // A job's worker reuses one DecomposeScratch and hands each result back (recycle): the
+    // results are those of fresh calls, bit for bit, whatever shapes came before (larger, smaller,
+    // T = 0, with input statistics), and a reused buffer's stale contents never leak into Q.
+    void scratchReuseGivesFreshResults() {
+        struct Case { int64_t m, n; QuantKind q; int rank, iters; bool input; };
+        const Case cases[] = {{300, 200, QuantKind::NF4, 16, 3, false}, {96, 130, QuantKind::NF2, 8, 2, true},
+                              {300, 200, QuantKind::INT8, 4, 0, false}, {400, 256, QuantKind::NF3, 32, 2, true},
+                              {64, 64, QuantKind::NF4, 8, 1, false}};
+        DecomposeScratch scratch;
+        Decomposition prev;
+        for (const Case& c : cases) {
+            Matrix W = test::structured_matrix(c.m, c.n, uint64_t(c.m + c.n));
+            InputStats st;
+            if (c.input) {
+                st.in = c.n;
+                st.tokens = 10;
+                st.full = false;
+                st.R.resize(size_t(c.n));
+                for (int64_t j = 0; j < c.n; ++j) st.R[size_t(j)] = 0.5f + float(j % 7) * 0.25f;
+            }
+            const InputStats* in = c.input ? &st : nullptr;
+            auto s = ws(c.q, c.rank, c.iters);
+            const Decomposition fresh = loftq_decompose(W.data(), c.m, c.n, s, svd_seed(4), 2, {}, nullptr, in);
+            scratch.recycle(std::move(prev));
+            Decomposition d = loftq_decompose(W.data(), c.m, c.n, s, svd_seed(4), 2, {}, nullptr, in, &scratch);
+            const QString what = QString("%1 x %2 T = %3").arg(c.m).arg(c.n).arg(c.iters);
+            QVERIFY2(d.Q.rows == c.m && d.Q.cols == c.n && d.Q.buf == fresh.Q.buf, qPrintable(what));
+            QVERIFY2(d.codes == fresh.codes && d.scales == fresh.scales, qPrintable(what));
+            QVERIFY2(d.lr.A.buf == fresh.lr.A.buf && d.lr.B.buf == fresh.lr.B.buf, qPrintable(what));
+            QCOMPARE(d.final_error, fresh.final_error);
+            QCOMPARE(d.baseline, fresh.baseline);
+            QCOMPARE(d.out_final, fresh.out_final);
+            QCOMPARE(d.steps.size(), fresh.steps.size());
+            prev = std::move(d);
+        }
+    }
+
+    // The per-step error is ||W - Q_t - B_t A_t|| of the factors returned, in float64 (it is now
+    // summed inside the W - B A pass).
+    void reportedErrorMatchesFactors() {
+        const int64_t m = 200, n = 150;
+        Matrix W = test::structured_matrix(m, n, 31);
+        const Decomposition d = loftq_decompose(W.data(), m, n, ws(QuantKind::NF2, 8, 3), svd_seed(2), 2);
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+                double x = double(W.at(i, j)) - double(d.Q.at(i, j));
+                for (int64_t k = 0; k < d.lr.B.cols; ++k) x -= double(d.lr.B.at(i, k)) * double(d.lr.A.at(k, j));
+                num += x * x;
+                den += double(W.at(i, j)) * double(W.at(i, j));
+            }
+        QVERIFY(std::fabs(d.final_error - std::sqrt(num / den)) <= 1e-5 * d.final_error);
+        QCOMPARE(d.steps.back().error, d.final_error);
     }
 
     void seedDeterminism() {

@@ -101,6 +101,7 @@ private slots:
     void singleNonZero();
     void extremeInputs();
     void threadCountIndependent();
+    void residualFusedMatchesSeparate();
     void packRoundTrip();
     void packLsbFirstExamples();
     void roundTripError_data();
@@ -539,6 +540,47 @@ void TestQuant::threadCountIndependent() {
             }
         }
     }
+}
+
+// quantize_residual (LoftQ's fused pass) == quantize_dequantize, then m - out as a separate fp32
+// subtraction, bit for bit, in every instruction-set variant, with 1 and 3 threads, out of place
+// and in place (resid == x), across all-zero blocks, a short last block, NaN and infinities.
+void TestQuant::residualFusedMatchesSeparate() {
+    const size_t n = 50000 + 37;
+    std::vector<float> x = test::gaussian(n, 91), m = test::gaussian(n, 92);
+    for (size_t i = 1000; i < 1300; ++i) x[i] = 0.f;  // all-zero blocks (scale 0)
+    x[5] = std::numeric_limits<float>::quiet_NaN();
+    x[7000] = std::numeric_limits<float>::infinity();
+    m[9] = -0.f;
+    for (const char* isa : kIsas) {
+        IsaScope scope(isa);
+        for (QuantKind k : all_quant_kinds()) {
+            const QuantFormat& f = quant_format(k);
+            for (int block : {64, 100}) {
+                const size_t nb = num_blocks(n, block);
+                std::vector<uint8_t> c0(n), c1(n);
+                std::vector<float> s0(nb), s1(nb), q0(n), q1(n), r0(n), r1(n);
+                quantize_dequantize(f, x.data(), n, block, q0.data(), c0.data(), s0.data(), 1);
+                for (size_t i = 0; i < n; ++i) r0[i] = m[i] - q0[i];
+                for (int threads : {1, 3}) {
+                    quantize_residual(f, x.data(), n, block, m.data(), q1.data(), r1.data(), c1.data(), s1.data(), threads);
+                    const QString what = QString("%1 %2 block %3 threads %4").arg(isa, f.name).arg(block).arg(threads);
+                    QVERIFY2(first_diff(c0, c1) < 0 && first_diff(s0, s1) < 0, qPrintable(what));
+                    QVERIFY2(first_diff(q0, q1) < 0, qPrintable(what));
+                    QVERIFY2(first_diff(r0, r1) < 0, qPrintable(what));
+                    std::vector<float> inplace = x;  // resid written over its own input
+                    quantize_residual(f, inplace.data(), n, block, m.data(), q1.data(), inplace.data(), c1.data(),
+                                      s1.data(), threads);
+                    QVERIFY2(first_diff(r0, inplace) < 0, qPrintable(what + " in place"));
+                    QVERIFY2(first_diff(c0, c1) < 0 && first_diff(q0, q1) < 0, qPrintable(what + " in place"));
+                }
+            }
+        }
+    }
+    std::vector<float> out(n), res(n);
+    std::vector<uint8_t> codes(n);
+    QVERIFY_THROWS_EXCEPTION(Error, quantize_residual(quant_format(QuantKind::NF4), x.data(), n, 64, m.data(), out.data(),
+                                                      res.data(), codes.data(), nullptr, 1));
 }
 
 void TestQuant::packRoundTrip() {

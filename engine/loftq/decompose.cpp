@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "linalg/low_rank_update.h"
 
 namespace loftq {
 
@@ -38,46 +39,6 @@ double diff_sq(const float* a, const float* b, size_t n, int threads) {
     double s = 0;
     for (double p : part) s += p;
     return s;
-}
-
-// out_i = W_i - sum_k B_ik A_k for rows [r0, r1) of B (m x r), A (r x n): k runs in order
-// 0..r-1 for every element, so the bits do not depend on how rows are split across threads (a
-// library GEMM picks kernels by block shape, which changes them). 64 columns at a time stay in
-// registers across all k; A (r x n) stays in L2 for r <= 64. Cloned for AVX-512 / AVX2 / baseline
-// (same operation order in each: one multiply and one subtract per term, no FMA contraction).
-#if defined(__clang__)  // no optimize attribute: the pragma in the body turns contraction off
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
-#endif
-void sub_low_rank_rows(const float* W, const float* B, const float* A, int64_t n, int64_t r, float* out, int64_t r0, int64_t r1) {
-#if defined(__clang__)  // clang ignores optimize("..."); this is its form
-#pragma clang fp contract(off)
-#endif
-    constexpr int64_t kC = 64;
-    for (int64_t i = r0; i < r1; ++i) {
-        const float* bi = B + i * r;
-        int64_t j0 = 0;
-        for (; j0 + kC <= n; j0 += kC) {
-            float acc[kC];
-            for (int64_t j = 0; j < kC; ++j) acc[j] = W[i * n + j0 + j];
-            for (int64_t k = 0; k < r; ++k) {
-                const float b = bi[k];
-                const float* a = A + k * n + j0;
-                for (int64_t j = 0; j < kC; ++j) acc[j] -= b * a[j];
-            }
-            for (int64_t j = 0; j < kC; ++j) out[i * n + j0 + j] = acc[j];
-        }
-        for (int64_t j = j0; j < n; ++j) {
-            float acc = W[i * n + j];
-            for (int64_t k = 0; k < r; ++k) acc -= bi[k] * A[k * n + j];
-            out[i * n + j] = acc;
-        }
-    }
-}
-
-void sub_low_rank(const float* W, const float* B, const float* A, int64_t m, int64_t n, int64_t r, float* out, int threads) {
-    parallel_for(m, threads, 16, [&](int64_t r0, int64_t r1) { sub_low_rank_rows(W, B, A, n, r, out, r0, r1); });
 }
 
 void sub(const float* a, const float* b, float* out, size_t n, int threads) {
@@ -126,32 +87,48 @@ uint64_t weight_seed(uint64_t plan_seed, const std::string& name, int step) {
 
 Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
                               int threads, const std::function<void(const StepReport&)>& on_step,
-                              const CancelToken* cancel, const InputStats* input) {
+                              const CancelToken* cancel, const InputStats* input, DecomposeScratch* scratch) {
     auto t_start = Clock::now();
     const QuantFormat& fmt = quant_format(s.quant);
     const size_t N = size_t(m) * size_t(n);
+    DecomposeScratch local;
+    DecomposeScratch& ws = scratch ? *scratch : local;
     Decomposition d;
-    d.Q = Matrix(m, n);
+    // Q, codes and scales reuse a recycled result's storage; every element is written below.
+    d.Q = std::move(ws.spare.Q);
+    d.codes = std::move(ws.spare.codes);
+    d.scales = std::move(ws.spare.scales);
+    ws.spare = Decomposition{};
+    d.Q.reshape_uninit(m, n);
     d.codes.resize(N);
     d.scales.resize(num_blocks(N, s.block));
     d.w_norm = std::sqrt(diff_sq(W, nullptr, N, threads));
     const double inv_norm = d.w_norm > 0 ? 1.0 / d.w_norm : 0.0;
+    const int r = int(std::min<int64_t>(s.rank, std::min(m, n)));
+    const bool steps = s.iters > 0 && r > 0;
 
     if (cancel) cancel->throw_if_cancelled();
-    // Q_1 = q(W): the QLoRA baseline and the first step's backbone.
+    // Q_1 = q(W): the QLoRA baseline and the first step's backbone; with steps to run, the same
+    // pass writes the first residual R = W - Q_1.
     auto t_step = Clock::now();
-    quantize_dequantize(fmt, W, N, s.block, d.Q.data(), d.codes.data(), d.scales.data(), threads);
+    Matrix& R = ws.R;  // W - Q_t, then the residual W - B A for the next step's quantizer
+    if (steps) {
+        R.reshape_uninit(m, n);
+        quantize_residual(fmt, W, N, s.block, W, d.Q.data(), R.data(), d.codes.data(), d.scales.data(), threads);
+    } else {
+        quantize_dequantize(fmt, W, N, s.block, d.Q.data(), d.codes.data(), d.scales.data(), threads);
+    }
     d.baseline = std::sqrt(diff_sq(W, d.Q.data(), N, threads)) * inv_norm;
     d.final_error = d.baseline;
     // Output errors ||X E^T|| / ||X W^T|| of E = a - b (input_stats.h), through one scratch.
     if (input && input->in != n)
         throw Error("LoftQ: input statistics have " + std::to_string(input->in) + " features, the weight " +
                     std::to_string(n) + " columns");
-    Matrix E = input ? Matrix(m, n) : Matrix();
+    if (input) ws.E.reshape_uninit(m, n);
     double inv_out = 0;
     auto out_error = [&](const float* a, const float* b) {
-        sub(a, b, E.data(), N, threads);
-        return std::sqrt(output_error_sq(*input, E.data(), m, threads)) * inv_out;
+        sub(a, b, ws.E.data(), N, threads);
+        return std::sqrt(output_error_sq(*input, ws.E.data(), m, threads)) * inv_out;
     };
     if (input) {
         d.out_norm = std::sqrt(output_error_sq(*input, W, m, threads));
@@ -159,31 +136,31 @@ Decomposition loftq_decompose(const float* W, int64_t m, int64_t n, const Weight
         d.out_baseline = out_error(W, d.Q.data());
         d.out_final = d.out_baseline;
     }
-    const int r = int(std::min<int64_t>(s.rank, std::min(m, n)));
-    if (s.iters <= 0 || r <= 0) {
+    if (!steps) {
         d.lr.B = Matrix(m, 0);
         d.lr.A = Matrix(0, n);
         d.seconds = since(t_start);
         return d;
     }
 
-    Matrix R(m, n);  // W - Q_t, then the residual W - B A for the next step's quantizer
     for (int t = 1; t <= s.iters; ++t) {
         if (t > 1) {
             if (cancel) cancel->throw_if_cancelled();
             t_step = Clock::now();
-            quantize_dequantize(fmt, R.data(), N, s.block, d.Q.data(), d.codes.data(), d.scales.data(), threads);
+            // Q_t = q(W - B A) and R = W - Q_t, in place over the residual.
+            quantize_residual(fmt, R.data(), N, s.block, W, d.Q.data(), R.data(), d.codes.data(), d.scales.data(),
+                              threads);
         }
-        sub(W, d.Q.data(), R.data(), N, threads);  // R = W - Q_t
         SvdOptions o = svd;
         o.method = s.svd;
         o.threads = svd.threads > 0 ? svd.threads : threads;
         uint64_t x = svd.seed + uint64_t(t);  // svd.seed is the weight's seed (weight_seed)
         o.seed = splitmix64(x);
         d.lr = low_rank_cancellable(R.data(), m, n, r, o, cancel);
-        // R = W - B A (next residual); error = ||R - Q|| = ||W - Q - B A||.
-        sub_low_rank(W, d.lr.B.data(), d.lr.A.data(), m, n, d.lr.B.cols, R.data(), threads);
-        d.final_error = std::sqrt(diff_sq(R.data(), d.Q.data(), N, threads)) * inv_norm;
+        // R = W - B A (next residual) and error = ||R - Q|| = ||W - Q - B A||, one pass.
+        const double e2 = sub_low_rank(W, d.lr.B.data(), d.lr.A.data(), m, n, d.lr.B.cols, R.data(), d.Q.data(),
+                                       threads);
+        d.final_error = std::sqrt(e2) * inv_norm;
         if (input) d.out_final = out_error(R.data(), d.Q.data());
         StepReport rep{t, d.final_error, since(t_step), d.baseline, d.out_final, d.out_baseline};
         d.steps.push_back(rep);

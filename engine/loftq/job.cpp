@@ -243,6 +243,7 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
             e.out_baseline = d.out_baseline;
             e.seconds = d.seconds;
             emit(e);
+            dec->recycle(std::move(d));  // its buffers serve this worker's next weight
         } catch (...) {
             rethrow_naming(opt.model, wp.name);
         }

@@ -1,7 +1,9 @@
 // weight_decomposer.cpp: see weight_decomposer.h.
 #include "loftq/weight_decomposer.h"
 
-#include <vector>
+#include <utility>
+
+#include "core/big_alloc.h"
 
 #include "core/error.h"
 #include "device/compute_device.h"
@@ -19,14 +21,16 @@ public:
     }
     Decomposition run(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
                       const std::function<void(const StepReport&)>& on_step, const CancelToken* cancel) override {
-        return loftq_decompose(W, m, n, s, svd, threads_, on_step, cancel, input_);
+        return loftq_decompose(W, m, n, s, svd, threads_, on_step, cancel, input_, &scratch_);
     }
+    void recycle(Decomposition&& d) override { scratch_.recycle(std::move(d)); }
     void set_input_stats(const InputStats* input) override { input_ = input; }
 
 private:
     int threads_;
     const InputStats* input_ = nullptr;
-    std::vector<float> buf_;
+    BigVector<float> buf_;          // W as read: no zero fill, huge pages (core/big_alloc.h)
+    DecomposeScratch scratch_;      // reused from weight to weight
 };
 
 }  // namespace

@@ -21,6 +21,9 @@ public:
     virtual float* buffer(size_t count) = 0;
     virtual Decomposition run(const float* W, int64_t m, int64_t n, const WeightSettings& s, const SvdOptions& svd,
                               const std::function<void(const StepReport&)>& on_step, const CancelToken* cancel) = 0;
+    // Hands a consumed result back, so that its large buffers serve the next run (the CPU
+    // reuses them; others drop them).
+    virtual void recycle(Decomposition&& d) { (void)d; }
     // Input statistics for the output errors of the next runs (null = none). The CPU computes
     // them; the CUDA decomposer does not (its reports keep -1).
     virtual void set_input_stats(const InputStats* input) { (void)input; }

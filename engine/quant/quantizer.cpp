@@ -130,6 +130,8 @@ struct Work {
     float* out;           // n dequantized values or null
     uint8_t* codes;       // n codes or null
     float* scales;        // num_blocks scales or null
+    const float* minuend = nullptr;  // with resid: n values m
+    float* resid = nullptr;          // n values m - dequantized (with codes and out), or null
     // 256 levels equal float(2c - 255) / 255 (see qd_int8). Used with AVX2/AVX-512 only: GCC
     // 12 does not vectorize that loop for baseline SSE2, where the two table reads are faster.
     bool int8_closed_form = false;
@@ -183,7 +185,7 @@ LOFTQ_ALWAYS_INLINE void store_codes(const int32_t* tmp, size_t m, uint8_t* code
 // lane 32 bits wide the loop stays in one vector shape, instead of GCC narrowing each compare
 // result to bytes). `level(xn, c)` sets the code c of the normalized value xn and returns t_c;
 // it is inlined, so each caller's loop is vectorized with its own element rule.
-template <bool WantCodes, bool WantOut, class Level>
+template <bool WantCodes, bool WantOut, bool WantResid, class Level>
 LOFTQ_ALWAYS_INLINE void qd_blocks(const Work& w, int64_t b0, int64_t b1, int zc, Level&& level) {
     for (int64_t b = b0; b < b1; ++b) {
         const size_t off = size_t(b) * w.block, len = std::min(w.block, w.n - off);
@@ -192,19 +194,39 @@ LOFTQ_ALWAYS_INLINE void qd_blocks(const Work& w, int64_t b0, int64_t b1, int zc
         if (w.scales) w.scales[b] = s;
         if (s == 0.0f) {
             if (WantCodes) std::memset(w.codes + off, zc, len);
-            if (WantOut) std::fill(w.out + off, w.out + off + len, w.f->table[zc] * s);  // +-0, as the reference
+            const float q0 = w.f->table[zc] * s;  // +-0, as the reference
+            if (WantOut) std::fill(w.out + off, w.out + off + len, q0);
+            if (WantResid)
+                for (size_t i = 0; i < len; ++i) w.resid[off + i] = w.minuend[off + i] - q0;
             continue;
         }
         for (size_t i0 = 0; i0 < len; i0 += kChunk) {
             const size_t m = std::min(kChunk, len - i0);
             const float* xc = xp + i0;
             float* oc = WantOut ? w.out + off + i0 : nullptr;
+            float* rc = WantResid ? w.resid + off + i0 : nullptr;
+            const float* mc = WantResid ? w.minuend + off + i0 : nullptr;
             int32_t tmp[kChunk];
-            for (size_t i = 0; i < m; ++i) {
-                int32_t c;
-                const float v = level(xc[i] / s, c);
-                if (WantOut) oc[i] = v * s;
-                if (WantCodes) tmp[i] = c;
+            if (WantResid) {
+                // Levels into a local first, so that resid may be x itself (the loop reading x
+                // writes nothing it could alias, and stays vectorized).
+                float qv[kChunk];
+                for (size_t i = 0; i < m; ++i) {
+                    int32_t c;
+                    qv[i] = level(xc[i] / s, c) * s;
+                    tmp[i] = c;
+                }
+                for (size_t i = 0; i < m; ++i) {
+                    oc[i] = qv[i];
+                    rc[i] = mc[i] - qv[i];  // as a separate a - b: the product was rounded into qv
+                }
+            } else {
+                for (size_t i = 0; i < m; ++i) {
+                    int32_t c;
+                    const float v = level(xc[i] / s, c);
+                    if (WantOut) oc[i] = v * s;
+                    if (WantCodes) tmp[i] = c;
+                }
             }
             if (WantCodes) store_codes(tmp, m, w.codes + off + i0);
         }
@@ -219,12 +241,12 @@ inline int zero_code(const QuantFormat& f) {
 }
 
 // Tables with L <= 16 levels: branch-free count of thresholds below xn, selecting t_c as it goes.
-template <int L, bool WantCodes, bool WantOut>
+template <int L, bool WantCodes, bool WantOut, bool WantResid>
 LOFTQ_ALWAYS_INLINE void qd_small(const Work& w, int64_t b0, int64_t b1) {
     float th[L - 1], tv[L];  // local copies: cannot alias the outputs, so they stay in registers
     for (int j = 0; j < L - 1; ++j) th[j] = w.f->thresh[j];
     for (int j = 0; j < L; ++j) tv[j] = w.f->table[j];
-    qd_blocks<WantCodes, WantOut>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
+    qd_blocks<WantCodes, WantOut, WantResid>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
         int32_t c = 0;
         float v = tv[0];
         for (int j = 0; j < L - 1; ++j) {
@@ -246,11 +268,11 @@ LOFTQ_ALWAYS_INLINE void qd_small(const Work& w, int64_t b0, int64_t b1) {
 // code or one below it (e is off by ~1e-5), then raised when xn is above the midpoint of t_c and
 // t_c+1. That compare is exact in double (the sum of two such floats is exact), and for a float
 // xn "xn > midpoint" is the same as "xn > thresh[c]".
-template <bool WantCodes, bool WantOut>
+template <bool WantCodes, bool WantOut, bool WantResid>
 LOFTQ_ALWAYS_INLINE void qd_int8(const Work& w, int64_t b0, int64_t b1) {
     constexpr int L = 256;
     const float half_steps = 0.5f * float(L - 1);
-    qd_blocks<WantCodes, WantOut>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
+    qd_blocks<WantCodes, WantOut, WantResid>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
         // xn in [-1, 1] or NaN (|x| <= s). NaN -> -1 by bit masking: a select here lets GCC
         // thread the clamp into branches around the divisions below, which then cannot be
         // if-converted.
@@ -269,14 +291,14 @@ LOFTQ_ALWAYS_INLINE void qd_int8(const Work& w, int64_t b0, int64_t b1) {
 
 // Fallback for a 256-level table without the closed form: estimate as above, then one
 // threshold read (gather) and one value read per element.
-template <bool WantCodes, bool WantOut>
+template <bool WantCodes, bool WantOut, bool WantResid>
 LOFTQ_ALWAYS_INLINE void qd_int8_table(const Work& w, int64_t b0, int64_t b1) {
     constexpr int L = 256;
     float th[L - 1], tv[L];
     for (int j = 0; j < L - 1; ++j) th[j] = w.f->thresh[j];
     for (int j = 0; j < L; ++j) tv[j] = w.f->table[j];
     const float half_steps = 0.5f * float(L - 1);
-    qd_blocks<WantCodes, WantOut>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
+    qd_blocks<WantCodes, WantOut, WantResid>(w, b0, b1, zero_code(*w.f), [&](float xn, int32_t& code) {
         float e = (xn + 1.0f) * half_steps + 0.25f;
         e = e > 0.0f ? e : 0.0f;  // also maps NaN to 0
         e = e < float(L - 2) ? e : float(L - 2);
@@ -301,23 +323,24 @@ LOFTQ_ALWAYS_INLINE void deq_blocks(const Work& w, int64_t b0, int64_t b1) {
     }
 }
 
-template <bool WantCodes, bool WantOut>
+template <bool WantCodes, bool WantOut, bool WantResid = false>
 LOFTQ_ALWAYS_INLINE void qd_levels(const Work& w, int64_t b0, int64_t b1) {
     switch (w.f->levels) {
-    case 2: qd_small<2, WantCodes, WantOut>(w, b0, b1); break;
-    case 4: qd_small<4, WantCodes, WantOut>(w, b0, b1); break;
-    case 8: qd_small<8, WantCodes, WantOut>(w, b0, b1); break;
-    case 16: qd_small<16, WantCodes, WantOut>(w, b0, b1); break;
+    case 2: qd_small<2, WantCodes, WantOut, WantResid>(w, b0, b1); break;
+    case 4: qd_small<4, WantCodes, WantOut, WantResid>(w, b0, b1); break;
+    case 8: qd_small<8, WantCodes, WantOut, WantResid>(w, b0, b1); break;
+    case 16: qd_small<16, WantCodes, WantOut, WantResid>(w, b0, b1); break;
     case 256:
-        if (w.int8_closed_form) qd_int8<WantCodes, WantOut>(w, b0, b1);
-        else qd_int8_table<WantCodes, WantOut>(w, b0, b1);
+        if (w.int8_closed_form) qd_int8<WantCodes, WantOut, WantResid>(w, b0, b1);
+        else qd_int8_table<WantCodes, WantOut, WantResid>(w, b0, b1);
         break;
     default: break;  // rejected by check_levels before the threads start
     }
 }
 
 LOFTQ_ALWAYS_INLINE void qd_dispatch(const Work& w, int64_t b0, int64_t b1) {
-    if (w.codes && w.out) qd_levels<true, true>(w, b0, b1);
+    if (w.resid) qd_levels<true, true, true>(w, b0, b1);  // quantize_residual: codes and out too
+    else if (w.codes && w.out) qd_levels<true, true>(w, b0, b1);
     else if (w.codes) qd_levels<true, false>(w, b0, b1);
     else if (w.out) qd_levels<false, true>(w, b0, b1);
     else qd_levels<false, false>(w, b0, b1);  // scales only
@@ -413,6 +436,19 @@ void quantize_dequantize(const QuantFormat& f, const float* x, size_t n, int blo
     Work w{&f, x, nullptr, nullptr, n, size_t(block), out, codes, scales};
     const int isa = isa_level();
     w.int8_closed_form = isa > 0 && uniform_int8_closed_form(f);  // see Work::int8_closed_form
+    run_blocks(pick_qd(isa), w, threads);
+}
+
+void quantize_residual(const QuantFormat& f, const float* x, size_t n, int block, const float* m, float* out,
+                       float* resid, uint8_t* codes, float* scales, int threads) {
+    check_args("quantize_residual", block);
+    check_levels("quantize_residual", f);
+    if (!m || !out || !resid || !codes || !scales) throw Error("quantize_residual: every buffer is required");
+    Work w{&f, x, nullptr, nullptr, n, size_t(block), out, codes, scales};
+    w.minuend = m;
+    w.resid = resid;
+    const int isa = isa_level();
+    w.int8_closed_form = isa > 0 && uniform_int8_closed_form(f);
     run_blocks(pick_qd(isa), w, threads);
 }
 

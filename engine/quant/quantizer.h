@@ -57,6 +57,10 @@ void dequantize(const QuantFormat& f, const uint8_t* codes, const float* scales,
 // This is the LoftQ inner loop, so it must run near memory speed.
 void quantize_dequantize(const QuantFormat& f, const float* x, size_t n, int block, float* out,
                          uint8_t* codes, float* scales, int threads = 1);
+// The same, also writing resid = m - out (fp32 subtraction) in the same pass: LoftQ's W - Q_t
+// without a second sweep over three buffers. All buffers required; resid may be x itself (in place), not m or out.
+void quantize_residual(const QuantFormat& f, const float* x, size_t n, int block, const float* m, float* out,
+                       float* resid, uint8_t* codes, float* scales, int threads = 1);
 
 // k-bit LSB-first bitstream packing (k in 1..8). packed: packed_size(n, bits) bytes.
 void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* packed);
