@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "linalg/blas.h"
 #include "linalg/low_rank_update.h"
+#include "linalg/small_gemm.h"
 #include "linalg/svd.h"
 #include "test_support.h"
 
@@ -135,6 +136,7 @@ private slots:
     void low_rank_update_data();
     void low_rank_update();
     void thin_products_same_bits_avx2_avx512();
+    void small_gemm_matches_reference();
     void rank_zero();
     void tall_and_wide_data();
     void tall_and_wide();
@@ -529,6 +531,49 @@ void TestLinalg::thin_products_same_bits_avx2_avx512() {
     qunsetenv("LOFTQ_LINALG_ISA");
     QVERIFY(same_bits(a, b));
     for (int j = 0; j < r; ++j) QVERIFY(std::fabs(a.S[size_t(j)] - c.S[size_t(j)]) <= 1e-4 * a.S[0]);
+}
+
+// small_gemm (attention's products): every kernel variant gives the reference's bits, overwriting
+// and accumulating, with leading dimensions wider than the shape; the reference agrees with
+// float64 within an fma chain's bound; skipping a leading run of zero A columns changes nothing.
+void TestLinalg::small_gemm_matches_reference() {
+    struct Shape { int M, N, K; };
+    for (Shape sh : {Shape{1, 1, 1}, Shape{16, 64, 64}, Shape{13, 40, 7}, Shape{9, 256, 100}, Shape{3, 5, 0}}) {
+        const int64_t lda = sh.K + 3, ldb = sh.N + 5, ldc = sh.N + 2;
+        Matrix A = random_matrix(sh.M, lda, 31), B = random_matrix(std::max(sh.K, 1), ldb, 32);
+        Matrix C0 = random_matrix(sh.M, ldc, 33);
+        for (bool acc : {false, true}) {
+            Matrix ref = C0;
+            small_gemm_ref(sh.M, sh.N, sh.K, A.data(), lda, B.data(), ldb, ref.data(), ldc, acc);
+            double worst = 0;
+            for (int i = 0; i < sh.M; ++i)
+                for (int j = 0; j < sh.N; ++j) {
+                    double x = acc ? C0.at(i, j) : 0.0, mag = std::fabs(x);
+                    for (int k = 0; k < sh.K; ++k) {
+                        x += double(A.at(i, k)) * double(B.at(k, j));
+                        mag += std::fabs(double(A.at(i, k)) * double(B.at(k, j)));
+                    }
+                    if (mag > 0) worst = std::max(worst, std::fabs(ref.at(i, j) - x) / ((sh.K + 1) * std::ldexp(1.0, -24) * mag));
+                }
+            QVERIFY2(worst <= 1.0, qPrintable(QString("%1 x %2 x %3: %4 of the bound").arg(sh.M).arg(sh.N).arg(sh.K).arg(worst)));
+            for (const char* isa : {"avx512", "avx2", "portable"}) {
+                qputenv("LOFTQ_LINALG_ISA", isa);
+                Matrix c = C0;
+                small_gemm(sh.M, sh.N, sh.K, A.data(), lda, B.data(), ldb, c.data(), ldc, acc);
+                QVERIFY2(same_bits(c, ref), qPrintable(QString("%1, %2 x %3 x %4").arg(isa).arg(sh.M).arg(sh.N).arg(sh.K)));
+            }
+            qunsetenv("LOFTQ_LINALG_ISA");
+        }
+    }
+    // Zero leading A columns: starting the chains after them gives the same bits.
+    const int M = 16, N = 48, K = 40, skip = 17;
+    Matrix A = random_matrix(M, K, 41), B = random_matrix(K, N, 42);
+    for (int i = 0; i < M; ++i)
+        for (int k = 0; k < skip; ++k) A.at(i, k) = 0.f;
+    Matrix full(M, N), part(M, N);
+    small_gemm(M, N, K, A.data(), K, B.data(), N, full.data(), N, false);
+    small_gemm(M, N, K - skip, A.data() + skip, K, B.data() + skip * N, N, part.data(), N, false);
+    QVERIFY(same_bits(full, part));
 }
 
 // ---- shapes and edge cases ------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "linalg/blas.h"
+#include "linalg/small_gemm.h"
 #include "model/llama.h"
 
 namespace loftq::ops {
@@ -159,6 +160,12 @@ void rope_table(float* cos, float* sin, int T, const std::vector<double>& inv_fr
 // attention. One task per (batch, kv head): the query heads of its group write disjoint rows of
 // q/y, and the task owns its kv head's dk/dv columns, so tasks never share an output.
 
+// Per (batch row, kv head), for each of its query heads, in blocks of 16 query rows: the scores
+// S = Q K^T as small GEMMs (only the columns up to the block's last row, the rest is masked), the
+// softmax row by row, then Y = P V over the keys up to the block's last row (P is 0 above the
+// diagonal). small_gemm's chains do not depend on the blocking or the thread split.
+constexpr int kAttRows = 16;
+
 void attention_forward(float* y, float* att, const float* q, const float* k, const float* v, int B, int T, int H,
                        int KVH, int d, int threads) {
     const int G = H / KVH;
@@ -172,29 +179,24 @@ void attention_forward(float* y, float* att, const float* q, const float* k, con
                 for (int i = 0; i < d; ++i) kT[size_t(i) * T + size_t(j)] = k[(b * T + j) * KC + kh * d + i];
             for (int g = 0; g < G; ++g) {
                 const int64_t h = kh * G + g;
-                for (int t = 0; t < T; ++t) {
-                    float* s = att + ((b * H + h) * T + t) * T;
-                    const float* qr = q + (b * T + t) * C + h * d;
-                    for (int j = 0; j <= t; ++j) s[j] = 0.f;
-                    for (int i = 0; i < d; ++i) {
-                        const float qi = qr[i];
-                        const float* kr = kT.data() + size_t(i) * T;
-                        for (int j = 0; j <= t; ++j) s[j] += qi * kr[j];
+                float* P = att + (b * H + h) * int64_t(T) * T;
+                for (int t0 = 0; t0 < T; t0 += kAttRows) {
+                    const int t1 = std::min(T, t0 + kAttRows);
+                    const int64_t cols = std::min<int64_t>(T, (t1 + 15) / 16 * 16);
+                    small_gemm(t1 - t0, cols, d, q + (b * T + t0) * C + h * d, C, kT.data(), T, P + int64_t(t0) * T, T,
+                               false);
+                    for (int t = t0; t < t1; ++t) {
+                        float* s = P + int64_t(t) * T;
+                        float mx = -std::numeric_limits<float>::infinity();
+                        for (int j = 0; j <= t; ++j) { s[j] *= scale; mx = std::max(mx, s[j]); }
+                        double sum = 0;
+                        for (int j = 0; j <= t; ++j) { s[j] = std::exp(s[j] - mx); sum += s[j]; }
+                        const float inv = float(1.0 / sum);
+                        for (int j = 0; j <= t; ++j) s[j] *= inv;
+                        for (int j = t + 1; j < T; ++j) s[j] = 0.f;
                     }
-                    float mx = -std::numeric_limits<float>::infinity();
-                    for (int j = 0; j <= t; ++j) { s[j] *= scale; mx = std::max(mx, s[j]); }
-                    double sum = 0;
-                    for (int j = 0; j <= t; ++j) { s[j] = std::exp(s[j] - mx); sum += s[j]; }
-                    const float inv = float(1.0 / sum);
-                    for (int j = 0; j <= t; ++j) s[j] *= inv;
-                    for (int j = t + 1; j < T; ++j) s[j] = 0.f;
-                    float* yr = y + (b * T + t) * C + h * d;
-                    for (int i = 0; i < d; ++i) yr[i] = 0.f;
-                    for (int j = 0; j <= t; ++j) {
-                        const float p = s[j];
-                        const float* vr = v + (b * T + j) * KC + kh * d;
-                        for (int i = 0; i < d; ++i) yr[i] += p * vr[i];
-                    }
+                    small_gemm(t1 - t0, d, t1, P + int64_t(t0) * T, T, v + b * T * KC + kh * d, KC,
+                               y + (b * T + t0) * C + h * d, C, false);
                 }
             }
         }
@@ -236,50 +238,54 @@ void attention_decode(float* y, const float* q, const float* kc, const float* vc
 }
 
 // Per head: dP = dY V^T, dS = P o (dP - rowsum(P o dP)), dQ = scale dS K, dK = scale dS^T Q,
-// dV = P^T dY (summed over the group's query heads).
+// dV = P^T dY (summed over the group's query heads), each product a small GEMM in blocks of 16
+// rows; dK and dV chains continue across the group's heads (accumulate) and start at the block's
+// first key row (the skipped dS^T, P^T entries are zero: causal).
 void attention_backward(float* dq, float* dk, float* dv, const float* dy, const float* att, const float* q,
                         const float* k, const float* v, int B, int T, int H, int KVH, int d, int threads) {
     const int G = H / KVH;
     const int64_t C = int64_t(H) * d, KC = int64_t(KVH) * d;
+    const size_t TT = size_t(T) * size_t(T);
     const float scale = 1.f / std::sqrt(float(d));
     parallel_for(int64_t(B) * KVH, threads, 1, [&](int64_t a0, int64_t a1) {
-        std::vector<float> vT(size_t(d) * size_t(T)), dp(static_cast<size_t>(T));
+        std::vector<float> vT(size_t(d) * size_t(T)), dS(TT), dST(TT), PT(TT);
         for (int64_t task = a0; task < a1; ++task) {
             const int64_t b = task / KVH, kh = task % KVH;
-            for (int j = 0; j < T; ++j) {
-                std::memset(dk + (b * T + j) * KC + kh * d, 0, size_t(d) * sizeof(float));
-                std::memset(dv + (b * T + j) * KC + kh * d, 0, size_t(d) * sizeof(float));
+            for (int j = 0; j < T; ++j)
                 for (int i = 0; i < d; ++i) vT[size_t(i) * T + size_t(j)] = v[(b * T + j) * KC + kh * d + i];
-            }
             for (int g = 0; g < G; ++g) {
                 const int64_t h = kh * G + g;
-                for (int t = 0; t < T; ++t) {
-                    const float* p = att + ((b * H + h) * T + t) * T;
-                    const float* dyr = dy + (b * T + t) * C + h * d;
-                    const float* qr = q + (b * T + t) * C + h * d;
-                    for (int j = 0; j <= t; ++j) dp[size_t(j)] = 0.f;
-                    for (int i = 0; i < d; ++i) {
-                        const float gi = dyr[i];
-                        const float* vr = vT.data() + size_t(i) * T;
-                        for (int j = 0; j <= t; ++j) dp[size_t(j)] += gi * vr[j];
+                const float* P = att + (b * H + h) * int64_t(T) * T;
+                const float* dyh = dy + b * T * C + h * d;
+                for (int t0 = 0; t0 < T; t0 += kAttRows) {
+                    const int t1 = std::min(T, t0 + kAttRows);
+                    const int64_t cols = std::min<int64_t>(T, (t1 + 15) / 16 * 16);
+                    float* dP = dS.data() + size_t(t0) * T;  // dP, then dS in place, row by row
+                    small_gemm(t1 - t0, cols, d, dyh + int64_t(t0) * C, C, vT.data(), T, dP, T, false);
+                    for (int t = t0; t < t1; ++t) {
+                        const float* p = P + int64_t(t) * T;
+                        float* ds = dS.data() + size_t(t) * T;
+                        double dot = 0;
+                        for (int j = 0; j <= t; ++j) dot += double(p[j]) * double(ds[j]);
+                        const float fdot = float(dot);
+                        for (int j = 0; j <= t; ++j) ds[j] = p[j] * (ds[j] - fdot) * scale;
+                        for (int j = t + 1; j < T; ++j) ds[j] = 0.f;
                     }
-                    double dot = 0;
-                    for (int j = 0; j <= t; ++j) dot += double(p[j]) * double(dp[size_t(j)]);
-                    const float fdot = float(dot);
-                    float* dqr = dq + (b * T + t) * C + h * d;
-                    for (int i = 0; i < d; ++i) dqr[i] = 0.f;
-                    for (int j = 0; j <= t; ++j) {
-                        const float pj = p[j];
-                        const float ds = pj * (dp[size_t(j)] - fdot) * scale;
-                        const float* kr = k + (b * T + j) * KC + kh * d;
-                        float* dkr = dk + (b * T + j) * KC + kh * d;
-                        float* dvr = dv + (b * T + j) * KC + kh * d;
-                        for (int i = 0; i < d; ++i) {
-                            dqr[i] += ds * kr[i];
-                            dkr[i] += ds * qr[i];
-                            dvr[i] += pj * dyr[i];
-                        }
+                    small_gemm(t1 - t0, d, t1, dS.data() + size_t(t0) * T, T, k + b * T * KC + kh * d, KC,
+                               dq + (b * T + t0) * C + h * d, C, false);
+                }
+                for (int t = 0; t < T; ++t)
+                    for (int j = 0; j < T; ++j) {
+                        dST[size_t(j) * T + size_t(t)] = dS[size_t(t) * T + size_t(j)];
+                        PT[size_t(j) * T + size_t(t)] = P[int64_t(t) * T + j];
                     }
+                const float* qh = q + b * T * C + h * d;
+                for (int j0 = 0; j0 < T; j0 += kAttRows) {
+                    const int j1 = std::min(T, j0 + kAttRows);
+                    small_gemm(j1 - j0, d, T - j0, dST.data() + size_t(j0) * T + j0, T, qh + int64_t(j0) * C, C,
+                               dk + (b * T + j0) * KC + kh * d, KC, g > 0);
+                    small_gemm(j1 - j0, d, T - j0, PT.data() + size_t(j0) * T + j0, T, dyh + int64_t(j0) * C, C,
+                               dv + (b * T + j0) * KC + kh * d, KC, g > 0);
                 }
             }
         }
