@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "core/big_alloc.h"
 #include "core/error.h"
 #include "core/fsutil.h"
 #include "core/rng.h"
@@ -42,7 +43,7 @@ void HfExport::write_target(size_t wi, const Decomposition& d) {
     const WeightPlan& w = p_->plan.weights[wi];
     const TensorEntry& t = p_->ck.tensors()[size_t(w.tensor)];
     {
-        std::vector<uint8_t> bytes(t.nbytes);
+        BigVector<uint8_t> bytes(t.nbytes);  // written in full by from_f32: no zero fill (core/big_alloc.h)
         from_f32(t.dtype, d.Q.data(), bytes.data(), d.Q.size());
         p_->model->write(t.name, bytes.data(), bytes.size());
     }
