@@ -16,6 +16,7 @@
 #include "linalg/blas.h"
 #include "linalg/low_rank_update.h"
 #include "linalg/small_gemm.h"
+#include "linalg/tile_gemm.h"
 #include "linalg/svd.h"
 #include "test_support.h"
 
@@ -137,6 +138,7 @@ private slots:
     void low_rank_update();
     void thin_products_same_bits_avx2_avx512();
     void small_gemm_matches_reference();
+    void tile_gemm_matches_reference();
     void rank_zero();
     void tall_and_wide_data();
     void tall_and_wide();
@@ -574,6 +576,62 @@ void TestLinalg::small_gemm_matches_reference() {
     small_gemm(M, N, K, A.data(), K, B.data(), N, full.data(), N, false);
     small_gemm(M, N, K - skip, A.data() + skip, K, B.data() + skip * N, N, part.data(), N, false);
     QVERIFY(same_bits(full, part));
+}
+
+// tile_gemm (the training GEMMs): for op(B) = B and B^T, overwriting and accumulating, K across
+// several 256-blocks and N with a partial panel and a tail, every kernel variant and thread count
+// gives the reference's bits (the portable variant is OpenBLAS: within float32 rounding), and the
+// reference agrees with float64 within an fma chain's bound; A^T reads (small_gemm_at) too.
+void TestLinalg::tile_gemm_matches_reference() {
+    struct Shape { int M, N, K; };
+    for (Shape sh : {Shape{8, 16, 1}, Shape{37, 100, 300}, Shape{64, 48, 600}, Shape{9, 5, 7}, Shape{20, 40, 0}}) {
+        for (bool tb : {false, true}) {
+            const int64_t lda = sh.K + 2, ldb = tb ? sh.K + 3 : sh.N + 3, ldc = sh.N + 1;
+            Matrix A = random_matrix(sh.M, lda, 51), B = random_matrix(tb ? sh.N : std::max(sh.K, 1), ldb, 52);
+            Matrix C0 = random_matrix(sh.M, ldc, 53);
+            for (bool acc : {false, true}) {
+                Matrix ref = C0;
+                tile_gemm_ref(tb, sh.M, sh.N, sh.K, A.data(), lda, B.data(), ldb, ref.data(), ldc, acc);
+                double worst = 0;
+                for (int i = 0; i < sh.M; ++i)
+                    for (int j = 0; j < sh.N; ++j) {
+                        double x = acc ? C0.at(i, j) : 0.0, mag = std::fabs(x);
+                        for (int k = 0; k < sh.K; ++k) {
+                            const double p = double(A.at(i, k)) * double(tb ? B.at(j, k) : B.at(k, j));
+                            x += p;
+                            mag += std::fabs(p);
+                        }
+                        if (mag > 0) worst = std::max(worst, std::fabs(ref.at(i, j) - x) / ((sh.K + 1) * std::ldexp(1.0, -24) * mag));
+                    }
+                const QString what = QString("%1 x %2 x %3%4%5").arg(sh.M).arg(sh.N).arg(sh.K).arg(tb ? " B^T" : "").arg(acc ? " +=" : "");
+                QVERIFY2(worst <= 1.0, qPrintable(what));
+                for (const char* isa : {"avx512", "avx2", "portable"}) {
+                    qputenv("LOFTQ_LINALG_ISA", isa);
+                    for (int threads : {1, 3}) {
+                        Matrix c = C0;
+                        tile_gemm(tb, sh.M, sh.N, sh.K, A.data(), lda, B.data(), ldb, c.data(), ldc, acc, threads);
+                        if (std::string(isa) != "portable" && sh.M >= 8) {  // fewer rows: OpenBLAS
+                            QVERIFY2(same_bits(c, ref), qPrintable(what + " " + isa));
+                            continue;
+                        }
+                        for (int i = 0; i < sh.M; ++i)
+                            for (int j = 0; j < sh.N; ++j)
+                                QVERIFY(std::fabs(c.at(i, j) - ref.at(i, j)) <= 1e-4f * (1.f + std::fabs(ref.at(i, j))));
+                    }
+                }
+                qunsetenv("LOFTQ_LINALG_ISA");
+            }
+        }
+    }
+    // A^T through small_gemm_at equals small_gemm on an explicit transpose, bit for bit.
+    const int M = 24, N = 40, K = 70;
+    Matrix At = random_matrix(K, M, 61), B = random_matrix(K, N, 62), A(M, K);
+    for (int i = 0; i < M; ++i)
+        for (int k = 0; k < K; ++k) A.at(i, k) = At.at(k, i);
+    Matrix c1(M, N), c2(M, N);
+    small_gemm(M, N, K, A.data(), K, B.data(), N, c1.data(), N, false);
+    small_gemm_at(M, N, K, At.data(), M, B.data(), N, c2.data(), N, false);
+    QVERIFY(same_bits(c1, c2));
 }
 
 // ---- shapes and edge cases ------------------------------------------------------------------------

@@ -13,7 +13,12 @@ namespace loftq {
 void small_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                 int64_t ldc, bool accumulate);
 
-// Reference: the same chains in plain loops.
+// The same with op(A) = A^T: A is stored K x M (leading dimension lda), read down its columns (no
+// transposed copy: the tile's 8 rows are 8 adjacent floats of one A row).
+void small_gemm_at(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                   int64_t ldc, bool accumulate);
+
+// Reference: the same chains in plain loops (A as stored: M x K).
 void small_gemm_ref(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                     float* C, int64_t ldc, bool accumulate);
 

@@ -13,6 +13,7 @@
 #include "core/units.h"
 #include "io/peft_adapter.h"
 #include "linalg/blas.h"
+#include "linalg/tile_gemm.h"
 #include "model/out_of_memory.h"
 
 namespace loftq {
@@ -294,7 +295,7 @@ float LlamaCpu::forward(const int* tokens, const int* targets, int B, int T) {
         for (int64_t i = 0; i < N * C; ++i) next[i] += mid[i];
     }
     ops::rmsnorm_forward(xn_, rstdf_, res_ + int64_t(L) * N * C, final_norm_, N, int(C), cfg_.norm_eps, th);
-    gemm(false, true, N, V, C, 1.f, xn_, C, lm_head_, C, 0.f, logits_, V);
+    tile_gemm(true, N, V, C, xn_, C, lm_head_, C, logits_, V, false);  // logits = xn lm_head^T
     if (!targets) return 0.f;
     targets_.assign(targets, targets + N);
     const double loss = ops::cross_entropy_forward(lse_, logits_, targets_.data(), N, int(V), &scored_, th);
@@ -318,7 +319,7 @@ void LlamaCpu::backward() {
     for (int64_t r0 = 0; r0 < N; r0 += ce_rows_) {
         const int64_t rows = std::min(ce_rows_, N - r0);
         ops::cross_entropy_backward(dlogits_, logits_ + r0 * V, lse_ + r0, targets_.data() + r0, rows, int(V), dloss, th);
-        gemm(false, false, rows, C, V, 1.f, dlogits_, V, lm_head_, C, 0.f, dxn_ + r0 * C, C);
+        tile_gemm(false, rows, C, V, dlogits_, V, lm_head_, C, dxn_ + r0 * C, C, false);
     }
     std::fill(dres_, dres_ + N * C, 0.f);
     ops::rmsnorm_backward(dres_, nullptr, dxn_, res_ + int64_t(L) * N * C, final_norm_, rstdf_, N, int(C), th);

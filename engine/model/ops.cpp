@@ -12,6 +12,7 @@
 #include "core/parallel.h"
 #include "linalg/blas.h"
 #include "linalg/small_gemm.h"
+#include "linalg/tile_gemm.h"
 #include "model/llama.h"
 
 namespace loftq::ops {
@@ -248,7 +249,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dy, const 
     const size_t TT = size_t(T) * size_t(T);
     const float scale = 1.f / std::sqrt(float(d));
     parallel_for(int64_t(B) * KVH, threads, 1, [&](int64_t a0, int64_t a1) {
-        std::vector<float> vT(size_t(d) * size_t(T)), dS(TT), dST(TT), PT(TT);
+        std::vector<float> vT(size_t(d) * size_t(T)), dS(TT);
         for (int64_t task = a0; task < a1; ++task) {
             const int64_t b = task / KVH, kh = task % KVH;
             for (int j = 0; j < T; ++j)
@@ -274,18 +275,14 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dy, const 
                     small_gemm(t1 - t0, d, t1, dS.data() + size_t(t0) * T, T, k + b * T * KC + kh * d, KC,
                                dq + (b * T + t0) * C + h * d, C, false);
                 }
-                for (int t = 0; t < T; ++t)
-                    for (int j = 0; j < T; ++j) {
-                        dST[size_t(j) * T + size_t(t)] = dS[size_t(t) * T + size_t(j)];
-                        PT[size_t(j) * T + size_t(t)] = P[int64_t(t) * T + j];
-                    }
+                // dK (+)= dS^T Q and dV (+)= P^T dY, reading dS and P down their columns.
                 const float* qh = q + b * T * C + h * d;
                 for (int j0 = 0; j0 < T; j0 += kAttRows) {
                     const int j1 = std::min(T, j0 + kAttRows);
-                    small_gemm(j1 - j0, d, T - j0, dST.data() + size_t(j0) * T + j0, T, qh + int64_t(j0) * C, C,
-                               dk + (b * T + j0) * KC + kh * d, KC, g > 0);
-                    small_gemm(j1 - j0, d, T - j0, PT.data() + size_t(j0) * T + j0, T, dyh + int64_t(j0) * C, C,
-                               dv + (b * T + j0) * KC + kh * d, KC, g > 0);
+                    small_gemm_at(j1 - j0, d, T - j0, dS.data() + size_t(j0) * T + j0, T, qh + int64_t(j0) * C, C,
+                                  dk + (b * T + j0) * KC + kh * d, KC, g > 0);
+                    small_gemm_at(j1 - j0, d, T - j0, P + int64_t(j0) * T + j0, T, dyh + int64_t(j0) * C, C,
+                                  dv + (b * T + j0) * KC + kh * d, KC, g > 0);
                 }
             }
         }
@@ -316,7 +313,7 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 // adapted linear
 
 void lora_linear_forward(float* y, float* xa, const float* x, int64_t N, const LoraLinear& L) {
-    gemm(false, true, N, L.out, L.in, 1.f, x, L.in, L.W, L.in, 0.f, y, L.out);
+    tile_gemm(true, N, L.out, L.in, x, L.in, L.W, L.in, y, L.out, false);  // y = x W^T
     if (L.bias)
         for (int64_t n = 0; n < N; ++n) {
             float* yr = y + n * L.out;
@@ -336,7 +333,7 @@ void lora_linear_backward(float* dx, bool accumulate_dx, float* dA, float* dB, f
         gemm(true, false, L.r, L.in, N, 1.f, dxa, L.r, x, L.in, 1.f, dA, L.in);             // dA += dxa^T x
     }
     if (dx) {
-        gemm(false, false, N, L.in, L.out, 1.f, dy, L.out, L.W, L.in, accumulate_dx ? 1.f : 0.f, dx, L.in);
+        tile_gemm(false, N, L.in, L.out, dy, L.out, L.W, L.in, dx, L.in, accumulate_dx);  // dx (+)= dy W
         if (L.r > 0) gemm(false, false, N, L.in, L.r, 1.f, dxa, L.r, L.A, L.in, 1.f, dx, L.in);  // dx += dxa A
     }
     if (dbias)
