@@ -765,6 +765,54 @@ private slots:
         QCOMPARE(tt[0].grad[0], 0.f);
     }
 
+    // The training step is bit-identical for any thread count: logits, loss and every LoRA
+    // gradient with 1, 2 and 3 threads (tile_gemm splits panels or rows, attention (batch, kv
+    // head) pairs, the elementwise ops rows; each element's arithmetic is fixed). Shapes with
+    // several 32-column panels, a 16-wide one and tails.
+    void trainingStepThreadCountInvariant() {
+        TinySpec spec;
+        spec.C = 64;
+        spec.F = 136;
+        spec.H = 4;
+        spec.KVH = 2;
+        spec.V = 120;
+        const auto ts = tiny_tensors(spec, 21);
+        const std::string dir = test::make_temp_dir("model_threads");
+        write_tiny(dir, spec, ts);
+        auto model = load_llama(load_opts(dir, InitKind::Lora16, 8, 16.0));
+        Rng rng(22);
+        auto tt = model->trainable();
+        for (auto& t : tt)
+            for (int64_t i = 0; i < t.numel(); ++i) t.value[i] = float(0.2 * rng.normal());
+        const int B = 3, T = 37;
+        std::vector<int> tokens(size_t(B * T)), targets(size_t(B * T));
+        for (auto& t : tokens) t = int(rng.next() % uint64_t(spec.V));
+        for (auto& t : targets) t = int(rng.next() % uint64_t(spec.V));
+        std::vector<float> logits1;
+        std::vector<std::vector<float>> grads1;
+        float loss1 = 0;
+        for (int threads : {1, 2, 3}) {
+            model->set_threads(threads);
+            const float loss = model->forward(tokens.data(), targets.data(), B, T);
+            model->zero_grad();
+            model->backward();
+            std::vector<float> logits(model->logits(), model->logits() + size_t(B * T) * size_t(spec.V));
+            std::vector<std::vector<float>> grads;
+            for (auto& t : tt) grads.emplace_back(t.grad, t.grad + t.numel());
+            if (threads == 1) {
+                loss1 = loss;
+                logits1 = logits;
+                grads1 = grads;
+                continue;
+            }
+            QCOMPARE(loss, loss1);
+            QVERIFY2(std::memcmp(logits.data(), logits1.data(), logits.size() * sizeof(float)) == 0, "logits");
+            for (size_t i = 0; i < tt.size(); ++i)
+                QVERIFY2(std::memcmp(grads[i].data(), grads1[i].data(), grads[i].size() * sizeof(float)) == 0,
+                         tt[i].name.c_str());
+        }
+    }
+
     // ---- 3. stories260K: logits of two sequences vs a float64 forward that reads the llama2.c
     // file directly with interleaved RoPE pairs. Tolerance 1e-4 of the largest |logit|.
     void stories260KForward() {

@@ -111,7 +111,10 @@ LlamaCpu::LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const st
 
 void LlamaCpu::set_threads(int n) {
     threads_ = n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency()));
-    prefer_blas_threads(threads_);   // applied unless a decomposition needs BLAS single-threaded (linalg/blas.h)
+    // OpenBLAS keeps only the LoRA-sized products (r columns), on one thread: its idle workers spin
+    // (sched_yield) between calls and took 22% of a 2-thread step from our own threads. The large
+    // products (tile_gemm) and attention split over threads_ themselves.
+    prefer_blas_threads(1);
 }
 
 float* LlamaCpu::site_weight(int l, LoraSite s) {
@@ -168,7 +171,7 @@ const float* LlamaCpu::site_weight_f32(int l, LoraSite s) const {
 ops::LoraLinear LlamaCpu::linear(int l, LoraSite s) const {
     const LoraSlot& sl = slot(l, s);
     auto* self = const_cast<LlamaCpu*>(this);
-    return {site_weight_f32(l, s), self->site_bias(l, s), sl.A, sl.B, sl.in, sl.out, sl.rank, sl.scale};
+    return {site_weight_f32(l, s), self->site_bias(l, s), sl.A, sl.B, sl.in, sl.out, sl.rank, sl.scale, threads_};
 }
 
 float* LlamaCpu::xa(int l, LoraSite s) const {
@@ -295,7 +298,7 @@ float LlamaCpu::forward(const int* tokens, const int* targets, int B, int T) {
         for (int64_t i = 0; i < N * C; ++i) next[i] += mid[i];
     }
     ops::rmsnorm_forward(xn_, rstdf_, res_ + int64_t(L) * N * C, final_norm_, N, int(C), cfg_.norm_eps, th);
-    tile_gemm(true, N, V, C, xn_, C, lm_head_, C, logits_, V, false);  // logits = xn lm_head^T
+    tile_gemm(true, N, V, C, xn_, C, lm_head_, C, logits_, V, false, threads_);  // logits = xn lm_head^T
     if (!targets) return 0.f;
     targets_.assign(targets, targets + N);
     const double loss = ops::cross_entropy_forward(lse_, logits_, targets_.data(), N, int(V), &scored_, th);
@@ -319,7 +322,7 @@ void LlamaCpu::backward() {
     for (int64_t r0 = 0; r0 < N; r0 += ce_rows_) {
         const int64_t rows = std::min(ce_rows_, N - r0);
         ops::cross_entropy_backward(dlogits_, logits_ + r0 * V, lse_ + r0, targets_.data() + r0, rows, int(V), dloss, th);
-        tile_gemm(false, rows, C, V, dlogits_, V, lm_head_, C, dxn_ + r0 * C, C, false);
+        tile_gemm(false, rows, C, V, dlogits_, V, lm_head_, C, dxn_ + r0 * C, C, false, threads_);
     }
     std::fill(dres_, dres_ + N * C, 0.f);
     ops::rmsnorm_backward(dres_, nullptr, dxn_, res_ + int64_t(L) * N * C, final_norm_, rstdf_, N, int(C), th);

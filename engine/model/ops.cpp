@@ -313,7 +313,7 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 // adapted linear
 
 void lora_linear_forward(float* y, float* xa, const float* x, int64_t N, const LoraLinear& L) {
-    tile_gemm(true, N, L.out, L.in, x, L.in, L.W, L.in, y, L.out, false);  // y = x W^T
+    tile_gemm(true, N, L.out, L.in, x, L.in, L.W, L.in, y, L.out, false, L.threads);  // y = x W^T
     if (L.bias)
         for (int64_t n = 0; n < N; ++n) {
             float* yr = y + n * L.out;
@@ -333,7 +333,7 @@ void lora_linear_backward(float* dx, bool accumulate_dx, float* dA, float* dB, f
         gemm(true, false, L.r, L.in, N, 1.f, dxa, L.r, x, L.in, 1.f, dA, L.in);             // dA += dxa^T x
     }
     if (dx) {
-        tile_gemm(false, N, L.in, L.out, dy, L.out, L.W, L.in, dx, L.in, accumulate_dx);  // dx (+)= dy W
+        tile_gemm(false, N, L.in, L.out, dy, L.out, L.W, L.in, dx, L.in, accumulate_dx, L.threads);  // dx (+)= dy W
         if (L.r > 0) gemm(false, false, N, L.in, L.r, 1.f, dxa, L.r, L.A, L.in, 1.f, dx, L.in);  // dx += dxa A
     }
     if (dbias)

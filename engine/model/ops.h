@@ -80,6 +80,7 @@ struct LoraLinear {
     int64_t in = 0, out = 0;
     int r = 0;
     float scale = 1.f;
+    int threads = 0;  // for the base products x W^T, dy W (tile_gemm; 0 = the BLAS setting)
 };
 // xa (N x r) = x A^T is saved for backward (null allowed when r = 0).
 void lora_linear_forward(float* y, float* xa, const float* x, int64_t N, const LoraLinear& L);
