@@ -584,32 +584,39 @@ void TestLinalg::small_gemm_matches_reference() {
 // reference agrees with float64 within an fma chain's bound; A^T reads (small_gemm_at) too.
 void TestLinalg::tile_gemm_matches_reference() {
     struct Shape { int M, N, K; };
-    for (Shape sh : {Shape{8, 16, 1}, Shape{37, 100, 300}, Shape{64, 48, 600}, Shape{9, 5, 7}, Shape{20, 40, 0}}) {
-        for (bool tb : {false, true}) {
-            const int64_t lda = sh.K + 2, ldb = tb ? sh.K + 3 : sh.N + 3, ldc = sh.N + 1;
-            Matrix A = random_matrix(sh.M, lda, 51), B = random_matrix(tb ? sh.N : std::max(sh.K, 1), ldb, 52);
+    for (Shape sh : {Shape{8, 16, 1}, Shape{37, 100, 300}, Shape{64, 48, 600}, Shape{9, 5, 7}, Shape{20, 40, 0},
+                     Shape{130, 16, 70}}) {
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (float alpha : {1.f, 0.37f}) {
+            const int64_t lda = (ta ? sh.M : sh.K) + 2, ldb = tb ? sh.K + 3 : sh.N + 3, ldc = sh.N + 1;
+            Matrix A = random_matrix(ta ? std::max(sh.K, 1) : sh.M, lda, 51);
+            Matrix B = random_matrix(tb ? sh.N : std::max(sh.K, 1), ldb, 52);
             Matrix C0 = random_matrix(sh.M, ldc, 53);
             for (bool acc : {false, true}) {
                 Matrix ref = C0;
-                tile_gemm_ref(tb, sh.M, sh.N, sh.K, A.data(), lda, B.data(), ldb, ref.data(), ldc, acc);
+                tile_gemm_ref(ta, tb, sh.M, sh.N, sh.K, alpha, A.data(), lda, B.data(), ldb, ref.data(), ldc, acc);
                 double worst = 0;
                 for (int i = 0; i < sh.M; ++i)
                     for (int j = 0; j < sh.N; ++j) {
                         double x = acc ? C0.at(i, j) : 0.0, mag = std::fabs(x);
                         for (int k = 0; k < sh.K; ++k) {
-                            const double p = double(A.at(i, k)) * double(tb ? B.at(j, k) : B.at(k, j));
+                            const double p = double(ta ? A.at(k, i) : A.at(i, k)) * double(alpha) *
+                                             double(tb ? B.at(j, k) : B.at(k, j));
                             x += p;
                             mag += std::fabs(p);
                         }
-                        if (mag > 0) worst = std::max(worst, std::fabs(ref.at(i, j) - x) / ((sh.K + 1) * std::ldexp(1.0, -24) * mag));
+                        if (mag > 0) worst = std::max(worst, std::fabs(ref.at(i, j) - x) / ((sh.K + 2) * std::ldexp(1.0, -24) * mag));
                     }
-                const QString what = QString("%1 x %2 x %3%4%5").arg(sh.M).arg(sh.N).arg(sh.K).arg(tb ? " B^T" : "").arg(acc ? " +=" : "");
+                const QString what = QString("%1 x %2 x %3%4%5 alpha %6%7")
+                                         .arg(sh.M).arg(sh.N).arg(sh.K).arg(ta ? " A^T" : "").arg(tb ? " B^T" : "")
+                                         .arg(alpha).arg(acc ? " +=" : "");
                 QVERIFY2(worst <= 1.0, qPrintable(what));
                 for (const char* isa : {"avx512", "avx2", "portable"}) {
                     qputenv("LOFTQ_LINALG_ISA", isa);
-                    for (int threads : {1, 3}) {
+                    for (int threads : {1, 3}) {  // 3 threads on 130 x 16: the rows are split
                         Matrix c = C0;
-                        tile_gemm(tb, sh.M, sh.N, sh.K, A.data(), lda, B.data(), ldb, c.data(), ldc, acc, threads);
+                        tile_gemm(ta, tb, sh.M, sh.N, sh.K, alpha, A.data(), lda, B.data(), ldb, c.data(), ldc, acc, threads);
                         if (std::string(isa) != "portable" && sh.M >= 8) {  // fewer rows: OpenBLAS
                             QVERIFY2(same_bits(c, ref), qPrintable(what + " " + isa));
                             continue;
@@ -621,7 +628,7 @@ void TestLinalg::tile_gemm_matches_reference() {
                 }
                 qunsetenv("LOFTQ_LINALG_ISA");
             }
-        }
+          }
     }
     // A^T through small_gemm_at equals small_gemm on an explicit transpose, bit for bit.
     const int M = 24, N = 40, K = 70;

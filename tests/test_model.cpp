@@ -766,7 +766,7 @@ private slots:
     }
 
     // The training step is bit-identical for any thread count: logits, loss and every LoRA
-    // gradient with 1, 2 and 3 threads (tile_gemm splits panels or rows, attention (batch, kv
+    // gradient with 1, 2 and 3 threads (tile_gemm splits 32-column panels, attention (batch, kv
     // head) pairs, the elementwise ops rows; each element's arithmetic is fixed). Shapes with
     // several 32-column panels, a 16-wide one and tails.
     void trainingStepThreadCountInvariant() {

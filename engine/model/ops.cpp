@@ -320,21 +320,23 @@ void lora_linear_forward(float* y, float* xa, const float* x, int64_t N, const L
             for (int64_t o = 0; o < L.out; ++o) yr[o] += L.bias[o];
         }
     if (L.r > 0) {
-        gemm(false, true, N, L.r, L.in, 1.f, x, L.in, L.A, L.in, 0.f, xa, L.r);              // xa = x A^T
-        gemm(false, true, N, L.out, L.r, L.scale, xa, L.r, L.B, L.r, 1.f, y, L.out);         // y += s xa B^T
+        const int th = L.threads;
+        tile_gemm(false, true, N, L.r, L.in, 1.f, x, L.in, L.A, L.in, xa, L.r, false, th);         // xa = x A^T
+        tile_gemm(false, true, N, L.out, L.r, L.scale, xa, L.r, L.B, L.r, y, L.out, true, th);    // y += xa (s B)^T
     }
 }
 
 void lora_linear_backward(float* dx, bool accumulate_dx, float* dA, float* dB, float* dbias, const float* dy,
                           const float* x, const float* xa, float* dxa, int64_t N, const LoraLinear& L) {
     if (L.r > 0) {
-        gemm(true, false, L.out, L.r, N, L.scale, dy, L.out, xa, L.r, 1.f, dB, L.r);         // dB += s dy^T xa
-        gemm(false, false, N, L.r, L.out, L.scale, dy, L.out, L.B, L.r, 0.f, dxa, L.r);      // dxa = s dy B
-        gemm(true, false, L.r, L.in, N, 1.f, dxa, L.r, x, L.in, 1.f, dA, L.in);             // dA += dxa^T x
+        const int th = L.threads;
+        tile_gemm(true, false, L.out, L.r, N, L.scale, dy, L.out, xa, L.r, dB, L.r, true, th);    // dB += dy^T (s xa)
+        tile_gemm(false, false, N, L.r, L.out, L.scale, dy, L.out, L.B, L.r, dxa, L.r, false, th); // dxa = dy (s B)
+        tile_gemm(true, false, L.r, L.in, N, 1.f, dxa, L.r, x, L.in, dA, L.in, true, th);         // dA += dxa^T x
     }
     if (dx) {
         tile_gemm(false, N, L.in, L.out, dy, L.out, L.W, L.in, dx, L.in, accumulate_dx, L.threads);  // dx (+)= dy W
-        if (L.r > 0) gemm(false, false, N, L.in, L.r, 1.f, dxa, L.r, L.A, L.in, 1.f, dx, L.in);  // dx += dxa A
+        if (L.r > 0) tile_gemm(false, false, N, L.in, L.r, 1.f, dxa, L.r, L.A, L.in, dx, L.in, true, L.threads);  // dx += dxa A
     }
     if (dbias)
         for (int64_t n = 0; n < N; ++n)
