@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/big_alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
 #include "model/out_of_memory.h"
@@ -119,18 +120,21 @@ void sweep_weight(const SweepOptions& opt, SweepMode mode, const WeightPlan& wp,
     so.seed = weight_seed(opt.plan.seed, wp.name, 0);
     so.threads = threads;
     if (mode == SweepMode::Full) {
+        DecomposeScratch scratch;  // the weight's candidates share their large buffers
         for (auto& c : out.candidates) {
             if (c.keep) continue;
             cancel.throw_if_cancelled();
             so.method = c.s.svd;
-            const Decomposition d = loftq_decompose(W, m, n, c.s, so, threads, {}, &cancel, st);
+            Decomposition d = loftq_decompose(W, m, n, c.s, so, threads, {}, &cancel, st, &scratch);
             c.error = d.final_error;
             c.out_error = d.out_final;
+            scratch.recycle(std::move(d));
         }
         return;
     }
-    // Fast: per quantizer, q(W) once and one randomized SVD at the largest rank.
-    std::vector<float> Q(N), R(N), E;
+    // Fast: per quantizer, q(W) once and one randomized SVD at the largest rank. Buffers written in
+    // full before they are read: no zero fill (core/big_alloc.h).
+    BigVector<float> Q(N), R(N), E;
     if (st) E.resize(N);
     for (QuantKind qk : opt.quants) {
         cancel.throw_if_cancelled();
