@@ -127,6 +127,28 @@ private slots:
         QVERIFY(warned);
     }
 
+    // A rule that names a quantizer after an earlier "keep" does not re-target the weights (only
+    // "target": true does), so they stay unquantized; the plan warns, naming the rule and the count.
+    // With "target": true they are quantized and nothing is said.
+    void quantAfterKeepWarns() {
+        auto ts = llama_tensors(2);
+        ResolvedPlan r = resolve_plan(plan_from_json(json::parse(R"({"version": 1, "rules": [
+            {"match": "*", "quant": "keep"}, {"match": "*.q_proj.weight", "quant": "nf4"}]})")), ts);
+        QCOMPARE(r.weights.size(), size_t(0));
+        bool warned = false;
+        for (auto& w : r.warnings)
+            warned |= w.find("rule 1") != std::string::npos && w.find("2 weights") != std::string::npos &&
+                      w.find("\"target\": true") != std::string::npos;
+        QVERIFY2(warned, r.warnings.empty() ? "no warning" : r.warnings.front().c_str());
+        r = resolve_plan(plan_from_json(json::parse(R"({"version": 1, "rules": [
+            {"match": "*", "quant": "keep"}, {"match": "*.q_proj.weight", "quant": "nf4", "target": true}]})")), ts);
+        QCOMPARE(r.weights.size(), size_t(2));
+        QVERIFY(r.warnings.empty());
+        r = resolve_plan(plan_from_json(json::parse(R"({"version": 1, "rules": [
+            {"match": "*", "quant": "nf2"}, {"match": "*.q_proj.weight", "quant": "keep"}]})")), ts);
+        QVERIFY(r.warnings.empty());  // kept on purpose, after the quantizer
+    }
+
     // "quant": "keep" wins over "target": true in the same settings object, whatever the key order.
     void keepWinsOverTarget() {
         auto ts = llama_tensors(1);

@@ -131,6 +131,9 @@ ResolvedPlan resolve_plan(const Plan& plan, const std::vector<TensorMeta>& tenso
     for (size_t i = 0; i < plan.rules.size(); ++i)
         if (plan.rules[i].regex) regs[i] = NameRegex(plan.rules[i].pattern, "plan: rule pattern");
     std::vector<int> rule_hits(plan.rules.size(), 0);
+    // Per rule: default targets it named a quantizer for (without "target") that an earlier
+    // "keep" / "target": false had excluded and that stayed excluded: a likely mistake, warned.
+    std::vector<int> rule_unrevived(plan.rules.size(), 0);
     std::map<std::string, bool> override_seen;
     for (auto& [k, v] : plan.overrides) override_seen[k] = false;
 
@@ -139,16 +142,21 @@ ResolvedPlan resolve_plan(const Plan& plan, const std::vector<TensorMeta>& tenso
         bool target = default_target(t);
         WeightSettings s = plan.defaults;
         int layer = layer_of(t.name);
+        int quant_after_exclusion = -1;  // the last rule naming a quantizer for it while excluded
         for (size_t ri = 0; ri < plan.rules.size(); ++ri) {
             if (!rule_hit(plan.rules[ri], regs[ri], t.name, layer)) continue;
             ++rule_hits[ri];
-            apply(s, target, plan.rules[ri].set);
+            const SettingsPatch& set = plan.rules[ri].set;
+            if (!target && set.quant && !set.target) quant_after_exclusion = int(ri);
+            if (set.target) quant_after_exclusion = -1;  // excluded or revived on purpose from here
+            apply(s, target, set);
         }
         auto ov = plan.overrides.find(t.name);
         if (ov != plan.overrides.end()) {
             override_seen[t.name] = true;
             apply(s, target, ov->second);
         }
+        if (!target && quant_after_exclusion >= 0 && default_target(t)) ++rule_unrevived[size_t(quant_after_exclusion)];
         if (!target) continue;
         if (t.shape.size() != 2 || !dtype_is_float_convertible(t.dtype)) {
             out.warnings.push_back("'" + t.name + "' was selected but is not a 2-D F32/F16/BF16 weight: kept");
@@ -164,8 +172,14 @@ ResolvedPlan resolve_plan(const Plan& plan, const std::vector<TensorMeta>& tenso
         w.s = s;
         out.weights.push_back(std::move(w));
     }
-    for (size_t ri = 0; ri < plan.rules.size(); ++ri)
+    for (size_t ri = 0; ri < plan.rules.size(); ++ri) {
         if (rule_hits[ri] == 0) out.warnings.push_back("rule " + std::to_string(ri) + " ('" + plan.rules[ri].pattern + "') matches no tensor");
+        if (rule_unrevived[ri] > 0)
+            out.warnings.push_back("rule " + std::to_string(ri) + " ('" + plan.rules[ri].pattern + "') names a quantizer for " +
+                                   std::to_string(rule_unrevived[ri]) +
+                                   " weights that an earlier rule excluded (\"quant\": \"keep\" or \"target\": false); they stay "
+                                   "unquantized: add \"target\": true to that rule to quantize them");
+    }
     for (auto& [k, seen] : override_seen)
         if (!seen) out.warnings.push_back("override '" + k + "' names no tensor of the model");
     return out;
