@@ -111,10 +111,10 @@ LlamaCpu::LlamaCpu(const LlamaConfig& c, const std::vector<int>& ranks, const st
 
 void LlamaCpu::set_threads(int n) {
     threads_ = n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency()));
-    // OpenBLAS keeps only the LoRA-sized products (r columns), on one thread: its idle workers spin
-    // (sched_yield) between calls and took 22% of a 2-thread step from our own threads. The large
-    // products (tile_gemm) and attention split over threads_ themselves.
-    prefer_blas_threads(1);
+    // OpenBLAS's threads serve the few-row products of generation (tile_gemm hands those to it); a
+    // training step at LoRA rank >= 8 makes no OpenBLAS call (its products are tile_gemm's and
+    // attention's, split over threads_), so OpenBLAS's spinning idle workers do not compete there.
+    prefer_blas_threads(threads_);   // applied unless a decomposition needs BLAS single-threaded (linalg/blas.h)
 }
 
 float* LlamaCpu::site_weight(int l, LoraSite s) {

@@ -10,10 +10,10 @@
 // ops below (frozen in the model, nullptr there) exist for the per-op gradient tests.
 //
 // Threads: `threads` splits rows (norms, elementwise, loss) or (batch, kv head) pairs (attention)
-// into contiguous chunks; results do not depend on the thread count. The base weight's products
-// (x W^T, dy W) are linalg/tile_gemm.h's FMA tiles and attention's linalg/small_gemm.h's; the
-// LoRA-sized ones go to OpenBLAS. Both GEMM paths take their thread count from linalg/blas.h's
-// process-wide setting (prefer_blas_threads, SingleThreadedBlas).
+// into contiguous chunks; results do not depend on the thread count. The products (x W^T, dy W, the
+// LoRA ones: linalg/tile_gemm.h; attention's: linalg/small_gemm.h) are our FMA tiles, split over
+// LoraLinear::threads; below 8 rows (generation) tile_gemm hands them to OpenBLAS, whose thread
+// count is process-wide and owned by linalg/blas.h (prefer_blas_threads, SingleThreadedBlas).
 // Leaves out: the model's buffers and loading (llama_cpu.h, llama_load.cpp), fused kernels.
 #pragma once
 #include <cstdint>
