@@ -17,7 +17,9 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "cli/world.h"
 #include "core/error.h"
+#include "dist/data_parallel.h"
 #include "quant/quantizer.h"
 #include "train/adapter_writer.h"
 #include "train/trainer.h"
@@ -151,15 +153,20 @@ void run_finetune_cmd(FinetuneArgs& a) {
     TrainOptions opt = a.opt;
     opt.load = a.init.make(a.model, is_loftq_export(a.model) ? InitKind::Export : InitKind::Loftq);
     opt.load.threads = opt.threads;
+    if (Comm* w = world()) opt.parallel = make_data_parallel(*w);  // `mpirun -np N`: rank 0 prints and writes
+    const bool root = is_root();
     CancelToken cancel;
+    WorldCancel world_cancel(cancel);
     TrainPrinter printer(a.quiet);
     TrainResult r;
     {
         SigintGuard sigint(cancel);
         try {
-            r = run_finetune(opt, [&](const TrainEvent& e) { printer(e); }, cancel);
+            r = run_finetune(opt, root ? TrainCallback([&](const TrainEvent& e) { printer(e); }) : TrainCallback(), cancel);
         } catch (const Cancelled&) {
             printer.finish();
+            // Spread over ranks: main says why (rank 0) and tells the others.
+            if (world() && (!world()->abort_reason().empty() || !root)) throw;
             // The engine has said what stayed in the output folder (a checkpoint for --resume, or nothing).
             // Exit code 128 + the signal (130 Ctrl-C, 143 SIGTERM), without main's "no output was left" line.
             const int sig = cancel_signal() ? cancel_signal() : SIGINT;
@@ -171,8 +178,9 @@ void run_finetune_cmd(FinetuneArgs& a) {
             throw;
         }
     }
-    std::printf("%d steps in %s, %.0f tokens/s on %s\n", r.steps_done, human_seconds(r.seconds).c_str(), r.tokens_per_s,
-                r.device.c_str());
+    if (!root) return;
+    std::printf("%d steps in %s, %.0f tokens/s on %s%s\n", r.steps_done, human_seconds(r.seconds).c_str(), r.tokens_per_s,
+                r.device.c_str(), r.ranks > 1 ? (" x " + std::to_string(r.ranks) + " ranks").c_str() : "");
     if (r.device_peak_bytes) std::printf("peak device memory %s (cudaMemGetInfo, context included)\n", human_bytes(double(r.device_peak_bytes)).c_str());
     if (std::isfinite(r.first_eval_loss))
         std::printf("eval loss %.4f -> %.4f (perplexity %.3f -> %.3f); last train loss %.4f\n", r.first_eval_loss,

@@ -1,12 +1,14 @@
 // main.cpp: the `loftq` command line: subcommand registration and the one place where
 // engine errors become a single line on stderr and an exit code (1 error, 2 usage, 130 Ctrl-C,
-// 143 SIGTERM: both cancel cleanly).
+// 143 SIGTERM: both cancel cleanly). Under mpirun / srun it first joins the run's ranks
+// (cli/world.h) and at the end tells the others when this one failed, then waits for them.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 
 #include "cli/common.h"
+#include "cli/world.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
@@ -27,23 +29,41 @@ int main(int argc, char** argv) {
     loftq::cli::add_verify(app);
     loftq::cli::add_generate(app);
     loftq::cli::add_export_gguf(app);
+    std::string error;
+    int code = 0;
     try {
+        if (loftq::cli::start_world() > 1) {
+            const std::string command = argc > 1 ? argv[1] : "";
+            if (command != "quantize" && command != "finetune") loftq::cli::require_single_process(command.c_str());
+        }
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        code = loftq::cli::is_root() ? app.exit(e) : (e.get_exit_code() ? 2 : 0);
+        if (code) error = code >= 128 ? "cancelled" : "usage error";
     } catch (const loftq::Cancelled&) {
         const int sig = loftq::cli::cancel_signal();
-        std::fprintf(stderr, "\nloftq: cancelled%s; no output was left in place\n", sig == SIGTERM ? " (SIGTERM)" : "");
-        return 128 + (sig ? sig : SIGINT);
+        auto* w = loftq::cli::world();
+        if (w && !w->abort_reason().empty()) {  // another rank stopped the run (rank 0 prints why)
+            code = 1;
+        } else {
+            std::fprintf(stderr, "\nloftq: %scancelled%s; no output was left in place\n", loftq::cli::rank_prefix().c_str(),
+                         sig == SIGTERM ? " (SIGTERM)" : "");
+            code = 128 + (sig ? sig : SIGINT);
+            error = "cancelled";
+        }
     } catch (const loftq::Error& e) {
-        std::fprintf(stderr, "loftq: error: %s\n", e.what());
-        return 1;
+        std::fprintf(stderr, "loftq: %serror: %s\n", loftq::cli::rank_prefix().c_str(), e.what());
+        code = 1;
+        error = e.what();
     } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "loftq: error: out of memory (try fewer --threads: each worker holds one weight)\n");
-        return 1;
+        std::fprintf(stderr, "loftq: %serror: out of memory (try fewer --threads: each worker holds one weight)\n",
+                     loftq::cli::rank_prefix().c_str());
+        code = 1;
+        error = "out of memory";
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "loftq: error: %s\n", e.what());
-        return 1;
+        std::fprintf(stderr, "loftq: %serror: %s\n", loftq::cli::rank_prefix().c_str(), e.what());
+        code = 1;
+        error = e.what();
     }
-    return 0;
+    return loftq::cli::finish_world(code, error);
 }

@@ -1,12 +1,16 @@
 // quantize.cpp: `loftq quantize MODEL --out DIR [settings] [--threads N] [--plan FILE]`:
 // runs the LoftQ job and writes the Hugging Face LoftQ layout. Ctrl-C cancels cleanly (the
 // first SIGINT sets the job's cancel token; a second one kills the process as usual).
+// Under `mpirun -np N` (cli/world.h) the ranks split the weights (loftq/job_share.h): rank 0
+// prints and writes the same files a single process would; the others decompose and send.
 #include <csignal>
 #include <cstdio>
 #include <memory>
 
 #include "cli/common.h"
 #include "cli/progress.h"
+#include "cli/world.h"
+#include "dist/weight_exchange.h"
 #include "export/quantize.h"
 
 namespace loftq::cli {
@@ -37,7 +41,10 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     opt.gpu_streams = a.gpu_streams;
     opt.gpu_memory = parse_size(a.gpu_memory);
     opt.calib = a.calib.collect(a.model, a.threads, false);
+    if (Comm* w = world()) opt.share = make_weight_exchange(*w);
     CancelToken cancel;
+    WorldCancel world_cancel(cancel);
+    const bool root = is_root();
     ProgressPrinter printer(a.quiet);
     struct FinishLine {  // ends the progress line on any exit (a cancel or an error too)
         ProgressPrinter& printer;
@@ -47,14 +54,17 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     {
         SigintGuard sigint(cancel);
         FinishLine finish{printer};
-        r = run_quantize(opt, [&](const JobEvent& e) { printer(e); }, cancel);
+        r = run_quantize(opt, root ? JobCallback([&](const JobEvent& e) { printer(e); }) : JobCallback(), cancel);
     }
+    if (!root) return;  // rank 0 reports the whole run
 
     double sb = 0, sf = 0;
     for (auto& w : r.weights) { sb += w.baseline; sf += w.final_error; }
     size_t n = r.weights.size();
-    std::printf("%zu weights in %s on %s: mean relative error QLoRA %.5f -> LoftQ %.5f\n", n,
-                human_seconds(r.seconds).c_str(), r.device_name.c_str(), n ? sb / double(n) : 0.0, n ? sf / double(n) : 0.0);
+    std::printf("%zu weights in %s on %s%s: mean relative error QLoRA %.5f -> LoftQ %.5f\n", n,
+                human_seconds(r.seconds).c_str(), r.device_name.c_str(),
+                r.ranks > 1 ? (" x " + std::to_string(r.ranks) + " ranks").c_str() : "", n ? sb / double(n) : 0.0,
+                n ? sf / double(n) : 0.0);
     if (r.device == ComputeDevice::Cuda)
         std::printf("cuda: %d streams, peak device memory %s, pinned host %s\n", r.streams,
                     human_bytes(double(r.device_peak_bytes)).c_str(), human_bytes(double(r.pinned_bytes)).c_str());

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <thread>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -17,6 +18,7 @@
 #include "io/checkpoint.h"
 #include "linalg/blas.h"
 #include "loftq/weight_decomposer.h"
+#include "quant/quantizer.h"
 
 namespace loftq {
 
@@ -47,6 +49,7 @@ nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint&
     m["inputs"] = inputs;
     m["threads"] = threads;
     m["workers"] = workers;
+    if (res.ranks > 1) m["ranks"] = res.ranks;
     m["device"] = kComputeDeviceNames.name(res.device);
     if (res.device == ComputeDevice::Cuda) {
         m["gpu"] = res.device_name;
@@ -116,15 +119,25 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
 
     const size_t K = res.plan.weights.size();
     res.weights.resize(K);
+    // Spread over ranks: this one decomposes the weights split_weights gives it; rank 0 receives
+    // the others' and alone writes (job_share.h).
+    const bool spread = opt.share && opt.share->ranks() > 1;
+    const bool writer = !spread || opt.share->rank() == 0;
+    const std::vector<int> owner = spread ? split_weights(res.plan, opt.share->ranks()) : std::vector<int>(K, 0);
+    auto mine = [&](size_t i) { return !spread || owner[i] == opt.share->rank(); };
+    size_t K_here = 0;
+    for (size_t i = 0; i < K; ++i) K_here += mine(i) ? 1 : 0;
+    res.ranks = spread ? opt.share->ranks() : 1;
+    res.weights_here = int(K_here);
     std::string device_note;
     res.device = resolve_device(opt.device, &device_note);
     const bool on_gpu = res.device == ComputeDevice::Cuda;
     res.device_name = on_gpu ? cuda_status().device : "cpu";
     const int threads = opt.threads > 0 ? opt.threads : hardware_threads();
-    int workers = int(std::max<size_t>(1, std::min<size_t>(size_t(threads), K)));
+    int workers = int(std::max<size_t>(1, std::min<size_t>(size_t(threads), K_here)));
     if (on_gpu) {
         std::string streams_note;
-        workers = cuda_streams_for(opt, res.plan, K, &streams_note);
+        workers = cuda_streams_for(opt, res.plan, K_here, &streams_note);
         device_note += "; " + streams_note;
     }
     res.streams = on_gpu ? workers : 0;
@@ -132,13 +145,14 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
     SingleThreadedBlas single_blas;  // LAPACK steps single-threaded: identical results for any thread count (linalg/blas.h)
 
     std::unique_ptr<Exporter> exporter;
-    if (make_exporter) exporter = make_exporter(*ck, opt, res.plan);
+    if (make_exporter && writer) exporter = make_exporter(*ck, opt, res.plan);
 
-    // Tasks: targets (largest first), then non-target copies when exporting.
+    // Tasks: this rank's targets (largest first), then non-target copies when exporting.
     std::vector<int> target_of_tensor(ck->tensors().size(), -1);
     for (size_t i = 0; i < K; ++i) target_of_tensor[size_t(res.plan.weights[i].tensor)] = int(i);
     std::vector<std::pair<int, int>> tasks;  // (kind 0 = target index, 1 = tensor copy, index)
-    for (size_t i = 0; i < K; ++i) tasks.push_back({0, int(i)});
+    for (size_t i = 0; i < K; ++i)
+        if (mine(i)) tasks.push_back({0, int(i)});
     std::stable_sort(tasks.begin(), tasks.end(), [&](auto a, auto b) {
         auto sz = [&](int i) { return res.plan.weights[size_t(i)].rows * res.plan.weights[size_t(i)].cols; };
         return sz(a.second) > sz(b.second);
@@ -147,9 +161,12 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
         for (size_t t = 0; t < ck->tensors().size(); ++t)
             if (target_of_tensor[t] < 0) tasks.push_back({1, int(t)});
 
-    // Progress in units of weight elements per step.
+    // Progress in units of weight elements per step (rank 0 counts every rank's weights).
     double total_units = 0;
-    for (auto& w : res.plan.weights) total_units += double(w.rows * w.cols) * std::max(1, w.s.iters);
+    for (size_t i = 0; i < K; ++i) {
+        const auto& w = res.plan.weights[i];
+        if (writer || mine(i)) total_units += double(w.rows * w.cols) * std::max(1, w.s.iters);
+    }
     std::atomic<double> done_units{0};
     std::atomic<int> weights_done{0};
     stamp = [&](JobEvent& e) {
@@ -168,6 +185,9 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
     {
         JobEvent e{.kind = EventKind::JobStarted};
         e.message = std::to_string(K) + " weights, " +
+                    (spread ? std::to_string(K_here) + " on rank " + std::to_string(opt.share->rank()) + " of " +
+                                  std::to_string(res.ranks) + ", "
+                            : std::string()) +
                     (on_gpu ? std::to_string(workers) + " CUDA streams"
                             : std::to_string(workers) + " workers x " + std::to_string(inner) + " threads");
         emit(e);
@@ -235,6 +255,7 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
             r.out_final = d.out_final;
             r.steps = d.steps;
             r.seconds = d.seconds;
+            if (spread && !writer) opt.share->send(idx, r, d);  // rank 0 writes it
             weights_done.fetch_add(1);
             JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
             e.error = d.final_error;
@@ -248,7 +269,67 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
             rethrow_naming(opt.model, wp.name);
         }
     };
-    run_tasks(tasks.size(), workers, &cancel, task);
+    // Rank 0 of a spread run: one thread takes the other ranks' weights as they come and hands
+    // them to the exporter, with the same events as local ones (the charts do not tell them apart).
+    std::exception_ptr receive_error;
+    auto receive_all = [&] {
+        try {
+            WeightResult r;
+            Decomposition d;
+            for (size_t n = K_here; n < K; ++n) {
+                const int idx = opt.share->receive(r, d, cancel);
+                if (idx < 0 || size_t(idx) >= K || mine(size_t(idx)))
+                    throw Error("rank 0 received weight " + std::to_string(idx) + ", which is not another rank's");
+                const WeightPlan& wp = res.plan.weights[size_t(idx)];
+                if (d.codes.size() != size_t(wp.rows * wp.cols))
+                    throw Error("rank 0 received " + wp.name + " with " + std::to_string(d.codes.size()) + " codes, expected " +
+                                std::to_string(wp.rows * wp.cols));
+                d.Q.reshape_uninit(wp.rows, wp.cols);
+                dequantize(quant_format(wp.s.quant), d.codes.data(), d.scales.data(), d.codes.size(), wp.s.block, d.Q.data());
+                const double step_units = double(wp.rows * wp.cols);
+                for (const auto& s : r.steps) {
+                    add_units(step_units);
+                    JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
+                    e.error = s.error;
+                    e.seconds = s.seconds;
+                    e.baseline = s.baseline;
+                    e.out_error = s.out_error;
+                    e.out_baseline = s.out_baseline;
+                    emit(e);
+                }
+                if (wp.s.iters <= 0) add_units(step_units);
+                if (exporter) exporter->write_target(size_t(idx), d);
+                r.plan = wp;
+                res.weights[size_t(idx)] = r;
+                weights_done.fetch_add(1);
+                JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
+                e.error = r.final_error;
+                e.baseline = r.baseline;
+                e.out_error = r.out_final;
+                e.out_baseline = r.out_baseline;
+                e.seconds = r.seconds;
+                emit(e);
+            }
+        } catch (const Cancelled&) {
+            receive_error = std::current_exception();
+        } catch (const std::exception& ex) {
+            receive_error = std::current_exception();
+            opt.share->abort(std::string("rank 0: ") + ex.what());  // stops the other ranks and this one's workers
+        }
+    };
+    std::thread receiver;
+    if (spread && writer && K_here < K) receiver = std::thread(receive_all);
+    try {
+        run_tasks(tasks.size(), workers, &cancel, task);
+    } catch (const std::exception& ex) {
+        if (receiver.joinable()) {
+            if (!dynamic_cast<const Cancelled*>(&ex)) opt.share->abort(std::string("rank 0: ") + ex.what());
+            receiver.join();
+        }
+        throw;
+    }
+    if (receiver.joinable()) receiver.join();
+    if (receive_error) std::rethrow_exception(receive_error);
     for (auto& dec : decs)  // the decomposers' memory use
         if (dec) res.device_peak_bytes += dec->peak_device_bytes(), res.pinned_bytes += dec->pinned_bytes();
     cancel.throw_if_cancelled();

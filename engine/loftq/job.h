@@ -35,6 +35,7 @@
 #include "loftq/decompose.h"
 #include "loftq/exporter.h"
 #include "loftq/input_stats.h"
+#include "loftq/job_share.h"
 #include "loftq/plan.h"
 
 namespace loftq {
@@ -92,6 +93,11 @@ struct QuantizeOptions {
     // done and written into the same atomic commit: (path relative to out_dir, bytes). Called on
     // a job thread; it may throw loftq::Cancelled to abandon the export.
     std::function<std::vector<std::pair<std::string, std::string>>(const QuantizeResult&)> extra_files;
+    // A run spread over processes (job_share.h; `mpirun -np N loftq quantize`): this rank
+    // decomposes its share of the weights; rank 0 alone writes, the others only send. The
+    // cancel token given to the job must be the one the transport cancels on a peer's abort.
+    // Null or one rank: the whole job here.
+    std::shared_ptr<WeightExchange> share;
 };
 
 struct QuantizeResult {
@@ -105,6 +111,8 @@ struct QuantizeResult {
     int streams = 0;                    // CUDA: decomposers (streams) used
     uint64_t device_peak_bytes = 0;     // CUDA: sum over streams of each one's peak device memory
     uint64_t pinned_bytes = 0;          // CUDA: page-locked host staging, all streams
+    int ranks = 1;                      // processes the run was spread over (QuantizeOptions::share)
+    int weights_here = 0;               // of them decomposed by this process
 };
 
 // The job, writing through make_exporter's exporter when it is set (none: decompose only).

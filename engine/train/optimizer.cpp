@@ -31,6 +31,19 @@ public:
         if (acc_.size() != params_.size()) throw Error("optimizer: built without an accumulation buffer");
         for (size_t k = 0; k < params_.size(); ++k) std::copy(acc_[k].begin(), acc_[k].end(), params_[k].grad);
     }
+    void sum_gradients(const std::function<void(float*, size_t)>& sum) override {
+        size_t n = 0;
+        for (const auto& t : params_) n += size_t(t.numel());
+        packed_.resize(n);
+        size_t at = 0;
+        for (const auto& t : params_) at = size_t(std::copy(t.grad, t.grad + t.numel(), packed_.data() + at) - packed_.data());
+        sum(packed_.data(), n);
+        at = 0;
+        for (const auto& t : params_) {
+            std::copy(packed_.data() + at, packed_.data() + at + t.numel(), t.grad);
+            at += size_t(t.numel());
+        }
+    }
     double clip_grad_norm(double max_norm) override { return loftq::clip_grad_norm(params_, max_norm); }
     void step(double lr) override { adam_.step(params_, lr); }
     AdamW& host_state() override { return adam_; }
@@ -41,6 +54,7 @@ private:
     std::vector<TrainableTensor> params_;
     AdamW adam_;
     std::vector<std::vector<float>> acc_;
+    std::vector<float> packed_;  // sum_gradients' buffer
 };
 
 

@@ -10,6 +10,7 @@
 // Leaves out: other optimizers (the interface is AdamW-shaped on purpose: checkpoints store m, v).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -28,6 +29,10 @@ public:
     virtual void begin_accumulation() = 0;
     virtual void accumulate(float w) = 0;
     virtual void end_accumulation() = 0;
+    // Data-parallel runs (train/data_parallel.h): hands every LoRA gradient, packed into one
+    // buffer in trainable() order, to `sum` (which sums it across ranks in place), then puts the
+    // sums back. CPU: the host gradients; CUDA: the device block, through host memory.
+    virtual void sum_gradients(const std::function<void(float*, size_t)>& sum) = 0;
     // Global L2 norm of the gradients before clipping; clipped in place to max_norm (> 0).
     virtual double clip_grad_norm(double max_norm) = 0;
     // One AdamW update at learning rate lr.

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <limits>
 #include <new>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -88,6 +89,16 @@ std::string abs_path(const std::string& p) {
 
 TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel) {
     const auto t0 = Clock::now();
+    // Data-parallel (data_parallel.h): this rank's micro-batches are [mb_begin, mb_end) of each
+    // step's accum; rank 0 (the writer) alone reads the checkpoint, evaluates and writes.
+    DataParallel* const dp = opt.parallel && opt.parallel->ranks() > 1 ? opt.parallel.get() : nullptr;
+    const int n_ranks = dp ? dp->ranks() : 1, my_rank = dp ? dp->rank() : 0;
+    const bool writer = my_rank == 0;
+    if (dp && opt.accum % n_ranks != 0)
+        throw Error("fine-tune over " + std::to_string(n_ranks) + " ranks: accum (" + std::to_string(opt.accum) +
+                    ") must be a multiple of the ranks: each takes accum / ranks of a step's micro-batches of batch rows, "
+                    "so that the global batch (batch x accum rows) is the one a single process takes");
+    const int mb_begin = opt.accum / n_ranks * my_rank, mb_end = opt.accum / n_ranks * (my_rank + 1);
     const DeviceChoice dev = choose_device(opt.device, opt.gemm);
     if (opt.out_dir.empty()) throw Error("fine-tune: no output folder given");
     if (opt.data.empty()) throw Error("fine-tune: no training data given");
@@ -109,9 +120,9 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
                     "16-bit LoRA init, or give the export's folder");
     const std::string ckdir = (fs::path(out) / "checkpoint").string();
     const std::string ckfile = (fs::path(ckdir) / kCheckpointFile).string();
-    if (opt.resume && !has_train_checkpoint(ckdir))
+    if (writer && opt.resume && !has_train_checkpoint(ckdir))
         throw Error(ckfile, "", "no checkpoint to resume from (start a new run instead of resuming)");
-    if (!opt.resume && has_train_checkpoint(ckdir))
+    if (writer && !opt.resume && has_train_checkpoint(ckdir))
         throw Error(ckfile, "", "an earlier run's checkpoint is here; resume to continue it, or choose another output folder");
 
     auto emit = [&](TrainEvent e) {
@@ -127,7 +138,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     };
 
     TrainState st;
-    if (opt.resume) {
+    if (opt.resume && writer) {
         st = read_train_state(ckdir);
         for (const auto& n : check_resume_compatible(ckfile, st.options, opt)) message("resume: " + n);
     }
@@ -162,7 +173,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     message(dev.note);
     // The original model on the same held-out examples (first: one model in memory at a time).
     double original_loss = NAN;
-    if (opt.eval_original && !opt.resume && !eval_ex.empty() && opt.load.init != InitKind::Export) {
+    if (opt.eval_original && writer && !opt.resume && !eval_ex.empty() && opt.load.init != InitKind::Export) {
         message("measuring the original model on the held-out examples...");
         original_loss = original_model_loss(opt, dev.device, eval_ex, eval_file, cancel, message);
         TrainEvent e;
@@ -208,13 +219,32 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
                                                            " for the optimizer's state of " + std::to_string(params.size()) +
                                                            " LoRA tensors (" + std::to_string(n_params) + " values)"));
     }
-    if (opt.resume) {
+    if (opt.resume && writer) {
         st = load_train_checkpoint(ckdir, params, optimizer->host_state());  // host values and moments
         optimizer->sync_to_device();
         if (st.n_train != int64_t(data.train.size()))
             message("resume: the data now has " + std::to_string(data.train.size()) + " train examples, the checkpoint saw " +
                     std::to_string(st.n_train) + ": the batch order differs from an uninterrupted run");
         message("resumed from " + ckfile + " at step " + std::to_string(st.step));
+    }
+    if (dp) {  // every replica starts from rank 0's adapters, moments and position
+        optimizer->sync_to_host();
+        AdamW& adam = optimizer->host_state();
+        for (size_t k = 0; k < params.size(); ++k) {
+            dp->broadcast(params[k].value, size_t(params[k].numel()));
+            dp->broadcast(adam.m()[k].data(), adam.m()[k].size());
+            dp->broadcast(adam.v()[k].data(), adam.v()[k].size());
+        }
+        double pos[4] = {double(st.step), double(st.cursor), double(st.tokens), double(adam.t())};
+        dp->broadcast(pos, 4);
+        st.step = int(pos[0]);
+        st.cursor = int64_t(pos[1]);
+        st.tokens = int64_t(pos[2]);
+        adam.set_t(int64_t(pos[3]));
+        optimizer->sync_to_device();
+        message("data-parallel over " + std::to_string(n_ranks) + " ranks: " + std::to_string(opt.accum / n_ranks) +
+                " micro-batch(es) of " + std::to_string(opt.batch) + " rows each per step; LoRA gradients (" +
+                human_bytes(4.0 * double(n_params)) + ") summed across ranks every step");
     }
     st.n_train = int64_t(data.train.size());
     st.options = train_options_json(opt);
@@ -230,16 +260,20 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     // From here on the run writes into `out`. When it stops early (an error, a cancel), the guard
     // applies run_outputs.h's rule before the exception goes on (the checkpoint stays for a
     // resume; no adapter, sample or metrics that pass for a finished run) and says what stayed.
-    RunOutputs outputs(out, opt.resume ? st.step : -1);
-    outputs.create_folder();
+    // Only the writer (rank 0 of a data-parallel run) has outputs.
+    std::optional<RunOutputs> outputs;
+    if (writer) {
+        outputs.emplace(out, opt.resume ? st.step : -1);
+        outputs->create_folder();
+    }
     const std::function<void(const std::string&)> say = message;
     struct StopGuard {
-        RunOutputs& outputs;
+        std::optional<RunOutputs>& outputs;
         const TrainState& st;
         const std::function<void(const std::string&)>& say;
         ~StopGuard() {
-            if (outputs.is_finished()) return;
-            const std::string note = outputs.stopped(st.step);
+            if (!outputs || outputs->is_finished()) return;
+            const std::string note = outputs->stopped(st.step);
             try {
                 if (!note.empty()) say(note);
             } catch (...) {   // a receiver's failure must not replace the error that stopped the run
@@ -247,11 +281,15 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         }
     } stop_guard{outputs, st, say};
 
-    MetricsLog metrics((fs::path(out) / "metrics.jsonl").string());
-    metrics.start(opt.resume, st.step);
+    std::optional<MetricsLog> metrics;
+    if (writer) {
+        metrics.emplace((fs::path(out) / "metrics.jsonl").string());
+        metrics->start(opt.resume, st.step);
+    }
     auto log_metrics = [&](const nlohmann::ordered_json& j) {
-        metrics.append(j);
-        outputs.metrics_written(metrics.path());
+        if (!writer) return;
+        metrics->append(j);
+        outputs->metrics_written(metrics->path());
     };
     if (std::isfinite(original_loss)) {
         nlohmann::ordered_json j;
@@ -272,7 +310,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     double last_eval_step_loss = st.last_eval_loss;
     int last_eval_step = opt.resume ? st.step : -1, last_ckpt_step = opt.resume ? st.step : -1;
     auto evaluate = [&](int step) {
-        if (eval_ex.empty()) return;
+        if (eval_ex.empty() || !writer) return;  // the other ranks go on to the next step's sum and wait there
         const double loss = mean_loss(*model, eval_ex, B, T, opt.eval_batches, cancel, nullptr);
         last_eval_step_loss = loss;
         last_eval_step = step;
@@ -299,13 +337,14 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     double run_train_seconds = 0;
     int64_t run_tokens = 0;
     auto checkpoint = [&](int step) {
+        if (!writer) return;
         st.seconds = prev_seconds + run_train_seconds;
         optimizer->sync_to_host();  // LoRA values (params) and moments current on the host
         add_files(save_train_checkpoint(ckdir, params, optimizer->host_state(), st));
-        outputs.checkpoint_saved(step);
+        outputs->checkpoint_saved(step);
         const std::string adapter_dir = (fs::path(out) / "adapter").string();
         add_files(write_peft_adapter(adapter_dir, *model, opt.load));
-        outputs.adapter_written(adapter_dir);
+        outputs->adapter_written(adapter_dir);
         last_ckpt_step = step;
         TrainEvent e;
         e.kind = TrainEventKind::Checkpoint;
@@ -337,7 +376,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         }
         double loss_sum = 0;
         if (opt.accum > 1) optimizer->begin_accumulation();
-        for (int i = 0; i < opt.accum; ++i) {
+        for (int i = mb_begin; i < mb_end; ++i) {  // all of them in a single process
             cancel.throw_if_cancelled();
             model->zero_grad();
             if (n_mb[size_t(i)] == 0) continue;
@@ -347,6 +386,10 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
             if (opt.accum > 1) optimizer->accumulate(float(double(n_mb[size_t(i)]) / double(N)));  // weight n_i / N
         }
         if (opt.accum > 1) optimizer->end_accumulation();
+        if (dp) {  // the global batch's gradient and loss: every rank's share, summed in a fixed order
+            optimizer->sum_gradients([&](float* g, size_t n) { dp->sum(g, n); });
+            dp->sum(&loss_sum, 1);
+        }
         const double train_loss = N > 0 ? loss_sum / double(N) : std::numeric_limits<double>::quiet_NaN();
         const double gnorm = optimizer->clip_grad_norm(opt.clip);
         if (!std::isfinite(gnorm) || (N > 0 && !std::isfinite(train_loss)))
@@ -400,13 +443,13 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     // End: evaluate, checkpoint + adapter, sample.
     if (last_eval_step != st.step) evaluate(st.step);
     if (last_ckpt_step != st.step || !fs::exists(fs::path(out) / "adapter" / "adapter_model.safetensors")) checkpoint(st.step);
-    add_files({metrics.path()});
+    if (writer) add_files({metrics->path()});
 
-    if (opt.sample_tokens > 0) {
+    if (opt.sample_tokens > 0 && writer) {
         res.sample = generate_text(*model, *tok, opt.sample_prompt, opt.sample_tokens, &cancel);
         const std::string sp = (fs::path(out) / "sample.txt").string();
         write_file_atomic(sp, res.sample + "\n");
-        outputs.sample_written(sp);
+        outputs->sample_written(sp);
         add_files({sp});
         TrainEvent e;
         e.kind = TrainEventKind::Sample;
@@ -416,7 +459,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         emit(e);
     }
 
-    outputs.finished();   // every file is in place: a failure from here on removes nothing
+    if (writer) outputs->finished();   // every file is in place: a failure from here on removes nothing
     res.steps_done = st.step;
     res.first_eval_loss = st.first_eval_loss;
     res.original_eval_loss = original_loss;
@@ -427,6 +470,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     res.files = files;
     res.device = dm.where;
     res.device_peak_bytes = dm.device_peak();
+    res.ranks = n_ranks;
     if (dm.cuda) message("device memory at the end: " + dm.cuda->memory_summary());
     {
         TrainEvent e;

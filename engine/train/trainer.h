@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "device/compute_device.h"
 #include "model/device_llama.h"
 #include "model/llama.h"
+#include "train/data_parallel.h"
 
 namespace loftq {
 
@@ -52,6 +54,10 @@ struct TrainOptions {
     uint64_t seed = 0;
     int threads = 0;
     bool resume = false;              // continue from OUT/checkpoint
+    // Data-parallel over ranks (data_parallel.h; `mpirun -np N loftq finetune`): accum must be a
+    // multiple of the ranks; rank 0 writes every output. The cancel token given to run_finetune
+    // must be the one the transport cancels on a peer's abort. Null or one rank: this process alone.
+    std::shared_ptr<DataParallel> parallel;
 };
 
 enum class TrainEventKind : uint8_t { Started, Step, Eval, Sample, Checkpoint, Message, Done };
@@ -73,6 +79,7 @@ struct TrainResult {
     std::vector<std::string> files;
     std::string device;               // where it ran: "cpu" or "cuda, <GPU name>"
     uint64_t device_peak_bytes = 0;   // CUDA: peak device memory in use (cudaMemGetInfo, context included)
+    int ranks = 1;                    // data-parallel ranks (TrainOptions::parallel)
 };
 
 TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const CancelToken& cancel);

@@ -5,7 +5,9 @@
 #include <cuda_runtime_api.h>
 
 #include <exception>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "cuda/decompose_cuda.h"
@@ -41,6 +43,9 @@ public:
     void begin_accumulation() override { dev_.zero_accum(); }
     void accumulate(float w) override { dev_.accumulate(w); }
     void end_accumulation() override { dev_.take_accum(); }
+    // Through host memory and the host's transport (MPI): the LoRA gradients are small. A
+    // device-side reduction (NCCL) would skip the two copies; see docs/DISTRIBUTED.md.
+    void sum_gradients(const std::function<void(float*, size_t)>& sum) override { model_.sum_lora_grads(sum); }
     double clip_grad_norm(double max_norm) override { return dev_.clip_grad_norm(max_norm); }
     void step(double lr) override { dev_.step(lr); }
     AdamW& host_state() override { return host_; }

@@ -324,4 +324,13 @@ void LlamaCuda::upload_lora() {
     synchronize();
 }
 
+void LlamaCuda::sum_lora_grads(const std::function<void(float*, size_t)>& sum) {
+    if (!lora_n_) return;
+    LOFTQ_CUDA_CHECK(cudaMemcpyAsync(grad_host_.data(), lora_grad_.p, lora_n_ * 4, cudaMemcpyDeviceToHost, stream_));
+    synchronize();
+    sum(grad_host_.data(), size_t(lora_n_));
+    upload(lora_grad_.p, grad_host_.data(), lora_n_ * 4);
+    synchronize();
+}
+
 }  // namespace loftq

@@ -13,6 +13,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +84,9 @@ public:
     std::vector<TrainableTensor> device_trainable() const { return trainable_dev_; }  // device pointers
     float* lora_values_device() { return lora_.p; }
     float* lora_grads_device() { return lora_grad_.p; }
+    // Data-parallel runs: the gradient block to the host mirror, `sum` over it (across ranks, in
+    // place), back to the device (synchronizes).
+    void sum_lora_grads(const std::function<void(float*, size_t)>& sum);
     int64_t lora_count() const { return int64_t(lora_n_); }
 
     cudaStream_t stream() const { return stream_; }
