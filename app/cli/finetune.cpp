@@ -17,6 +17,7 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "cli/events.h"
 #include "cli/world.h"
 #include "core/error.h"
 #include "dist/data_parallel.h"
@@ -162,7 +163,14 @@ void run_finetune_cmd(FinetuneArgs& a) {
     {
         SigintGuard sigint(cancel);
         try {
-            r = run_finetune(opt, root ? TrainCallback([&](const TrainEvent& e) { printer(e); }) : TrainCallback(), cancel);
+            EventWriter* ev = events();
+            r = run_finetune(opt,
+                             root ? TrainCallback([&](const TrainEvent& e) {
+                                 printer(e);
+                                 if (ev) ev->write(event_json(e));
+                             })
+                                  : TrainCallback(),
+                             cancel);
         } catch (const Cancelled&) {
             printer.finish();
             // Spread over ranks: main says why (rank 0) and tells the others.
@@ -233,6 +241,7 @@ void add_finetune(CLI::App& app) {
         ->required()->check(CLI::ExistingFile);
     sub->add_option("--eval-data", o.eval_data, "Evaluation data (default: a held-out share of --data)")->check(CLI::ExistingFile);
     sub->add_option("-o,--out", o.out_dir, "Output folder: adapter/, checkpoint/, metrics.jsonl")->required();
+    add_events_option(sub);
     sub->add_option("--steps", o.steps, "Optimizer steps (default 100)")->check(CLI::Range(1, 100000000));
     sub->add_option("--batch", o.batch, "Examples per micro-batch (default 4)")->check(CLI::Range(1, 65536));
     sub->add_option("--seq", o.seq, "Tokens per example (default 128)")->check(CLI::Range(2, 1 << 20));

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "cli/common.h"
+#include "cli/events.h"
 #include "cli/world.h"
 #include "core/error.h"
 
@@ -65,5 +66,6 @@ int main(int argc, char** argv) {
         code = 1;
         error = e.what();
     }
+    loftq::cli::close_events(code, error);
     return loftq::cli::finish_world(code, error);
 }

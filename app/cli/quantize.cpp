@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "cli/events.h"
 #include "cli/progress.h"
 #include "cli/world.h"
 #include "dist/weight_exchange.h"
@@ -54,7 +55,14 @@ void run_quantize_cmd(const QuantizeArgs& a) {
     {
         SigintGuard sigint(cancel);
         FinishLine finish{printer};
-        r = run_quantize(opt, root ? JobCallback([&](const JobEvent& e) { printer(e); }) : JobCallback(), cancel);
+        EventWriter* ev = events();
+        r = run_quantize(opt,
+                         root ? JobCallback([&](const JobEvent& e) {
+                             printer(e);
+                             if (ev) ev->write(event_json(e));
+                         })
+                              : JobCallback(),
+                         cancel);
     }
     if (!root) return;  // rank 0 reports the whole run
 
@@ -95,6 +103,7 @@ void add_quantize(CLI::App& app) {
     });
     args->flags.add_to(sub);
     args->calib.add_to(sub);
+    add_events_option(sub);
     sub->add_option("--threads", args->threads, "Threads (default: all cores)")->check(CLI::Range(0, 4096));
     add_device_options(sub, args->device, ": where the decompositions run");
     sub->add_option("--gpu-streams", args->gpu_streams, "CUDA: weights in flight at once, one stream each (default 3)")
