@@ -17,6 +17,8 @@ PACKAGES=(
   fonts-dejavu-core                                  # legible offscreen rendering
   dpkg-dev file                                      # the .deb (build-deb.sh): dpkg-shlibdeps, ELF detection
   clang-14 libclang-rt-14-dev llvm-14                # the sanitizer + fuzz build (.ci/sanitize): ASan, UBSan, libFuzzer
+  libopenmpi-dev openmpi-bin                         # runs spread over processes and hosts (mpirun -np N loftq ...)
+  openssh-server openssh-client                      # the Run-on launcher's ssh (tests start their own localhost sshd)
 )
 
 if [[ "${1:-}" != "--no-install" ]]; then
