@@ -158,7 +158,7 @@ public:
         {
             std::lock_guard<std::mutex> lock(mu_);
             check(MPI_Irecv(rdata, int(rbytes), MPI_BYTE, from, int(CommTag::Ring), MPI_COMM_WORLD, &rreq), "MPI_Irecv");
-            s = post_send(to, CommTag::Ring, sdata, sbytes);
+            s = post_send(to, CommTag::Ring, sdata, sbytes, &ring_stage_);
         }
         bool rdone = false, sdone = false;
         try {
@@ -226,6 +226,7 @@ private:
         MPI_Request req;
         std::string bytes;  // owned copy: the request may outlive the caller's buffer
         bool waited;        // a caller waits on it (and erases it); else reap_sends drops it when done
+        std::string* reuse; // where `bytes` goes back when the waiter is done (or null)
     };
     int rank_ = 0, size_ = 1;
     std::mutex mu_;                 // every MPI call
@@ -234,6 +235,7 @@ private:
     std::atomic<bool> aborted_{false}, stop_{false};
     std::atomic<CancelToken*> token_{nullptr};
     std::list<Pending> sends_;      // under mu_
+    std::string ring_stage_;        // sendrecv's send buffer, reused (post_send)
     std::thread watcher_;
 
     static void check(int rc, const char* what) {
@@ -248,11 +250,17 @@ private:
         if (CancelToken* t = token_.load()) t->cancel();
     }
     // Under mu_. The entry stays valid (std::list) until its waiter erases it.
-    std::list<Pending>::iterator post_send(int to, CommTag tag, const void* data, size_t n) {
-        sends_.push_back({MPI_REQUEST_NULL, std::string(static_cast<const char*>(data), n), true});
+    // `reuse`: a buffer kept for this kind of send (the ring's, every step): its storage moves
+    // into the entry and back when the send completes, so a step costs no page faults; an entry
+    // abandoned by an abort keeps it (the next send then makes a new one).
+    std::list<Pending>::iterator post_send(int to, CommTag tag, const void* data, size_t n, std::string* reuse = nullptr) {
+        std::string bytes;
+        if (reuse) bytes.swap(*reuse);
+        bytes.assign(static_cast<const char*>(data), n);
+        sends_.push_back({MPI_REQUEST_NULL, std::move(bytes), true, reuse});
         auto it = std::prev(sends_.end());
         check(MPI_Isend(it->bytes.data(), int(n), MPI_BYTE, to, int(tag), MPI_COMM_WORLD, &it->req), "MPI_Isend");
-        if (tag == CommTag::Abort) it->waited = false;  // nobody waits for an abort: reaped when done
+        if (tag == CommTag::Abort) it->waited = false, it->reuse = nullptr;  // nobody waits for an abort: reaped when done
         return it;
     }
     // Waits for `ready` (which tests the send `s`), then drops `s`; on a throw leaves it to reap_sends.
@@ -263,9 +271,11 @@ private:
         } catch (...) {
             std::lock_guard<std::mutex> lock(mu_);
             s->waited = false;
+            s->reuse = nullptr;  // abandoned: keeps its buffer until it completes
             throw;
         }
         std::lock_guard<std::mutex> lock(mu_);
+        if (s->reuse) s->reuse->swap(s->bytes);
         sends_.erase(s);
     }
     // Under mu_: drops the completed sends that nobody waits for (abandoned or already seen done).
@@ -300,10 +310,13 @@ private:
         return f != 0;
     }
     // Polls `ready` under mu_ until it holds; throws Cancelled once this rank is cancelled.
+    // MPI moves a large message only while it is polled (each MPI_Test progresses it), so the
+    // first 200 ms poll back to back (yielding the core: runs may be oversubscribed); a wait that
+    // lasts longer is waiting for a peer's work, and polls every 0.2 ms.
     template <class F>
     void wait(F ready) {
-        auto pause = std::chrono::microseconds(20);
-        for (;;) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (unsigned i = 0;; ++i) {
             {
                 std::lock_guard<std::mutex> lock(mu_);
                 if (ready()) {
@@ -313,8 +326,10 @@ private:
             }
             const CancelToken* t = token_.load();
             if (aborted_.load() || (t && t->cancelled())) throw Cancelled();
-            std::this_thread::sleep_for(pause);
-            pause = std::min(pause * 2, std::chrono::microseconds(1000));
+            if ((i & 255) != 255 || std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200))
+                std::this_thread::yield();
+            else
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
     }
     void note_abort(int from, const std::string& why) {

@@ -76,6 +76,7 @@ json event_json(const TrainEvent& e) {
                         {"eval_ppl", e.eval_ppl}, {"lr", e.lr}, {"grad_norm", e.grad_norm}, {"tokens_per_s", e.tokens_per_s},
                         {"elapsed", e.elapsed}, {"eta", e.eta}, {"fraction", e.fraction}})
         j[k] = num(v);
+    if (e.sync_seconds > 0) j["sync_seconds"] = num(e.sync_seconds);
     if (!e.text.empty()) j["text"] = e.text;
     return j;
 }
@@ -135,6 +136,7 @@ ParsedEvent parse_event_line(const std::string& line) {
         e.elapsed = get(j, "elapsed");
         e.eta = get(j, "eta", -1);
         e.fraction = get(j, "fraction");
+        e.sync_seconds = get(j, "sync_seconds");
         e.text = gets(j, "text");
         p.train = e;
     }

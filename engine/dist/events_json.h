@@ -8,7 +8,8 @@
 //             eta, message);
 //   finetune: train_started, train_step, eval, sample, checkpoint, train_message, train_done
 //             (fields as train/trainer.h's TrainEvent: step, steps, train_loss, eval_loss,
-//             eval_ppl, lr, grad_norm, tokens_per_s, elapsed, eta, fraction, text);
+//             eval_ppl, lr, grad_norm, tokens_per_s, elapsed, eta, fraction, text; sync_seconds
+//             on a data-parallel run's steps);
 //   both:     exit {"code": N, "error": "..."}: the last line of every run, also a failed one.
 // Non-finite numbers are written as null and read back as NaN. docs/DISTRIBUTED.md has examples.
 #pragma once

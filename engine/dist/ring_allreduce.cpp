@@ -22,7 +22,9 @@ void allreduce_sum(Comm& comm, float* data, size_t n) {
     if (N <= 1 || n == 0) return;
     const int next = (r + 1) % N, prev = (r + N - 1) % N;
     auto mod = [N](int x) { return ((x % N) + N) % N; };
-    std::vector<float> in(n / size_t(N) + 1);
+    // Kept between calls: a fresh buffer costs its first touch (page faults) on every step.
+    thread_local std::vector<float> in;
+    in.resize(std::max(in.size(), n / size_t(N) + 1));
     // Reduce-scatter: after step s, rank r holds the sum of s + 2 ranks' chunk (r - s - 1).
     for (int s = 0; s < N - 1; ++s) {
         const int sc = mod(r - s), rc = mod(r - s - 1);

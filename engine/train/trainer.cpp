@@ -386,9 +386,12 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
             if (opt.accum > 1) optimizer->accumulate(float(double(n_mb[size_t(i)]) / double(N)));  // weight n_i / N
         }
         if (opt.accum > 1) optimizer->end_accumulation();
+        double sync_seconds = 0;
         if (dp) {  // the global batch's gradient and loss: every rank's share, summed in a fixed order
+            const auto tsync = Clock::now();  // includes waiting for the slowest rank
             optimizer->sum_gradients([&](float* g, size_t n) { dp->sum(g, n); });
             dp->sum(&loss_sum, 1);
+            sync_seconds = since(tsync);
         }
         const double train_loss = N > 0 ? loss_sum / double(N) : std::numeric_limits<double>::quiet_NaN();
         const double gnorm = optimizer->clip_grad_norm(opt.clip);
@@ -413,6 +416,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         e.eval_ppl = std::exp(last_eval_step_loss);
         e.lr = lr;
         e.grad_norm = gnorm;
+        e.sync_seconds = sync_seconds;
         e.tokens_per_s = run_train_seconds > 0 ? double(run_tokens) / run_train_seconds : 0;
         e.fraction = double(st.step) / opt.steps;
         const int done_here = st.step - start_step;
@@ -427,6 +431,7 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
         j["grad_norm"] = json_number(gnorm);
         j["tokens_per_s"] = e.tokens_per_s;
         j["scored_tokens"] = N;
+        if (dp) j["sync_s"] = sync_seconds;
         j["elapsed"] = since(t0);
         log_metrics(j);
 

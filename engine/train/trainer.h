@@ -66,6 +66,7 @@ struct TrainEvent {
     int step = 0, steps = 0;
     double train_loss = 0, eval_loss = 0, eval_ppl = 0, lr = 0, grad_norm = 0;
     double tokens_per_s = 0, elapsed = 0, eta = -1, fraction = 0;
+    double sync_seconds = 0;          // Step of a data-parallel run: time in the cross-rank gradient sum
     std::string text;                 // Message / Sample
 };
 using TrainCallback = std::function<void(const TrainEvent&)>;
