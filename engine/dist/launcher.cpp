@@ -312,6 +312,15 @@ StreamEnd RemoteRun::stream(const std::function<void(const ParsedEvent&)>& on_ev
 
     std::string buf, err;
     char chunk[65536];
+    // After the exit line on this machine: up to 10 s for the job's wrapper to end (exit_code
+    // written, output.log complete, mpirun's ranks gone: rank 0 writes the exit line before the
+    // others are done). Over ssh fetch() waits for exit_code there instead.
+    auto wait_wrapper = [&]() {
+        if (m.over_ssh() || r.pid <= 0) return;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (::kill(pid_t(r.pid), 0) == 0 && !cancel.cancelled() && std::chrono::steady_clock::now() < deadline)
+            ::usleep(20000);
+    };
     while (true) {
         if (cancel.cancelled()) {
             stop_child();
@@ -355,6 +364,7 @@ StreamEnd RemoteRun::stream(const std::function<void(const ParsedEvent&)>& on_ev
                 }
                 if (deliver(line)) {
                     stop_child();
+                    wait_wrapper();
                     return finished();
                 }
             }
@@ -404,7 +414,11 @@ void RemoteRun::fetch() {
     Impl& m = *impl_;
     LaunchRecord& r = m.rec;
     if (m.over_ssh()) {
-        const auto p = launch::run_pipeline(m.on_target("cd " + dir_word(r.remote_dir) + " && tar -cf - ."),
+        // A finished run: up to 10 s for its wrapper to record the exit status, then the whole folder.
+        const std::string wait = r.state == RunState::Finished
+                                     ? "i=0; while [ ! -e exit_code ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
+                                     : "";
+        const auto p = launch::run_pipeline(m.on_target("cd " + dir_word(r.remote_dir) + " && " + wait + "tar -cf - ."),
                                             {"tar", "-C", m.run_dir, "--no-same-owner", "-xf", "-"});
         if (p.a.code != 0)
             throw Error(m.run_dir, "", "fetch from " + where(r) + ":" + r.remote_dir + " failed: " +
