@@ -18,6 +18,7 @@
 
 #include "cli/common.h"
 #include "cli/events.h"
+#include "cli/train_printer.h"
 #include "cli/world.h"
 #include "core/error.h"
 #include "dist/data_parallel.h"
@@ -80,68 +81,6 @@ struct InitFlags {
     }
 };
 
-
-// Renders training events on stderr: a redrawn status line on a terminal, plain lines otherwise
-// (one per step for short runs, about 100 in all for long ones), evals and messages always.
-class TrainPrinter {
-public:
-    explicit TrainPrinter(bool quiet) : tty_(::isatty(2)), quiet_(quiet) {}
-    void operator()(const TrainEvent& e) {
-        if (quiet_ && e.kind != TrainEventKind::Message) return;
-        switch (e.kind) {
-            case TrainEventKind::Started:
-            case TrainEventKind::Message:
-                line("loftq: " + e.text);
-                break;
-            case TrainEventKind::Step: {
-                char buf[256];
-                std::snprintf(buf, sizeof buf, "[%*d/%d] loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  ETA %s",
-                              int(std::to_string(e.steps).size()), e.step, e.steps, e.train_loss, e.lr, e.grad_norm,
-                              e.tokens_per_s, human_seconds(e.eta).c_str());
-                if (tty_) {
-                    auto now = std::chrono::steady_clock::now();
-                    if (e.step != e.steps && now - last_draw_ < std::chrono::milliseconds(100)) break;
-                    last_draw_ = now;
-                    std::fprintf(stderr, "\r\033[K%3d%% %s", int(e.fraction * 100 + 0.5), buf);
-                    std::fflush(stderr);
-                    bar_ = true;
-                } else {
-                    int every = std::max(1, e.steps / 100);
-                    if (e.step % every == 0 || e.step == e.steps || e.step == 1) std::fprintf(stderr, "%s\n", buf);
-                }
-                break;
-            }
-            case TrainEventKind::Eval: {
-                char buf[160];
-                std::snprintf(buf, sizeof buf, "eval @ step %d: loss %.4f  perplexity %.3f", e.step, e.eval_loss, e.eval_ppl);
-                line(buf);
-                break;
-            }
-            case TrainEventKind::Checkpoint:
-                if (!tty_) line("checkpoint @ step " + std::to_string(e.step) + " -> " + e.text);
-                break;
-            case TrainEventKind::Sample:
-                line("sample: " + e.text);
-                break;
-            case TrainEventKind::Done:
-                finish();
-                break;
-        }
-    }
-    void finish() {
-        if (bar_) std::fprintf(stderr, "\n");
-        bar_ = false;
-    }
-
-private:
-    bool tty_, quiet_, bar_ = false;
-    std::chrono::steady_clock::time_point last_draw_{};
-    void line(const std::string& s) {
-        if (bar_) std::fprintf(stderr, "\r\033[K");
-        std::fprintf(stderr, "%s\n", s.c_str());
-        bar_ = false;
-    }
-};
 
 struct FinetuneArgs {
     TrainOptions opt;
