@@ -80,6 +80,10 @@ void add_unpack(CLI::App& app);
 void add_verify(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_export_gguf(CLI::App& app);
+void add_attach(CLI::App& app);      // `loftq attach RUN` (cli/launch.cpp)
+// `quantize|finetune ... --run-on TEMPLATE`: strips the launcher's options, runs the rest through
+// dist/launcher.h and follows it; its exit code, or nullopt when the command line has no --run-on.
+std::optional<int> run_on(int argc, char** argv);
 
 // Routes the first Ctrl-C (SIGINT) or SIGTERM (sent by `timeout`, systemd, docker) to `token`
 // while it lives, so that the run cancels cleanly and leaves nothing half-written; a second signal

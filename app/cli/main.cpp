@@ -13,6 +13,8 @@
 #include "core/error.h"
 
 int main(int argc, char** argv) {
+    // `quantize|finetune ... --run-on TEMPLATE`: started through a launcher and followed (cli/launch.cpp).
+    if (auto code = loftq::cli::run_on(argc, argv)) return *code;
     CLI::App app{"loftq: LoftQ quantization of LLM checkpoints (LoRA-fine-tuning-aware quantization)", "loftq"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("loftq ") + LOFTQ_VERSION);
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
     loftq::cli::add_verify(app);
     loftq::cli::add_generate(app);
     loftq::cli::add_export_gguf(app);
+    loftq::cli::add_attach(app);
     std::string error;
     int code = 0;
     try {
