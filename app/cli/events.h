@@ -13,6 +13,9 @@ namespace loftq::cli {
 
 // Adds --events to a subcommand; opens the file when the command starts (callback order).
 void add_events_option(CLI::App* sub);
+// Opens --events FILE from the raw arguments before they are parsed, so that a command line the
+// parser refuses still ends its events file with the exit line (and the error).
+void open_events_early(int argc, char** argv);
 EventWriter* events();                    // null without --events
 void close_events(int code, const std::string& error);
 

@@ -40,10 +40,11 @@ int main(int argc, char** argv) {
             const std::string command = argc > 1 ? argv[1] : "";
             if (command != "quantize" && command != "finetune") loftq::cli::require_single_process(command.c_str());
         }
+        loftq::cli::open_events_early(argc, argv);
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         code = loftq::cli::is_root() ? app.exit(e) : (e.get_exit_code() ? 2 : 0);
-        if (code) error = code >= 128 ? "cancelled" : "usage error";
+        if (code) error = code >= 128 ? std::string("cancelled") : std::string(e.what());
     } catch (const loftq::Cancelled&) {
         const int sig = loftq::cli::cancel_signal();
         auto* w = loftq::cli::world();

@@ -33,6 +33,7 @@
 #include <map>
 
 #include "device_combo.h"
+#include "studio/run_on.h"
 #include "device/compute_device.h"
 #include "model/llama.h"
 #include "quant/quantizer.h"
@@ -148,6 +149,9 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     drow->addWidget(new QLabel(tr("threads"), this));
     drow->addWidget(threads_);
     form->addRow(tr("Device:"), drow);
+    runOn_ = new RunOnBox(this);
+    runOn_->setObjectName("FinetuneRunOn");
+    form->addRow(tr("Run on:"), runOn_);
     out_ = file_row(this, form, tr("Output folder:"), true);
     out_->setPlaceholderText(tr("empty: a new folder per run under the app's data folder"));
 
@@ -169,10 +173,19 @@ FinetunePanel::FinetunePanel(QWidget* parent) : QWidget(parent) {
     measureOriginal_->setToolTip(tr("Before the first run on a model and held-out data, evaluate the unquantized model on the "
                                     "same examples: the dashed line every quantized start should approach"));
     form->addRow(measureOriginal_);
+    auto* attachButton = new QPushButton(tr("Attach…"), this);
+    attachButton->setObjectName("FinetuneAttach");
+    attachButton->setToolTip(tr("Follow a run started with Run on (a lost connection, or an earlier session): choose its run "
+                                "folder (launch.json)"));
+    connect(attachButton, &QPushButton::clicked, this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("A launched run's folder (launch.json)"), lastOut_);
+        if (!dir.isEmpty()) attachRun(dir);
+    });
     auto* brow = new QHBoxLayout;
     brow->addWidget(startButton_);
     brow->addWidget(stopButton_);
     brow->addWidget(openRunButton);
+    brow->addWidget(attachButton);
     brow->addWidget(progress_, 1);
     form->addRow(brow);
     form->addRow(status_);
@@ -436,6 +449,7 @@ bool FinetunePanel::start() {
     progress_->setValue(0);
     status_->setText(tr("Loading %1…").arg(model_->text()));
     emit message(tr("fine-tune \"%1\" started: %2").arg(name, lastOut_), false);
+    if (!runOn_->local()) return startRemote(o, name);   // through a launcher: the same run, on the target
     pending_ = std::make_shared<loftq::TrainResult>();
     auto result = pending_;
     job_->start([this, o, result](const loftq::CancelToken& token) {

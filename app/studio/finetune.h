@@ -7,6 +7,7 @@
 #include <QWidget>
 #include <memory>
 
+#include "dist/launcher.h"
 #include "train/trainer.h"
 
 class QCheckBox;
@@ -25,6 +26,7 @@ namespace studio {
 
 class DeviceCombo;
 class JobThread;
+class RunOnBox;
 class TrainingCurves;
 
 class FinetunePanel : public QWidget {
@@ -48,6 +50,11 @@ public:
     void stop();
     // Overlays a run from its folder's metrics.jsonl (a CLI run, or an earlier session's).
     bool openRun(const QString& dir);
+    // Follows a run started through "Run on" from its local run folder (launch.json): its events
+    // so far redraw the curves, new ones stream in, its files are fetched at the end. For a run
+    // whose connection was lost, or one started by an earlier session.
+    bool attachRun(const QString& runDir);
+    RunOnBox* runOn() const { return runOn_; }
     bool running() const;
     TrainingCurves* curves() const { return curves_; }
     QString lastOutDir() const { return lastOut_; }
@@ -63,6 +70,11 @@ signals:
 private:
     void onEvent(const loftq::TrainEvent& e);
     void onEnded(bool ok, const QString& why);
+    bool startRemote(loftq::TrainOptions o, const QString& name);
+    // Job thread: streams a launched run into onEvent and `result`, fetches its files at the end.
+    void followRemote(const QString& runDir, bool attach, const loftq::RunTarget& target,
+                      const std::vector<std::string>& args, const loftq::CancelToken& token,
+                      const std::shared_ptr<loftq::TrainResult>& result);
     void updateEnabled();
     void resizeEvent(QResizeEvent* e) override;
     void updateInitChoices();   // export start only for an export; ignored fields disabled
@@ -96,6 +108,7 @@ private:
     QCheckBox* measureOriginal_ = nullptr;
     QString referenceKey_;                      // what the reference line was measured for
     DeviceCombo* device_ = nullptr;   // Auto (default), CPU, CUDA (enabled when a usable GPU is present)
+    RunOnBox* runOn_ = nullptr;       // this machine (in-process), or a launcher template (dist/launcher.h)
     QSpinBox *rank_ = nullptr, *iters_ = nullptr, *steps_ = nullptr, *batch_ = nullptr, *seq_ = nullptr, *accum_ = nullptr,
              *evalEvery_ = nullptr, *seed_ = nullptr, *threads_ = nullptr;
     QDoubleSpinBox* lr_ = nullptr;
