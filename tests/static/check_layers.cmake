@@ -3,7 +3,7 @@
 #   engine: a folder includes its own headers and those of lower layers only, never a sibling of
 #           its own layer, never Qt, widgets or app headers:
 #             0 core   1 quant linalg device   2 io   3 loftq   4 export   5 model   6 train
-#             7 mixed   8 cuda (the plugin: may use the whole engine; nothing includes it but itself)
+#             7 mixed dist   8 cuda (the plugin: may use the whole engine; nothing includes it but itself)
 #   widgets: no app headers (studio/, cli/).
 #   app/cli: no Qt and no studio/ headers (the CLI runs where Qt is absent).
 cmake_minimum_required(VERSION 3.25)
@@ -21,8 +21,9 @@ set(rank_export 4)
 set(rank_model 5)
 set(rank_train 6)
 set(rank_mixed 7)
+set(rank_dist 7)
 set(rank_cuda 8)
-set(engine_folders core quant linalg device io loftq export model train mixed cuda)
+set(engine_folders core quant linalg device io loftq export model train mixed dist cuda)
 
 set(violations "")
 macro(violation file line what)
