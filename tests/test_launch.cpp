@@ -18,6 +18,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "dist/comm_mpi.h"
 #include "dist/launcher.h"
 #include "test_support.h"
 
@@ -351,6 +352,7 @@ private slots:
 
     void mpirunTwoRanks() {
         if (QStandardPaths::findExecutable("mpirun").isEmpty()) QSKIP("no mpirun on PATH (Debian's openmpi-bin)");
+        if (!loftq::mpi_built()) QSKIP("this build has no MPI (libopenmpi-dev was not found at configure time)");
         const std::string run_dir = dir + "/runs/mpi";
         RunTarget t;
         t.templ = std::string("mpirun --oversubscribe ") + (::geteuid() == 0 ? "--allow-run-as-root " : "") + "-np {n}";
