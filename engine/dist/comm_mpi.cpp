@@ -316,7 +316,7 @@ private:
     template <class F>
     void wait(F ready) {
         const auto t0 = std::chrono::steady_clock::now();
-        for (unsigned i = 0;; ++i) {
+        for (;;) {
             {
                 std::lock_guard<std::mutex> lock(mu_);
                 if (ready()) {
@@ -326,7 +326,7 @@ private:
             }
             const CancelToken* t = token_.load();
             if (aborted_.load() || (t && t->cancelled())) throw Cancelled();
-            if ((i & 255) != 255 || std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200))
+            if (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200))
                 std::this_thread::yield();
             else
                 std::this_thread::sleep_for(std::chrono::microseconds(200));
