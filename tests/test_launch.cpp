@@ -392,6 +392,38 @@ private slots:
         QVERIFY(!fs::exists(dir + "/runs/ssh-again"));
     }
 
+    // Files that exist only here (a plan the workbench wrote) go with the run into the target's
+    // run folder, and the arguments name them relatively: over ssh and on this machine.
+    void sentFilesReachTheTarget() {
+        const std::string src = dir + "/to-send";
+        fs::create_directories(src);
+        // The plan the flags give anyway: the export must equal the local one.
+        loftq::test::write_file(src + "/my plan.loftq.json",
+                                "{\"version\": 1, \"defaults\": {\"quant\": \"nf2\", \"rank\": 4, \"iters\": 2}}\n");
+        std::vector<std::string> args = quantize_args(model);
+        args.insert(args.begin() + 2, {"--plan", "my plan.loftq.json"});
+        RunTarget local;
+        local.templ = "env LOFTQ_TEST=1";
+        local.loftq = cli_s();
+        std::vector<std::pair<RunTarget, std::string>> cases{{local, dir + "/runs/send-local"}};
+        const std::string skip = start_sshd();
+        if (skip.empty()) cases.push_back({ssh_target(dir + "/remote/send"), dir + "/runs/send-ssh"});
+        for (const auto& [t, run_dir] : cases) {
+            RemoteRun r = RemoteRun::start(t, args, run_dir, {src + "/my plan.loftq.json"});
+            const Followed f = follow(r);
+            QVERIFY2(f.end.kind == StreamEnd::Finished && f.end.code == 0, qPrintable(why(f)));
+            r.fetch();
+            QCOMPARE(loftq::test::read_file(run_dir + "/my plan.loftq.json"), loftq::test::read_file(src + "/my plan.loftq.json"));
+            QCOMPARE(files_of(run_dir + "/export"), files_of(local_export));
+        }
+        // A file that is not there, or one named like the run folder's own files, is refused before anything starts.
+        QVERIFY_THROWS_EXCEPTION(loftq::Error, RemoteRun::start(local, args, dir + "/runs/send-missing", {src + "/nope.json"}));
+        QVERIFY(!fs::exists(dir + "/runs/send-missing"));
+        loftq::test::write_file(src + "/launch.json", "{}");
+        QVERIFY_THROWS_EXCEPTION(loftq::Error, RemoteRun::start(local, args, dir + "/runs/send-clash", {src + "/launch.json"}));
+        if (!skip.empty()) QSKIP(("sent over ssh not checked: " + skip).c_str());
+    }
+
     void sshLostConnectionReattaches() {
         if (const std::string skip = start_sshd(); !skip.empty()) QSKIP(skip.c_str());
         const std::string run_dir = dir + "/runs/ssh-lost", remote = dir + "/remote/ssh-lost";

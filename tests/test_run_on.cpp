@@ -9,10 +9,22 @@
 #include <QSignalSpy>
 #include <QtTest>
 
+#include <algorithm>
 #include <filesystem>
 
+#include "core/error.h"
+#include "io/synthetic_model.h"
+#include "loftq/plan.h"
+#include "studio/export_dialog.h"
 #include "studio/finetune.h"
+#include "studio/main_window.h"
+#include "studio/remote_args.h"
 #include "studio/run_on.h"
+#include "device_combo.h"
+#include "gui_wait.h"
+#include "log_panel.h"
+#include "plan_document.h"
+#include "run_results.h"
 #include "training_curves.h"
 #include "train_fixtures.h"
 #include "test_support.h"
@@ -55,6 +67,25 @@ private slots:
         box.remember();
         RunOnBox again;  // the recent templates come back
         QVERIFY(again.combo()->findText("mpirun --hostfile hosts -np {n}") > 0);
+    }
+
+    void finetuneArgumentsCarryEveryField() {
+        loftq::TrainOptions o;
+        o.load.model = "/m";
+        o.data = "/d.txt";
+        o.lr = 0.1 + 0.2;   // not exactly 0.3: the text must give back the same double
+        o.load.plan = std::make_shared<const loftq::Plan>();
+        o.load.init = loftq::InitKind::Loftq;
+        const auto a = finetune_cli_args(o, "finetune", "plan.loftq.json");
+        auto value = [&](const std::string& flag) {
+            auto it = std::find(a.begin(), a.end(), flag);
+            return it == a.end() || it + 1 == a.end() ? std::string("<none>") : *(it + 1);
+        };
+        QCOMPARE(value("--plan"), std::string("plan.loftq.json"));
+        QCOMPARE(value("--out"), std::string("finetune"));
+        QCOMPARE(std::stod(value("--lr")), 0.1 + 0.2);
+        QCOMPARE(value("--init"), std::string("loftq"));
+        QVERIFY_THROWS_EXCEPTION(loftq::Error, finetune_cli_args(o, "finetune"));   // a plan needs its file
     }
 
     void launchedFinetuneEqualsInProcessAndAttachReplays() {
@@ -127,6 +158,56 @@ private slots:
         bool named = false;
         for (const auto& m : msgs) named = named || m.at(0).toString().contains("no-such-data");
         QVERIFY2(named, "the failure did not name the missing file");
+    }
+
+    // File > Export through Run on: the plan goes with the run, the events fill the same results
+    // and charts, and the export in RUN/export equals the in-process export file for file.
+    void launchedExportEqualsInProcess() {
+        if (cli_path().isEmpty()) QSKIP("the loftq binary was not found (LOFTQ_CLI)");
+        const std::string dir = loftq::test::make_temp_dir("run-on-export");
+        loftq::SyntheticSpec spec;
+        spec.layers = 2;
+        spec.hidden = 64;
+        spec.intermediate = 160;
+        spec.heads = 4;
+        spec.kv_heads = 2;
+        spec.vocab = 96;
+        loftq::write_synthetic_model(dir + "/model", spec);
+        MainWindow w;
+        w.setInteractive(false);
+        w.setThreads(1);
+        w.deviceCombo()->setDevice(loftq::ComputeDevice::Cpu);
+        w.openModel(QString::fromStdString(dir + "/model"));
+        QVERIFY(loftq::test::wait_bool(&w, &MainWindow::openFinished, 60000));
+        QVERIFY(w.exportTo(QString::fromStdString(dir + "/local"), false, false));
+        QVERIFY(loftq::test::wait_bool(&w, &MainWindow::exportFinished, 120000));
+        const int weights = w.results()->count();
+        QVERIFY(weights > 0);
+
+        loftq::RunTarget t;
+        t.templ = "env LOFTQ_RUN_ON_TEST=1";
+        t.loftq = cli_path().toStdString();
+        QSignalSpy finished(&w, &MainWindow::exportFinished);
+        QVERIFY(w.exportVia(t, QString::fromStdString(dir + "/launched")));
+        QVERIFY(finished.wait(120000));
+        QVERIFY2(finished.takeFirst().at(0).toBool(), qPrintable(w.log()->plainText().right(600)));
+        QCOMPARE(w.results()->count(), weights);
+        QCOMPARE(w.results()->weightsDone(), weights);
+        QVERIFY(fs::exists(dir + "/launched/plan.loftq.json"));
+        for (const char* f : {"model.safetensors", "loftq_init/adapter_model.safetensors", "config.json"})
+            QVERIFY2(loftq::test::read_file(dir + "/local/" + f) == loftq::test::read_file(dir + "/launched/export/" + f), f);
+        QVERIFY(w.log()->plainText().contains("launched/export"));
+
+        // The dialog: a launched export wants a new run folder and a template the launcher accepts.
+        ExportDialog dlg(w.document()->resolved(), w.document()->tensors());
+        dlg.setFolder(QString::fromStdString(dir + "/launched"));
+        dlg.runOn()->setTemplate("env X=1");
+        QVERIFY(!dlg.tryAccept());
+        QVERIFY2(dlg.problemText().contains("new run folder"), qPrintable(dlg.problemText()));
+        dlg.setFolder(QString::fromStdString(dir + "/fresh"));
+        dlg.runOn()->setTemplate("env X=1 | tee");
+        QVERIFY(!dlg.tryAccept());
+        QVERIFY2(dlg.problemText().contains("Run on"), qPrintable(dlg.problemText()));
     }
 };
 

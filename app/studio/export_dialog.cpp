@@ -17,6 +17,7 @@
 #include "loftq/budget.h"
 #include "plot_style.h"
 #include "export/footprint.h"
+#include "studio/run_on.h"
 
 namespace studio {
 
@@ -63,6 +64,18 @@ ExportDialog::ExportDialog(const loftq::ResolvedPlan& plan, const std::vector<lo
     replace_->setObjectName("ExportReplace");
     form->addRow(plots_);
     form->addRow(replace_);
+    runOn_ = new RunOnBox(this);
+    runOn_->setObjectName("ExportRunOn");
+    form->addRow(tr("Run on:"), runOn_);
+    // Through a launcher the folder is the run's (new, or empty): the export lands in its export/.
+    auto launched = [this] {
+        const bool remote = !runOn_->local();
+        plots_->setEnabled(!remote);
+        replace_->setEnabled(!remote);
+        plots_->setToolTip(remote ? tr("Plots are rendered here: not with a launched export") : QString());
+    };
+    connect(runOn_, &RunOnBox::changed, this, launched);
+    launched();
     problem_ = new QLabel(this);
     problem_->setObjectName("ExportProblem");
     problem_->setWordWrap(true);
@@ -117,7 +130,18 @@ QString ExportDialog::problem() const {
     const QString dir = folder();
     if (dir.isEmpty()) return tr("Choose an output folder.");
     const QDir d(dir);
-    if (d.exists() && !d.isEmpty(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden) && !replace())
+    const bool empty = !d.exists() || d.isEmpty(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden);
+    if (!runOn_->local()) {
+        try {
+            runOn_->target();
+        } catch (const std::exception& e) {
+            return tr("Run on: %1").arg(QString::fromStdString(e.what()));
+        }
+        if (!empty)
+            return tr("%1 is not empty: a launched export needs a new run folder (its export lands in export/ there).")
+                .arg(QDir::toNativeSeparators(dir));
+    }
+    if (!empty && !replace())
         return tr("%1 is not empty. Check \"Replace the folder's contents\" to overwrite an earlier export there, or "
                   "choose another folder.")
             .arg(QDir::toNativeSeparators(dir));

@@ -19,6 +19,8 @@ class QLineEdit;
 
 namespace studio {
 
+class RunOnBox;
+
 class ExportDialog : public QDialog {
     Q_OBJECT
 public:
@@ -33,6 +35,9 @@ public:
     void setFormat(loftq::ExportFormat format);
     void setReplace(bool on);
 
+    // "Run on": this machine, or a launcher template; then the folder is the run folder (it must be
+    // new or empty), the export lands in its export/, and no plots are written.
+    RunOnBox* runOn() const { return runOn_; }
     QString footprintText() const;   // what the dialog says the folder will take
     QString problemText() const;     // why Export did not close the dialog ("" when none)
     // What Export does: checks the entries; accepts (and remembers them) when they are fine, else
@@ -50,6 +55,7 @@ private:
     QComboBox* format_ = nullptr;
     QCheckBox *dq_ = nullptr, *plots_ = nullptr, *replace_ = nullptr;
     QLabel *footprint_ = nullptr, *problem_ = nullptr;
+    RunOnBox* runOn_ = nullptr;
 };
 
 }  // namespace studio

@@ -73,8 +73,8 @@ private:
     bool startRemote(loftq::TrainOptions o, const QString& name);
     // Job thread: streams a launched run into onEvent and `result`, fetches its files at the end.
     void followRemote(const QString& runDir, bool attach, const loftq::RunTarget& target,
-                      const std::vector<std::string>& args, const loftq::CancelToken& token,
-                      const std::shared_ptr<loftq::TrainResult>& result);
+                      const std::vector<std::string>& args, const std::vector<std::string>& send,
+                      const loftq::CancelToken& token, const std::shared_ptr<loftq::TrainResult>& result);
     void updateEnabled();
     void resizeEvent(QResizeEvent* e) override;
     void updateInitChoices();   // export start only for an export; ignored fields disabled

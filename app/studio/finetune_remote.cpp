@@ -9,6 +9,7 @@
 #include <QLabel>
 #include <QLineEdit>
 #include <QProgressBar>
+#include <QTemporaryDir>
 
 #include <chrono>
 #include <thread>
@@ -25,21 +26,18 @@ namespace studio {
 
 namespace {
 constexpr const char* kOutInRun = "finetune";   // the job's --out, relative to its run folder
+constexpr const char* kPlanFile = "plan.loftq.json";   // a plan start's plan, sent with the run
 }
 
 bool FinetunePanel::startRemote(loftq::TrainOptions o, const QString& name) {
     loftq::RunTarget target;
     std::vector<std::string> args;
     const QString runDir = QString::fromStdString(o.out_dir);   // the local run folder
+    std::shared_ptr<const loftq::Plan> plan = o.load.plan;
     try {
         target = runOn_->target();
-        std::string plan_file;
-        if (o.load.plan) {  // beside the run folder (which must start empty); over ssh it must be at that path there too
-            plan_file = (QFileInfo(runDir).absolutePath() + "/" + QFileInfo(runDir).fileName() + ".plan.loftq.json").toStdString();
-            QDir().mkpath(QFileInfo(runDir).absolutePath());
-            loftq::save_plan(*o.load.plan, plan_file);
-        }
-        args = finetune_cli_args(o, kOutInRun, plan_file);
+        // A plan start: the plan goes with the run (RemoteRun's send) and is named relatively.
+        args = finetune_cli_args(o, kOutInRun, plan ? kPlanFile : "");
     } catch (const std::exception& e) {
         removeRunAt(rowOfRun(currentRun_));
         status_->setText(tr("Run on: %1").arg(QString::fromStdString(e.what())));
@@ -54,8 +52,15 @@ bool FinetunePanel::startRemote(loftq::TrainOptions o, const QString& name) {
                      .arg(name, QString::fromStdString(loftq::expand_template(target)), runDir),
                  false);
     runOn_->remember();
-    job_->start([this, runDir, target, args, result](const loftq::CancelToken& token) {
-        followRemote(runDir, false, target, args, token, result);
+    job_->start([this, runDir, target, args, result, plan](const loftq::CancelToken& token) {
+        QTemporaryDir tmp;   // the plan file to send, written here on the job thread
+        std::vector<std::string> send;
+        if (plan) {
+            if (!tmp.isValid()) throw loftq::Error("cannot create a temporary folder for the plan");
+            send.push_back(QDir(tmp.path()).filePath(kPlanFile).toStdString());
+            loftq::save_plan(*plan, send.back());
+        }
+        followRemote(runDir, false, target, args, send, token, result);
     });
     updateEnabled();
     return true;
@@ -75,17 +80,17 @@ bool FinetunePanel::attachRun(const QString& runDir) {
     progress_->setValue(0);
     status_->setText(tr("Attaching to %1…").arg(runDir));
     job_->start([this, runDir, result](const loftq::CancelToken& token) {
-        followRemote(runDir, true, {}, {}, token, result);
+        followRemote(runDir, true, {}, {}, {}, token, result);
     });
     updateEnabled();
     return true;
 }
 
 void FinetunePanel::followRemote(const QString& runDir, bool attach, const loftq::RunTarget& target,
-                                 const std::vector<std::string>& args, const loftq::CancelToken& token,
-                                 const std::shared_ptr<loftq::TrainResult>& result) {
+                                 const std::vector<std::string>& args, const std::vector<std::string>& send,
+                                 const loftq::CancelToken& token, const std::shared_ptr<loftq::TrainResult>& result) {
     loftq::RemoteRun run = attach ? loftq::RemoteRun::attach(runDir.toStdString())
-                                  : loftq::RemoteRun::start(target, args, runDir.toStdString());
+                                  : loftq::RemoteRun::start(target, args, runDir.toStdString(), send);
     const QString where = QString::fromStdString(run.over_ssh() ? loftq::shell_join(run.record().remote)
                                                                 : loftq::expand_template(run.record().target));
     job_->post([this, where] { emit message(tr("following the run on %1").arg(where), false); });

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 
+#include "dist/launcher.h"
 #include "loftq/job.h"
 #include "mixed/calibration.h"
 #include "studio/job_thread.h"
@@ -25,6 +26,13 @@ public:
     // Starts a job (false while one runs). opt.extra_files is replaced by the provider below.
     // `calib`: collect statistics with these options first, unless opt.calib is already set.
     bool start(loftq::QuantizeOptions opt, std::optional<loftq::CalibOptions> calib = std::nullopt);
+    // The same job through "Run on" (dist/launcher.h, job_launched.cpp): `loftq quantize` with the
+    // plan (sent with the run) on `target`, in the new run folder `run_dir`, the export in
+    // RUN/export; events stream back as event(), the result is rebuilt from them (`resolved` gives
+    // the weights' settings) and finished() comes once the files are fetched. Options it carries:
+    // model, plan, only, threads, device, format, double_quant (not calibration or plot files).
+    bool startLaunched(const loftq::RunTarget& target, const loftq::QuantizeOptions& opt, const loftq::ResolvedPlan& resolved,
+                       const std::string& run_dir);
     // Called on the GUI thread with the final result just before an export's commit.
     void setExtraFiles(std::function<ExtraFiles(const loftq::QuantizeResult&)> provider) { extra_ = std::move(provider); }
 

@@ -18,7 +18,9 @@
 #include <QPointer>
 #include <functional>
 #include <memory>
+#include <optional>
 
+#include "dist/launcher.h"
 #include "loftq/job.h"
 #include "run_results.h"
 #include "studio/help.h"
@@ -89,6 +91,10 @@ public:
     // PNG when `plots`.
     bool exportTo(const QString& dir, bool plots, bool force, loftq::ExportFormat format = loftq::ExportFormat::Hf,
                   bool double_quant = false);
+    // The same export through "Run on" (File > Export's Run on): `loftq quantize` with the plan on
+    // `target`, in the new run folder `run_dir`; the export lands in run_dir/export (no plots).
+    bool exportVia(const loftq::RunTarget& target, const QString& run_dir, loftq::ExportFormat format = loftq::ExportFormat::Hf,
+                   bool double_quant = false);
 
     PlanDocument* document() const { return doc_; }
     RunResults* results() const { return results_; }
@@ -161,9 +167,10 @@ private:
     bool maybeSavePlan();
     // studio/main_window_run.cpp
     struct ExportSpec {
-        QString dir;
+        QString dir;              // the export folder; launched: the run folder (the export in dir/export)
         loftq::ExportFormat format = loftq::ExportFormat::Hf;
         bool plots = false, force = false, double_quant = false;
+        std::optional<loftq::RunTarget> launch;   // "Run on" a launcher template (StudioJob::startLaunched)
     };
     bool startRun(const std::vector<std::string>& only, const ExportSpec& out);
     void onJobEvent(const loftq::JobEvent& e);

@@ -10,6 +10,7 @@
 
 #include "error_chart.h"
 #include "studio/export_dialog.h"
+#include "studio/run_on.h"
 #include "studio/gguf_export_dialog.h"
 #include "studio/try_it.h"
 #include "error_heatmap.h"
@@ -56,6 +57,11 @@ std::vector<std::pair<std::string, std::string>> MainWindow::renderPlots(const l
     return files;
 }
 
+bool MainWindow::exportVia(const loftq::RunTarget& target, const QString& run_dir, loftq::ExportFormat format, bool double_quant) {
+    if (run_dir.isEmpty()) return false;
+    return startRun({}, {QDir(run_dir).absolutePath(), format, false, false, double_quant, target});
+}
+
 GgufExportDialog* MainWindow::openGgufExport() {
     auto* dlg = new GgufExportDialog(tryIt_->sourceChoices(), threads_, this);
     dlg->setAttribute(Qt::WA_DeleteOnClose);
@@ -75,6 +81,10 @@ void MainWindow::exportDialog() {
     if (!doc_->hasModel()) return;
     ExportDialog dlg(doc_->resolved(), doc_->tensors(), this);
     if (dlg.exec() != QDialog::Accepted) return;
+    if (!dlg.runOn()->local()) {  // through a launcher: the folder is the run folder
+        if (exportVia(dlg.runOn()->target(), dlg.folder(), dlg.format(), dlg.doubleQuant())) dlg.runOn()->remember();
+        return;
+    }
     exportTo(dlg.folder(), dlg.plots(), dlg.replace(), dlg.format(), dlg.doubleQuant());
 }
 

@@ -3,6 +3,7 @@
 // status bar, cancel, and the chart following the grid selection. A calibration file set in
 // the Mixed precision panel goes with the run: its statistics (collected on the job's thread,
 // or reused when the panel already has them) give every weight its output errors too.
+#include <QDir>
 #include <QFileInfo>
 #include <QLabel>
 #include <QProgressBar>
@@ -82,9 +83,18 @@ bool MainWindow::startRun(const std::vector<std::string>& only, const ExportSpec
     const auto calib = mixed_->calibOptions();
     opt.calib = mixed_->cachedCalibration();
     // Run Selected merges into the results on show; Run All and exports replace them.
+    if (out.launch) {
+        if (!only.empty()) return false;   // Run on runs the whole plan
+        exportingDir_ = QDir(out_dir).filePath("export");
+        if (exportPlots_) log_->append(LogPanel::Level::Info, tr("run on %1: plots are not written with a launched export")
+                                                                  .arg(QString::fromStdString(loftq::expand_template(*out.launch))));
+        exportPlots_ = false;
+        if (opt.calib || calib) log_->append(LogPanel::Level::Info, tr("run on: calibration stays on this machine; weight errors only"));
+    }
     results_->start(rp, only.empty() ? RunResults::Mode::Replace : RunResults::Mode::Merge);
     last_result_.reset();
-    if (!job_->start(std::move(opt), calib)) return false;
+    if (out.launch ? !job_->startLaunched(*out.launch, opt, rp, out_dir.toStdString()) : !job_->start(std::move(opt), calib))
+        return false;
     log_->append(LogPanel::Level::Info, exporting_ ? tr("export of %1 weights to %2 started").arg(rp.weights.size()).arg(out_dir)
                                                    : tr("run of %1 weights started").arg(rp.weights.size()));
     statusLabel_->setText(exporting_ ? tr("Exporting…") : tr("Running LoftQ…"));

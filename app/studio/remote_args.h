@@ -2,8 +2,8 @@
 // would, for runs started on another machine or through a launcher (dist/launcher.h): the Studio
 // builds its options in the form, the target runs the CLI. Every field the form sets is passed
 // (numbers at full precision), so a launched run trains what an in-process one would, bit for bit
-// on the same machine (test_studio_remote). A plan start passes the plan file written beside the
-// run (`plan_file`); the CLI reads it on the target, so over ssh it must be at that path there.
+// on the same machine (test_run_on). A plan start names its plan file (`plan_file`, as the target
+// sees it: the Fine-tune tab sends it with the run and names it relatively).
 #pragma once
 #include <string>
 #include <vector>

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -139,7 +140,8 @@ const std::string& RemoteRun::run_dir() const { return impl_->run_dir; }
 bool RemoteRun::over_ssh() const { return impl_->over_ssh(); }
 long RemoteRun::stream_pid() const { return impl_->stream_pid.load(); }
 
-RemoteRun RemoteRun::start(const RunTarget& target, const std::vector<std::string>& loftq_args, const std::string& run_dir) {
+RemoteRun RemoteRun::start(const RunTarget& target, const std::vector<std::string>& loftq_args, const std::string& run_dir,
+                           const std::vector<std::string>& send) {
     if (run_dir.empty()) throw Error("run-on: no run folder given");
     if (loftq_args.empty() || (loftq_args[0] != "quantize" && loftq_args[0] != "finetune"))
         throw Error(run_dir, "", "run-on: only `quantize` and `finetune` run through a launcher (got '" +
@@ -149,6 +151,16 @@ RemoteRun RemoteRun::start(const RunTarget& target, const std::vector<std::strin
             throw Error(run_dir, "", "run-on: leave out --events (the launcher sets it to the run folder's events.jsonl)");
     if (target.loftq.empty()) throw Error(run_dir, "", "run-on: the loftq program on the target is empty");
     const LaunchCommand lc = parse_template(target);
+    std::vector<std::string> send_names;
+    for (const auto& f : send) {
+        std::error_code fe;
+        if (!fs::is_regular_file(f, fe)) throw Error(f, "", "run-on: a file to send with the run is not a readable file");
+        const std::string name = fs::path(f).filename().string();
+        if (name == "launch.json" || name == kEventsFile || name == "output.log" || name == "exit_code" || name == "loftq.pid" ||
+            std::find(send_names.begin(), send_names.end(), name) != send_names.end())
+            throw Error(f, "", "run-on: a file to send with the run has a name the run folder already uses: " + name);
+        send_names.push_back(name);
+    }
 
     std::error_code ec;
     if (fs::exists(run_dir, ec) && !(fs::is_directory(run_dir, ec) && fs::is_empty(run_dir, ec)))
@@ -193,13 +205,35 @@ RemoteRun RemoteRun::start(const RunTarget& target, const std::vector<std::strin
     std::string script = "set -e; mkdir -p " + dir + "; cd " + dir + "; ";
     if (lc.over_ssh())  // here RUN was checked above (and holds launch.json)
         script += "if [ -n \"$(ls -A)\" ]; then echo \"run folder $(pwd) is not empty\" >&2; exit 3; fi; ";
+    std::vector<std::string> tar;  // the files to send, as one tar stream into the script's stdin
+    if (!send.empty()) {
+        if (lc.over_ssh()) {
+            tar = {"tar", "-cf", "-"};
+            for (const auto& f : send) {
+                const fs::path a = fs::absolute(f).lexically_normal();
+                tar.insert(tar.end(), {"-C", a.parent_path().string(), a.filename().string()});
+            }
+            script += "tar -xf -; ";
+        } else {  // the run folder is RUN itself
+            for (const auto& f : send) {
+                fs::copy_file(f, fs::path(run_dir) / fs::path(f).filename(), fs::copy_options::overwrite_existing, ec);
+                if (ec) throw Error(f, "", "run-on: cannot copy into the run folder: " + ec.message());
+            }
+        }
+    }
     script += "setsid -f nohup sh -c " + shell_quote(wrapper) +
               " > /dev/null 2>&1 < /dev/null; i=0; while [ ! -s loftq.pid ]; do i=$((i+1)); "
               "if [ $i -gt 100 ]; then echo 'the job did not start (no loftq.pid after 10 s)' >&2; exit 4; fi; "
               "sleep 0.1; done; pwd; cat loftq.pid";
     launch::Captured c;
     try {
-        c = launch::run_capture(impl->on_target(script));
+        if (tar.empty()) {
+            c = launch::run_capture(impl->on_target(script));
+        } else {
+            launch::PipelineResult p = launch::run_pipeline(tar, impl->on_target(script));
+            if (p.a.code != 0) throw Error("tar of the files to send failed: " + launch::last_line(p.a.err));
+            c = p.b;
+        }
     } catch (const Error& e) {
         fs::remove_all(run_dir, ec);
         throw Error(run_dir, "", "run-on: " + std::string(e.what()));

@@ -108,7 +108,12 @@ public:
     // launch.json, and starts `launcher loftq args... --events events.jsonl` detached on the target
     // with cwd = the target's run folder (refused when it exists and is not empty), stdout and
     // stderr to output.log there. Returns once the job runs (its pid known), not when it ends.
-    static RemoteRun start(const RunTarget& target, const std::vector<std::string>& loftq_args, const std::string& run_dir);
+    // `send`: local files copied into the target's run folder (by file name) before the job
+    // starts, for inputs that exist only here, e.g. a plan written by the workbench: the arguments
+    // name them relatively (the job's cwd is that folder). Over ssh they travel as one tar stream
+    // on the same connection that starts the job.
+    static RemoteRun start(const RunTarget& target, const std::vector<std::string>& loftq_args, const std::string& run_dir,
+                           const std::vector<std::string>& send = {});
     // Reads RUN/launch.json (throws naming it when absent or malformed).
     static RemoteRun attach(const std::string& run_dir);
 
