@@ -38,7 +38,9 @@ int main(int argc, char** argv) {
     try {
         if (loftq::cli::start_world() > 1) {
             const std::string command = argc > 1 ? argv[1] : "";
-            if (command != "quantize" && command != "finetune") loftq::cli::require_single_process(command.c_str());
+            // --help / --version print on every rank, harmlessly; other commands run in one process only.
+            if (command != "quantize" && command != "finetune" && command.rfind("-", 0) != 0)
+                loftq::cli::require_single_process(command.c_str());
         }
         loftq::cli::open_events_early(argc, argv);
         app.parse(argc, argv);
