@@ -45,9 +45,7 @@ int follow(RemoteRun& run, bool quiet, bool fetch) {
             train_printer.finish();
             std::fprintf(stderr, "\nloftq: stopping the run on %s (it cancels cleanly; Ctrl-C again leaves it running)\n",
                          host_of(run).c_str());
-            run.stop();
-            CancelToken never;
-            end = run.stream(on_event, never, false);
+            end = run.stop_and_follow(on_event, 0);
         }
     }
     job_printer.finish();

@@ -11,9 +11,6 @@
 #include <QProgressBar>
 #include <QTemporaryDir>
 
-#include <chrono>
-#include <thread>
-
 #include "core/error.h"
 #include "loftq/plan.h"
 #include "studio/finetune.h"
@@ -130,15 +127,7 @@ void FinetunePanel::followRemote(const QString& runDir, bool attach, const loftq
     if (end.kind == loftq::StreamEnd::Cancelled) {
         // Stop: the target's run cancels cleanly and writes its exit line; follow it there (at most
         // a minute: a run that does not answer is left going, and Attach… finds it again).
-        run.stop();
-        loftq::CancelToken give_up;
-        std::thread timer([&give_up] {
-            for (int i = 0; i < 600 && !give_up.cancelled(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            give_up.cancel();
-        });
-        end = run.stream(on_event, give_up, false);
-        give_up.cancel();
-        timer.join();
+        end = run.stop_and_follow(on_event, 60);
         if (end.kind == loftq::StreamEnd::Finished) run.fetch();  // what stayed (the checkpoint for a resume)
         throw loftq::Cancelled();
     }

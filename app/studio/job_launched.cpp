@@ -8,9 +8,6 @@
 #include <QDir>
 #include <QTemporaryDir>
 
-#include <chrono>
-#include <thread>
-
 #include "core/error.h"
 #include "device/compute_device.h"
 #include "loftq/plan.h"
@@ -82,15 +79,7 @@ bool StudioJob::startLaunched(const loftq::RunTarget& target, const loftq::Quant
         };
         loftq::StreamEnd end = run.stream(on_event, token);
         if (end.kind == loftq::StreamEnd::Cancelled) {
-            run.stop();
-            loftq::CancelToken give_up;
-            std::thread timer([&give_up] {
-                for (int i = 0; i < 600 && !give_up.cancelled(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-                give_up.cancel();
-            });
-            run.stream(on_event, give_up, false);
-            give_up.cancel();
-            timer.join();
+            run.stop_and_follow(on_event, 60);
             throw loftq::Cancelled();
         }
         if (end.kind == loftq::StreamEnd::Lost)

@@ -15,6 +15,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "core/error.h"
 #include "core/fsutil.h"
@@ -442,6 +443,29 @@ void RemoteRun::stop() {
     }
     r.stop_requested = true;
     m.save();
+}
+
+StreamEnd RemoteRun::stop_and_follow(const std::function<void(const ParsedEvent&)>& on_event, double timeout_s) {
+    stop();
+    CancelToken give_up, done;
+    std::thread timer;
+    if (timeout_s > 0)
+        timer = std::thread([&] {
+            const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+            while (!done.cancelled() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            give_up.cancel();
+        });
+    StreamEnd end;
+    try {
+        end = stream(on_event, give_up, false);
+    } catch (...) {
+        done.cancel();
+        if (timer.joinable()) timer.join();
+        throw;
+    }
+    done.cancel();
+    if (timer.joinable()) timer.join();
+    return end;
 }
 
 void RemoteRun::fetch() {

@@ -133,6 +133,10 @@ public:
     // leaves nothing half-written, and writes its exit line: keep streaming to see it). Safe to
     // call from another thread while stream() runs; a run already ended is not an error.
     void stop();
+    // stop(), then follows the run (no replay) until its exit line shows it ended, or `timeout_s`
+    // passes (<= 0: no limit): what a Stop button or Ctrl-C does. A run that does not answer in
+    // time is left going (Cancelled is returned; attach() finds it again).
+    StreamEnd stop_and_follow(const std::function<void(const ParsedEvent&)>& on_event, double timeout_s);
     // Copies every file of the target's run folder into RUN (ssh: `tar -cf -` there, `tar -xf -`
     // here); nothing to do on this machine. Call it after Finished (or any time for a snapshot).
     void fetch();

@@ -64,6 +64,25 @@ nlohmann::ordered_json manifest_of(const QuantizeOptions& opt, const Checkpoint&
                             {"notes", opt.calib->notes}};
     return m;
 }
+// The events of one weight's step and of its end, the same whether it ran here or on another rank.
+JobEvent step_event(int idx, const WeightPlan& wp, const StepReport& s) {
+    JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
+    e.error = s.error;
+    e.seconds = s.seconds;
+    e.baseline = s.baseline;
+    e.out_error = s.out_error;
+    e.out_baseline = s.out_baseline;
+    return e;
+}
+JobEvent weight_done_event(int idx, const WeightPlan& wp, const WeightResult& r) {
+    JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
+    e.error = r.final_error;
+    e.baseline = r.baseline;
+    e.out_error = r.out_final;
+    e.out_baseline = r.out_baseline;
+    e.seconds = r.seconds;
+    return e;
+}
 // CUDA: how many decomposers (streams) fit the memory limit; throws when one weight alone does not.
 int cuda_streams_for(const QuantizeOptions& opt, const ResolvedPlan& plan, size_t K, std::string* note) {
     size_t est = 0;
@@ -233,13 +252,7 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
                 W, wp.rows, wp.cols, wp.s, so,
                 [&](const StepReport& s) {
                     add_units(step_units);
-                    JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
-                    e.error = s.error;
-                    e.seconds = s.seconds;
-                    e.baseline = s.baseline;
-                    e.out_error = s.out_error;
-                    e.out_baseline = s.out_baseline;
-                    emit(e);
+                    emit(step_event(idx, wp, s));
                 },
                 &cancel);
             if (wp.s.iters <= 0) add_units(step_units);
@@ -257,13 +270,7 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
             r.seconds = d.seconds;
             if (spread && !writer) opt.share->send(idx, r, d);  // rank 0 writes it
             weights_done.fetch_add(1);
-            JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
-            e.error = d.final_error;
-            e.baseline = d.baseline;
-            e.out_error = d.out_final;
-            e.out_baseline = d.out_baseline;
-            e.seconds = d.seconds;
-            emit(e);
+            emit(weight_done_event(idx, wp, r));
             dec->recycle(std::move(d));  // its buffers serve this worker's next weight
         } catch (...) {
             rethrow_naming(opt.model, wp.name);
@@ -289,26 +296,14 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
                 const double step_units = double(wp.rows * wp.cols);
                 for (const auto& s : r.steps) {
                     add_units(step_units);
-                    JobEvent e{.kind = EventKind::StepDone, .weight = idx, .name = wp.name, .step = s.step, .steps = wp.s.iters};
-                    e.error = s.error;
-                    e.seconds = s.seconds;
-                    e.baseline = s.baseline;
-                    e.out_error = s.out_error;
-                    e.out_baseline = s.out_baseline;
-                    emit(e);
+                    emit(step_event(idx, wp, s));
                 }
                 if (wp.s.iters <= 0) add_units(step_units);
                 if (exporter) exporter->write_target(size_t(idx), d);
                 r.plan = wp;
                 res.weights[size_t(idx)] = r;
                 weights_done.fetch_add(1);
-                JobEvent e{.kind = EventKind::WeightDone, .weight = idx, .name = wp.name, .steps = wp.s.iters};
-                e.error = r.final_error;
-                e.baseline = r.baseline;
-                e.out_error = r.out_final;
-                e.out_baseline = r.out_baseline;
-                e.seconds = r.seconds;
-                emit(e);
+                emit(weight_done_event(idx, wp, r));
             }
         } catch (const Cancelled&) {
             receive_error = std::current_exception();
