@@ -423,12 +423,12 @@ private slots:
             o.share = make_weight_exchange(c);
             run_quantize(o, {}, cancel);
         });
+        // Rank 0, which writes, cannot finish without the failed weight: it fails. Another rank
+        // may have sent all of its own weights before the abort came, and ends normally.
+        QVERIFY2(errors[0], "rank 0 finished although a weight failed");
         int named = 0;
-        for (auto& e : errors) {
-            QVERIFY2(e, "a rank finished although another failed");
-            named += what_of(e).find("down_proj") != std::string::npos ? 1 : 0;
-        }
-        QCOMPARE(named, 1);   // the owner names the tensor; the others were cancelled
+        for (auto& e : errors) named += what_of(e).find("down_proj") != std::string::npos ? 1 : 0;
+        QCOMPARE(named, 1);   // the owner names the tensor; the others were cancelled (or done)
         QVERIFY(!fs::exists(out));
         for (auto& e : fs::directory_iterator(fs::path(out).parent_path())) QFAIL(("left behind: " + e.path().string()).c_str());
     }
