@@ -465,6 +465,20 @@ private slots:
             }
             QVERIFY(std::abs(rr[0].final_eval_loss - r1.final_eval_loss) < 1e-6);
         }
+        // Another data file on one rank: that rank refuses, naming its file; the others stop.
+        {
+            const std::string other = base + "/other.txt";
+            test::write_file(other, test::read_file(s.data).substr(0, test::read_file(s.data).size() / 2));
+            const auto errs = on_thread_ranks(2, [&](int r, Comm& c, CancelToken& cancel) {
+                TrainOptions o = topts(s, base + "/mixed", 2);
+                if (r == 1) o.data = other;
+                o.parallel = make_data_parallel(c);
+                run_finetune(o, nullptr, cancel);
+            });
+            QVERIFY2(what_of(errs[1]).find("every rank must read the same data") != std::string::npos, what_of(errs[1]).c_str());
+            QVERIFY2(what_of(errs[1]).find("other.txt") != std::string::npos, what_of(errs[1]).c_str());
+            QVERIFY(errs[0]);
+        }
         // accum not a multiple of the ranks: refused on every rank, naming the rule.
         const auto errors = on_thread_ranks(2, [&](int, Comm& c, CancelToken& cancel) {
             TrainOptions o = topts(s, base + "/bad", 3);

@@ -155,6 +155,15 @@ TrainResult run_finetune(const TrainOptions& opt, const TrainCallback& cb, const
     std::vector<Example> eval_ex = opt.eval_data.empty() ? std::move(data.eval) : load_examples(opt.eval_data, *tok, dopt);
     const std::string eval_file = opt.eval_data.empty() ? opt.data : opt.eval_data;
     cancel.throw_if_cancelled();
+    if (dp) {  // every rank must read the same examples, or the replicas would train on different batches
+        double here[2] = {double(data.train.size()), double(data.scored_tokens)}, root[2] = {here[0], here[1]};
+        dp->broadcast(root, 2);
+        if (here[0] != root[0] || here[1] != root[1])
+            throw Error(opt.data, "", "rank " + std::to_string(my_rank) + " reads " + std::to_string(int64_t(here[0])) +
+                                          " training examples (" + std::to_string(int64_t(here[1])) + " scored tokens), rank 0 " +
+                                          std::to_string(int64_t(root[0])) + " (" + std::to_string(int64_t(root[1])) +
+                                          "): every rank must read the same data file");
+    }
 
     {
         TrainEvent e;
