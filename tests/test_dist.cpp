@@ -28,6 +28,7 @@
 #include "dist/comm_mpi.h"
 #include "dist/comm_threads.h"
 #include "dist/data_parallel.h"
+#include "dist/gpu_per_rank.h"
 #include "dist/weight_exchange.h"
 #include "export/quantize.h"
 #include "io/synthetic_model.h"
@@ -332,6 +333,18 @@ private slots:
             const double mx = *std::max_element(load.begin(), load.end());
             QVERIFY2(mx <= total / N + largest + 1e-6, qPrintable(QString("N %1: max load %2, mean %3").arg(N).arg(mx).arg(total / N)));
         }
+    }
+
+    void gpuPerLocalRank() {
+        QCOMPARE(gpu_for_local_rank(0, 1, 8), std::string());   // one rank: whatever is visible
+        QCOMPARE(gpu_for_local_rank(1, 2, 1), std::string());   // fewer GPUs than ranks: they share
+        QCOMPARE(gpu_for_local_rank(0, 2, 0), std::string());   // no GPU
+        QCOMPARE(gpu_for_local_rank(1, 2, 2), std::string("1"));
+        QCOMPARE(gpu_for_local_rank(3, 4, 8), std::string("3"));
+        const std::string dev = test::make_temp_dir("fake-dev");
+        for (const char* f : {"nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "null"}) test::write_file(dev + "/" + f, "");
+        QCOMPARE(count_nvidia_devices(dev), 2);
+        QCOMPARE(count_nvidia_devices(dev + "/none"), 0);
     }
 
     void weightMessageRoundTrip() {

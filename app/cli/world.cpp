@@ -2,10 +2,13 @@
 #include "cli/world.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <initializer_list>
 #include <memory>
 
 #include "core/error.h"
 #include "dist/comm_mpi.h"
+#include "dist/gpu_per_rank.h"
 
 namespace loftq::cli {
 
@@ -13,8 +16,26 @@ namespace {
 std::unique_ptr<Comm> g_world;
 }
 
+namespace {
+// Several ranks on one machine with a GPU each: local rank L takes GPU L (gpu_per_rank.h), set
+// before anything starts CUDA. The launcher's word for the local rank: Open MPI's, or Slurm's.
+void pick_gpu() {
+    if (std::getenv("CUDA_VISIBLE_DEVICES")) return;
+    auto env_int = [](std::initializer_list<const char*> names) {
+        for (const char* n : names)
+            if (const char* v = std::getenv(n); v && *v) return std::atoi(v);
+        return -1;
+    };
+    const int local_rank = env_int({"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"});
+    const int local_size = env_int({"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"});
+    const std::string gpu = gpu_for_local_rank(local_rank, local_size, count_nvidia_devices());
+    if (!gpu.empty()) ::setenv("CUDA_VISIBLE_DEVICES", gpu.c_str(), 1);
+}
+}  // namespace
+
 int start_world() {
     if (mpi_launched_size() <= 0) return 1;
+    pick_gpu();
     g_world = mpi_comm();  // throws (a clear line) in a build without MPI
     if (g_world->size() <= 1) {
         g_world->finish(10);
