@@ -37,7 +37,8 @@ endif()
 
 set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_NAME loftq-studio)
 set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_SHLIBDEPS ON)   # needs dpkg-shlibdeps (dpkg-dev) and file
-set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_RECOMMENDS "fonts-dejavu-core")
+# openmpi-bin: mpirun for runs over several processes; openssh-client: Run on over ssh.
+set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_RECOMMENDS "fonts-dejavu-core, openmpi-bin, openssh-client")
 if(TARGET loftq_cuda_plugin)
   set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_SUGGESTS "loftq-studio-cuda")
 endif()
