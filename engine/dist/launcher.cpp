@@ -197,7 +197,7 @@ RemoteRun RemoteRun::start(const RunTarget& target, const std::vector<std::strin
     // job wrote no exit line (killed, loftq not found), appends one: every stream then ends.
     const std::string wrapper =
         "trap : INT; echo $$ > loftq.pid; " + shell_join(r.command) +
-        " > output.log 2>&1 < /dev/null; rc=$?; echo $rc > exit_code; "
+        " > output.log 2>&1 < /dev/null; rc=$?; echo $rc > exit_code.tmp; mv -f exit_code.tmp exit_code; "
         "if ! tail -n 1 events.jsonl 2>/dev/null | grep -q '\"event\":\"exit\"'; then "
         "if [ -n \"$(tail -c 1 events.jsonl 2>/dev/null)\" ]; then echo >> events.jsonl; fi; "
         "printf '{\"event\":\"exit\",\"code\":%d,\"error\":\"loftq ended without an exit line (status %d); see output.log\"}\\n' "
