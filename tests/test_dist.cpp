@@ -194,7 +194,7 @@ QString cli_path() {
 QString mpirun_path() { return QStandardPaths::findExecutable("mpirun"); }
 // Why the mpirun tests cannot run here, "" when they can.
 QString mpirun_missing() {
-    if (!mpi_built()) return "this build has no MPI (libopenmpi-dev was not found at configure time)";
+    if (!mpi_built()) return "this build has no MPI (configured with LOFTQ_MPI=OFF, as the sanitizer job is, or without libopenmpi-dev)";
     if (mpirun_path().isEmpty()) return "mpirun is not installed (apt install openmpi-bin)";
     if (cli_path().isEmpty()) return "the loftq binary was not found (LOFTQ_CLI)";
     return "";
