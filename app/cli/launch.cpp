@@ -23,10 +23,6 @@ namespace loftq::cli {
 
 namespace {
 
-std::string host_of(const RemoteRun& run) {
-    return run.record().remote.empty() ? std::string("this machine") : run.record().remote.back();
-}
-
 // Follows a started or attached run to its end (see the file comment); the exit code to use.
 int follow(RemoteRun& run, bool quiet, bool fetch) {
     ProgressPrinter job_printer(quiet);
@@ -44,7 +40,7 @@ int follow(RemoteRun& run, bool quiet, bool fetch) {
             job_printer.finish();
             train_printer.finish();
             std::fprintf(stderr, "\nloftq: stopping the run on %s (it cancels cleanly; Ctrl-C again leaves it running)\n",
-                         host_of(run).c_str());
+                         run.where().c_str());
             end = run.stop_and_follow(on_event, 0);
         }
     }
@@ -53,18 +49,18 @@ int follow(RemoteRun& run, bool quiet, bool fetch) {
     if (end.kind == StreamEnd::Lost) {
         std::fprintf(stderr,
                      "loftq: lost the connection to %s (%s); the run goes on there: `loftq attach %s` follows it again\n",
-                     host_of(run).c_str(), end.error.c_str(), run.run_dir().c_str());
+                     run.where().c_str(), end.error.c_str(), run.run_dir().c_str());
         return kExitConnectionLost;
     }
     if (fetch) run.fetch();
     if (end.code == 0) {
-        std::printf("run on %s finished; its files are in %s (output.log: what loftq printed there)\n", host_of(run).c_str(),
+        std::printf("run on %s finished; its files are in %s (output.log: what loftq printed there)\n", run.where().c_str(),
                     run.run_dir().c_str());
     } else if (end.code >= 128) {
         std::fprintf(stderr, "loftq: the run on %s was cancelled (exit %d); no output was left in place there\n",
-                     host_of(run).c_str(), end.code);
+                     run.where().c_str(), end.code);
     } else {
-        std::fprintf(stderr, "loftq: error on %s: %s (exit %d; %s/output.log has the run's output)\n", host_of(run).c_str(),
+        std::fprintf(stderr, "loftq: error on %s: %s (exit %d; %s/output.log has the run's output)\n", run.where().c_str(),
                      end.error.c_str(), end.code, run.run_dir().c_str());
     }
     return end.code;
@@ -145,7 +141,7 @@ std::optional<int> run_on(int argc, char** argv) {
         if (run_dir.empty()) run_dir = default_run_dir(command);
         RemoteRun run = RemoteRun::start(target, args, run_dir);
         std::fprintf(stderr, "loftq: started on %s (process group %ld): %s\nloftq: run folder %s (there: %s); `loftq attach %s` re-attaches\n",
-                     host_of(run).c_str(), run.record().pid, shell_join(run.record().command).c_str(), run_dir.c_str(),
+                     run.where().c_str(), run.record().pid, shell_join(run.record().command).c_str(), run_dir.c_str(),
                      run.record().remote_dir.c_str(), run_dir.c_str());
         return follow(run, quiet, true);
     } catch (const Error& e) {
@@ -166,7 +162,7 @@ void add_attach(CLI::App& app) {
     sub->add_flag("--no-fetch", a->no_fetch, "Do not copy the target's files into RUN at the end");
     sub->callback([a] {
         RemoteRun run = RemoteRun::attach(a->run_dir);
-        std::fprintf(stderr, "loftq: attached to the run on %s (%s, started %s)\n", host_of(run).c_str(),
+        std::fprintf(stderr, "loftq: attached to the run on %s (%s, started %s)\n", run.where().c_str(),
                      run_state_name(run.record().state), run.record().started.c_str());
         const int code = follow(run, a->quiet, !a->no_fetch);
         if (code != 0) throw CLI::RuntimeError(code);

@@ -88,8 +88,7 @@ void FinetunePanel::followRemote(const QString& runDir, bool attach, const loftq
                                  const loftq::CancelToken& token, const std::shared_ptr<loftq::TrainResult>& result) {
     loftq::RemoteRun run = attach ? loftq::RemoteRun::attach(runDir.toStdString())
                                   : loftq::RemoteRun::start(target, args, runDir.toStdString(), send);
-    const QString where = QString::fromStdString(run.over_ssh() ? loftq::shell_join(run.record().remote)
-                                                                : loftq::expand_template(run.record().target));
+    const QString where = QString::fromStdString(run.over_ssh() ? run.where() : loftq::expand_template(run.record().target));
     job_->post([this, where] { emit message(tr("following the run on %1").arg(where), false); });
     // The result, from the events (the CLI's own summary stays on the target, in output.log).
     bool first_eval = true;
@@ -123,22 +122,7 @@ void FinetunePanel::followRemote(const QString& runDir, bool attach, const loftq
         }
         job_->post([this, e] { onEvent(e); });
     };
-    loftq::StreamEnd end = run.stream(on_event, token);
-    if (end.kind == loftq::StreamEnd::Cancelled) {
-        // Stop: the target's run cancels cleanly and writes its exit line; follow it there (at most
-        // a minute: a run that does not answer is left going, and Attach… finds it again).
-        end = run.stop_and_follow(on_event, 60);
-        if (end.kind == loftq::StreamEnd::Finished) run.fetch();  // what stayed (the checkpoint for a resume)
-        throw loftq::Cancelled();
-    }
-    if (end.kind == loftq::StreamEnd::Lost)
-        throw loftq::Error("lost the connection to the run on " + where.toStdString() + " (" + end.error +
-                           "); it goes on there: Attach… " + runDir.toStdString() + " to follow it again");
-    run.fetch();
-    if (end.code != 0)
-        throw loftq::Error(end.error.empty() ? "the run on " + where.toStdString() + " failed (exit code " + std::to_string(end.code) +
-                                                   "; see output.log in " + runDir.toStdString() + ")"
-                                             : end.error);
+    run.follow_to_end(on_event, token);   // Stop: the run there cancels (a checkpoint stays, fetched)
     result->files = {QDir(runDir).filePath(kOutInRun).toStdString()};
 }
 

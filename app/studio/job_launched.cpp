@@ -3,8 +3,7 @@
 // `loftq quantize MODEL --plan plan.loftq.json --out export ...` in its run folder; the events
 // drive the same RunResults as a local run; the QuantizeResult the window finishes with is put
 // together from them (every weight's steps, errors and time), and the files are fetched into
-// RUN before finished(). Stop asks the target's run to cancel and follows it to its exit line
-// (at most a minute). A lost connection fails the job with the run folder to attach to.
+// RUN before finished(). Stop, a lost connection and a failed run: RemoteRun::follow_to_end.
 #include <QDir>
 #include <QTemporaryDir>
 
@@ -39,7 +38,7 @@ bool StudioJob::startLaunched(const loftq::RunTarget& target, const loftq::Quant
         const std::string plan_path = QDir(tmp.path()).filePath(kPlanFile).toStdString();
         loftq::save_plan(opt.plan, plan_path);
         loftq::RemoteRun run = loftq::RemoteRun::start(target, quantize_args(opt), run_dir, {plan_path});
-        const std::string where = run.over_ssh() ? loftq::shell_join(run.record().remote) : loftq::expand_template(target);
+        const std::string where = run.over_ssh() ? run.where() : loftq::expand_template(target);
         {
             loftq::JobEvent e;
             e.kind = loftq::EventKind::Message;
@@ -77,19 +76,7 @@ bool StudioJob::startLaunched(const loftq::RunTarget& target, const loftq::Quant
             }
             post([this, e] { emit event(e); });
         };
-        loftq::StreamEnd end = run.stream(on_event, token);
-        if (end.kind == loftq::StreamEnd::Cancelled) {
-            run.stop_and_follow(on_event, 60);
-            throw loftq::Cancelled();
-        }
-        if (end.kind == loftq::StreamEnd::Lost)
-            throw loftq::Error("lost the connection to the run on " + where + " (" + end.error + "); it goes on there: `loftq attach " +
-                               run_dir + "` follows it");
-        run.fetch();
-        if (end.code != 0)
-            throw loftq::Error(end.error.empty() ? "the run on " + where + " failed (exit code " + std::to_string(end.code) + "; see " +
-                                                       run_dir + "/output.log)"
-                                                 : end.error);
+        run.follow_to_end(on_event, token);
         result->files = {QDir(QString::fromStdString(run_dir)).filePath(kExportInRun).toStdString()};
         std::shared_ptr<const loftq::QuantizeResult> done = result;
         post([this, done] { emit finished(done); });

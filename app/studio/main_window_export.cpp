@@ -24,7 +24,7 @@ namespace studio {
 
 bool MainWindow::exportTo(const QString& dir, bool plots, bool force, loftq::ExportFormat format, bool double_quant) {
     if (dir.isEmpty()) return false;
-    return startRun({}, {QDir(dir).absolutePath(), format, plots, force, double_quant});
+    return startRun({}, {QDir(dir).absolutePath(), format, plots, force, double_quant, std::nullopt});
 }
 
 std::vector<std::pair<std::string, std::string>> MainWindow::renderPlots(const loftq::QuantizeResult& r) {

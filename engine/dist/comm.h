@@ -38,6 +38,8 @@ public:
 
     // Point to point. send returns when `bytes` may be reused; recv fills exactly `bytes` from `from`.
     virtual void send(int to, CommTag tag, const void* data, size_t bytes) = 0;
+    // The same, taking the bytes over (no copy where the transport keeps its own: a large message).
+    virtual void send(int to, CommTag tag, std::string&& bytes) { send(to, tag, bytes.data(), bytes.size()); }
     virtual void recv(int from, CommTag tag, void* data, size_t bytes) = 0;
     // Blocks until a message with `tag` from any rank arrives; returns its bytes and sender.
     virtual std::string recv_any(CommTag tag, int* from) = 0;

@@ -109,6 +109,15 @@ public:
             off += n;
         } while (off < bytes);
     }
+    void send(int to, CommTag tag, std::string&& bytes) override {
+        if (bytes.size() > kPiece) return send(to, tag, bytes.data(), bytes.size());
+        std::list<Pending>::iterator s;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            s = post_send(to, tag, std::move(bytes));
+        }
+        wait_send(s, [&] { return test(&s->req); });
+    }
     void recv(int from, CommTag tag, void* data, size_t bytes) override {
         char* p = static_cast<char*>(data);
         size_t off = 0;
@@ -257,6 +266,11 @@ private:
         std::string bytes;
         if (reuse) bytes.swap(*reuse);
         bytes.assign(static_cast<const char*>(data), n);
+        return post_send(to, tag, std::move(bytes), reuse);
+    }
+    // Under mu_: sends `bytes`, which the entry owns (at most kPiece).
+    std::list<Pending>::iterator post_send(int to, CommTag tag, std::string&& bytes, std::string* reuse = nullptr) {
+        const size_t n = bytes.size();
         sends_.push_back({MPI_REQUEST_NULL, std::move(bytes), true, reuse});
         auto it = std::prev(sends_.end());
         check(MPI_Isend(it->bytes.data(), int(n), MPI_BYTE, to, int(tag), MPI_COMM_WORLD, &it->req), "MPI_Isend");

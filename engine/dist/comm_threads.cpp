@@ -55,9 +55,12 @@ public:
         return w_->abort_reason;
     }
     void send(int to, CommTag tag, const void* data, size_t bytes) override {
+        send(to, tag, std::string(static_cast<const char*>(data), bytes));
+    }
+    void send(int to, CommTag tag, std::string&& bytes) override {
         std::lock_guard<std::mutex> lock(w_->mu);
         if (!w_->abort_reason.empty()) throw Cancelled();
-        w_->boxes[size_t(to)].push_back({rank_, tag, std::string(static_cast<const char*>(data), bytes)});
+        w_->boxes[size_t(to)].push_back({rank_, tag, std::move(bytes)});
         w_->cv.notify_all();
     }
     void recv(int from, CommTag tag, void* data, size_t bytes) override {

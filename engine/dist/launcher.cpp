@@ -86,7 +86,7 @@ LaunchRecord record_from_json(const json& j) {
 }
 
 // The host part of a remote prefix, for messages ("user@gpu-box"); "this machine" when none.
-std::string where(const LaunchRecord& r) { return r.remote.empty() ? std::string("this machine") : r.remote.back(); }
+std::string place_of(const LaunchRecord& r) { return r.remote.empty() ? std::string("this machine") : r.remote.back(); }
 
 // A path as one sh word that cannot be read as an option.
 std::string dir_word(const std::string& dir) {
@@ -139,6 +139,7 @@ RemoteRun::~RemoteRun() = default;
 const LaunchRecord& RemoteRun::record() const { return impl_->rec; }
 const std::string& RemoteRun::run_dir() const { return impl_->run_dir; }
 bool RemoteRun::over_ssh() const { return impl_->over_ssh(); }
+std::string RemoteRun::where() const { return place_of(impl_->rec); }
 long RemoteRun::stream_pid() const { return impl_->stream_pid.load(); }
 
 RemoteRun RemoteRun::start(const RunTarget& target, const std::vector<std::string>& loftq_args, const std::string& run_dir,
@@ -245,7 +246,7 @@ RemoteRun RemoteRun::start(const RunTarget& target, const std::vector<std::strin
         fs::remove_all(run_dir, ec);
         std::string why = launch::last_line(c.err);
         if (why.empty()) why = "exit status " + std::to_string(c.code);
-        throw Error(run_dir, "", "run-on: could not start the job on " + where(r) + ": " + why);
+        throw Error(run_dir, "", "run-on: could not start the job on " + place_of(r) + ": " + why);
     }
     r.remote_dir = out[out.size() - 2];
     r.pid = std::atol(out.back().c_str());
@@ -421,7 +422,7 @@ StreamEnd RemoteRun::stream(const std::function<void(const ParsedEvent&)>& on_ev
         if (!m.over_ssh() && r.pid > 0 && ::kill(pid_t(r.pid), 0) != 0 && errno == ESRCH)
             end.error = "the run's process on this machine is gone without an exit line (see output.log)";
         else
-            end.error = "the event stream from " + where(r) + " ended without an exit line (status " + std::to_string(code) + ")";
+            end.error = "the event stream from " + place_of(r) + " ended without an exit line (status " + std::to_string(code) + ")";
     }
     r.state = RunState::Detached;
     m.save();
@@ -439,10 +440,27 @@ void RemoteRun::stop() {
         const launch::Captured c =
             launch::run_capture(m.on_target("kill -s INT -- -" + std::to_string(r.pid) + " 2>/dev/null; true"));
         if (c.code != 0)
-            throw Error(m.run_dir, "", "stop: could not reach " + where(r) + ": " + launch::last_line(c.err));
+            throw Error(m.run_dir, "", "stop: could not reach " + place_of(r) + ": " + launch::last_line(c.err));
     }
     r.stop_requested = true;
     m.save();
+}
+
+void RemoteRun::follow_to_end(const std::function<void(const ParsedEvent&)>& on_event, const CancelToken& cancel) {
+    StreamEnd end = stream(on_event, cancel);
+    if (end.kind == StreamEnd::Cancelled) {
+        if (stop_and_follow(on_event, 60).kind == StreamEnd::Finished) fetch();  // what stayed (a checkpoint for a resume)
+        throw Cancelled();
+    }
+    const LaunchRecord& r = impl_->rec;
+    if (end.kind == StreamEnd::Lost)
+        throw Error(impl_->run_dir, "", "lost the connection to the run on " + place_of(r) + " (" + end.error +
+                                            "); it goes on there: attach this run folder to follow it again");
+    fetch();
+    if (end.code != 0)
+        throw Error(end.error.empty() ? "the run on " + place_of(r) + " failed (exit code " + std::to_string(end.code) +
+                                            "; " + impl_->run_dir + "/output.log has its output)"
+                                      : end.error);
 }
 
 StreamEnd RemoteRun::stop_and_follow(const std::function<void(const ParsedEvent&)>& on_event, double timeout_s) {
@@ -479,7 +497,7 @@ void RemoteRun::fetch() {
         const auto p = launch::run_pipeline(m.on_target("cd " + dir_word(r.remote_dir) + " && " + wait + "tar -cf - ."),
                                             {"tar", "-C", m.run_dir, "--no-same-owner", "-xf", "-"});
         if (p.a.code != 0)
-            throw Error(m.run_dir, "", "fetch from " + where(r) + ":" + r.remote_dir + " failed: " +
+            throw Error(m.run_dir, "", "fetch from " + place_of(r) + ":" + r.remote_dir + " failed: " +
                                            (launch::last_line(p.a.err).empty() ? "status " + std::to_string(p.a.code)
                                                                                : launch::last_line(p.a.err)));
         if (p.b.code != 0)

@@ -137,12 +137,18 @@ public:
     // passes (<= 0: no limit): what a Stop button or Ctrl-C does. A run that does not answer in
     // time is left going (Cancelled is returned; attach() finds it again).
     StreamEnd stop_and_follow(const std::function<void(const ParsedEvent&)>& on_event, double timeout_s);
+    // What a caller that reports by exceptions does with a run (the workbench's jobs): stream();
+    // when `cancel` is set, stop_and_follow (a minute at most), fetch what stayed and throw
+    // loftq::Cancelled; a lost connection throws loftq::Error with the way back (attach RUN); a
+    // finished run is fetched, and an exit code other than 0 throws loftq::Error with its error.
+    void follow_to_end(const std::function<void(const ParsedEvent&)>& on_event, const CancelToken& cancel);
     // Copies every file of the target's run folder into RUN (ssh: `tar -cf -` there, `tar -xf -`
     // here); nothing to do on this machine. Call it after Finished (or any time for a snapshot).
     void fetch();
 
     const LaunchRecord& record() const;   // as of the last change made through this object
     const std::string& run_dir() const;   // RUN as given
+    std::string where() const;            // "this machine", or the ssh host word (e.g. "me@gpu-box")
     bool over_ssh() const;
     // The stream's helper process on this machine (ssh ... tail, or tail), 0 when none: a test
     // kills it to simulate a lost connection.

@@ -70,11 +70,11 @@ public:
     int rank() const override { return comm_.rank(); }
     int ranks() const override { return comm_.size(); }
     void send(int weight, const WeightResult& r, const Decomposition& d) override {
-        const std::string body = encode_weight(weight, r, d);
+        std::string body = encode_weight(weight, r, d);
         const uint64_t n = body.size();
         std::lock_guard<std::mutex> lock(send_mu_);  // a length and its body go out back to back
         comm_.send(0, CommTag::Weight, &n, sizeof n);
-        comm_.send(0, CommTag::Weight, body.data(), body.size());
+        comm_.send(0, CommTag::Weight, std::move(body));  // handed over, not copied again
     }
     int receive(WeightResult& r, Decomposition& d, const CancelToken& cancel) override {
         cancel.throw_if_cancelled();

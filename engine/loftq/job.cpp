@@ -291,8 +291,10 @@ QuantizeResult run_quantize_with(const QuantizeOptions& opt, const ExporterFacto
                 if (d.codes.size() != size_t(wp.rows * wp.cols))
                     throw Error("rank 0 received " + wp.name + " with " + std::to_string(d.codes.size()) + " codes, expected " +
                                 std::to_string(wp.rows * wp.cols));
-                d.Q.reshape_uninit(wp.rows, wp.cols);
-                dequantize(quant_format(wp.s.quant), d.codes.data(), d.scales.data(), d.codes.size(), wp.s.block, d.Q.data());
+                if (exporter) {  // Q for the writer (a dry run writes nothing: no Q needed)
+                    d.Q.reshape_uninit(wp.rows, wp.cols);
+                    dequantize(quant_format(wp.s.quant), d.codes.data(), d.scales.data(), d.codes.size(), wp.s.block, d.Q.data());
+                }
                 const double step_units = double(wp.rows * wp.cols);
                 for (const auto& s : r.steps) {
                     add_units(step_units);
